@@ -1,0 +1,78 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strictSwift6: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "swift-amqp-client",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "AMQPClient", targets: ["AMQPClient"]),
+        .executable(name: "user-events-producer", targets: ["UserEventsProducer"]),
+        .executable(name: "user-events-consumer", targets: ["UserEventsConsumer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CRabbitMQ",
+            pkgConfig: "librabbitmq",
+            providers: [.apt(["librabbitmq-dev"]), .brew(["rabbitmq-c"])]
+        ),
+        .target(
+            name: "AMQPClient",
+            dependencies: [
+                "CRabbitMQ",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift6
+        ),
+        .target(
+            name: "UserEvents",
+            dependencies: [
+                "AMQPClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Samples/UserEvents",
+            swiftSettings: strictSwift6
+        ),
+        .executableTarget(
+            name: "UserEventsProducer",
+            dependencies: ["UserEvents", "AMQPClient", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/Samples/UserEventsProducer",
+            swiftSettings: strictSwift6
+        ),
+        .executableTarget(
+            name: "UserEventsConsumer",
+            dependencies: [
+                "UserEvents", "AMQPClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Samples/UserEventsConsumer",
+            swiftSettings: strictSwift6
+        ),
+        .testTarget(
+            name: "AMQPClientTests",
+            dependencies: ["AMQPClient"],
+            swiftSettings: strictSwift6
+        ),
+        .testTarget(
+            name: "AMQPClientIntegrationTests",
+            dependencies: ["AMQPClient", "UserEvents"],
+            swiftSettings: strictSwift6
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

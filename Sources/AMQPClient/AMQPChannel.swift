@@ -1,0 +1,330 @@
+import CRabbitMQ
+import Synchronization
+
+/// A channel: the lightweight session on a connection through which everything is
+/// declared, published and consumed.
+///
+/// Open one with ``AMQPConnection/openChannel()``. A channel may be used from many tasks;
+/// its operations reach the broker in the order they were called. When the broker
+/// refuses an operation (for example `404 NOT_FOUND` for a missing queue) it closes the
+/// channel: that call throws ``AMQPError/Code/channelClosed`` with the reply code, later
+/// calls on the channel throw the same error, and the connection and its other channels
+/// carry on. Open a new channel to continue.
+public final class AMQPChannel: Sendable {
+    let core: ConnectionCore
+    let ref: ChannelRef
+    private let closedReason = Mutex<AMQPError?>(nil)
+
+    init(core: ConnectionCore, ref: ChannelRef) {
+        self.core = core
+        self.ref = ref
+    }
+
+    /// The channel number on its connection.
+    public var id: UInt16 { ref.id }
+
+    /// `false` once the channel was closed, by the application or the broker.
+    public var isOpen: Bool { closedError == nil && core.isOpen }
+
+    /// Why the channel closed, or `nil` while it is open.
+    public var closedError: AMQPError? { closedReason.withLock { $0 } }
+
+    // MARK: Exchanges
+
+    /// Declares an exchange, creating it unless it exists with the same settings.
+    ///
+    /// - Parameters:
+    ///   - passive: only check that the exchange exists (`404 NOT_FOUND` if not); nothing is created.
+    ///   - internal: the exchange accepts messages only from other exchanges, never from publishers.
+    public func declareExchange(
+        _ name: String,
+        type: AMQPExchangeType = .direct,
+        durable: Bool = false,
+        autoDelete: Bool = false,
+        `internal`: Bool = false,
+        passive: Bool = false,
+        arguments: AMQPFieldTable = [:]
+    ) async throws(AMQPError) {
+        try AMQPError.checkShortString(name, "exchange name")
+        try AMQPError.checkShortString(type.name, "exchange type")
+        try arguments.validate("argument")
+        _ = try await call(
+            .exchangeDeclare(
+                name: name, type: type.name, passive: passive, durable: durable, autoDelete: autoDelete,
+                isInternal: `internal`, arguments: arguments))
+    }
+
+    /// Deletes an exchange. With `ifUnused`, fails (`406`) while queues or exchanges are bound to it.
+    public func deleteExchange(_ name: String, ifUnused: Bool = false) async throws(AMQPError) {
+        try AMQPError.checkShortString(name, "exchange name")
+        _ = try await call(.exchangeDelete(name: name, ifUnused: ifUnused))
+    }
+
+    /// Routes messages from exchange `source` to exchange `destination`.
+    public func bindExchange(
+        _ destination: String, to source: String, routingKey: String = "", arguments: AMQPFieldTable = [:]
+    ) async throws(AMQPError) {
+        try checkBinding(destination, source, routingKey, arguments)
+        _ = try await call(
+            .exchangeBind(destination: destination, source: source, routingKey: routingKey, arguments: arguments))
+    }
+
+    /// Removes a binding made with ``bindExchange(_:to:routingKey:arguments:)``.
+    public func unbindExchange(
+        _ destination: String, from source: String, routingKey: String = "", arguments: AMQPFieldTable = [:]
+    ) async throws(AMQPError) {
+        try checkBinding(destination, source, routingKey, arguments)
+        _ = try await call(
+            .exchangeUnbind(destination: destination, source: source, routingKey: routingKey, arguments: arguments))
+    }
+
+    // MARK: Queues
+
+    /// Declares a queue, creating it unless it exists with the same settings.
+    ///
+    /// - Parameters:
+    ///   - name: the queue's name; `""` lets the broker choose one (read it from the result).
+    ///   - durable: the queue survives a broker restart (its persistent messages too).
+    ///   - exclusive: only this connection may use the queue, and it is deleted when the connection closes.
+    ///   - autoDelete: the queue is deleted when its last consumer is cancelled.
+    ///   - passive: only check that the queue exists (`404 NOT_FOUND` if not) and read its counts.
+    ///   - arguments: optional queue arguments, such as `x-message-ttl`, `x-dead-letter-exchange`,
+    ///     `x-max-length` or `x-queue-type`.
+    /// - Returns: the queue's name and its message and consumer counts.
+    @discardableResult
+    public func declareQueue(
+        _ name: String = "",
+        durable: Bool = false,
+        exclusive: Bool = false,
+        autoDelete: Bool = false,
+        passive: Bool = false,
+        arguments: AMQPFieldTable = [:]
+    ) async throws(AMQPError) -> AMQPQueueInfo {
+        try AMQPError.checkShortString(name, "queue name")
+        try arguments.validate("argument")
+        let reply = try await call(
+            .queueDeclare(
+                name: name, passive: passive, durable: durable, exclusive: exclusive, autoDelete: autoDelete,
+                arguments: arguments))
+        guard case .queueDeclareOk(let info) = reply else { throw unexpected(reply) }
+        return info
+    }
+
+    /// Routes messages from `exchange` whose routing key matches `routingKey` into `queue`.
+    public func bindQueue(
+        _ queue: String, to exchange: String, routingKey: String = "", arguments: AMQPFieldTable = [:]
+    ) async throws(AMQPError) {
+        try checkBinding(queue, exchange, routingKey, arguments)
+        _ = try await call(.queueBind(queue: queue, exchange: exchange, routingKey: routingKey, arguments: arguments))
+    }
+
+    /// Removes a binding made with ``bindQueue(_:to:routingKey:arguments:)``.
+    public func unbindQueue(
+        _ queue: String, from exchange: String, routingKey: String = "", arguments: AMQPFieldTable = [:]
+    ) async throws(AMQPError) {
+        try checkBinding(queue, exchange, routingKey, arguments)
+        _ = try await call(.queueUnbind(queue: queue, exchange: exchange, routingKey: routingKey, arguments: arguments))
+    }
+
+    /// Removes every ready message from a queue. Returns how many were removed.
+    @discardableResult
+    public func purgeQueue(_ name: String) async throws(AMQPError) -> UInt32 {
+        try AMQPError.checkShortString(name, "queue name")
+        let reply = try await call(.queuePurge(name: name))
+        guard case .messageCount(_, let count) = reply else { throw unexpected(reply) }
+        return count
+    }
+
+    /// Deletes a queue and its messages. Returns how many messages it held.
+    ///
+    /// - Parameters:
+    ///   - ifUnused: fail (`406`) while the queue has consumers.
+    ///   - ifEmpty: fail (`406`) while the queue holds messages.
+    @discardableResult
+    public func deleteQueue(_ name: String, ifUnused: Bool = false, ifEmpty: Bool = false) async throws(AMQPError)
+        -> UInt32
+    {
+        try AMQPError.checkShortString(name, "queue name")
+        let reply = try await call(.queueDelete(name: name, ifUnused: ifUnused, ifEmpty: ifEmpty))
+        guard case .messageCount(_, let count) = reply else { throw unexpected(reply) }
+        return count
+    }
+
+    // MARK: Publishing
+
+    /// Publishes a message.
+    ///
+    /// Returns once the message is queued on the connection, in order with everything else
+    /// this channel sends; it suspends only while the connection's publish buffer is full.
+    /// Without publisher confirms AMQP reports no per-message outcome: a message to a missing
+    /// exchange closes the channel (`404`), and the next call on it throws.
+    ///
+    /// - Parameters:
+    ///   - body: the message body.
+    ///   - exchange: the exchange to publish to; `""` is the default exchange, which routes to
+    ///     the queue named by `routingKey`.
+    ///   - routingKey: how the exchange routes the message.
+    ///   - mandatory: ask the broker to return the message when no queue receives it.
+    ///   - properties: content type, persistence, correlation id, headers and the rest.
+    public func publish(
+        _ body: [UInt8],
+        exchange: String = "",
+        routingKey: String,
+        mandatory: Bool = false,
+        properties: AMQPProperties = AMQPProperties()
+    ) async throws(AMQPError) {
+        try AMQPError.checkShortString(exchange, "exchange name")
+        try AMQPError.checkShortString(routingKey, "routing key")
+        try properties.validate()
+        if let error = closedError { throw error }
+        try await core.publish(
+            ref,
+            PublishRequest(
+                exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties, body: body))
+    }
+
+    /// Publishes a message whose body is the UTF-8 of `body`.
+    public func publish(
+        _ body: String,
+        exchange: String = "",
+        routingKey: String,
+        mandatory: Bool = false,
+        properties: AMQPProperties = AMQPProperties()
+    ) async throws(AMQPError) {
+        try await publish(
+            Array(body.utf8), exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties)
+    }
+
+    // MARK: Consuming
+
+    /// Limits how many unacknowledged deliveries the broker sends: to each consumer on this
+    /// channel, or with `global` to the channel as a whole. `0` means no limit.
+    ///
+    /// Set it before ``consume(queue:consumerTag:noAck:exclusive:arguments:)``: it also bounds
+    /// how many deliveries a consumer buffers.
+    public func setPrefetch(count: UInt16, global: Bool = false) async throws(AMQPError) {
+        _ = try await call(.basicQos(prefetchCount: count, global: global))
+    }
+
+    /// Starts a consumer on `queue`. Iterate the result to receive deliveries.
+    ///
+    /// - Parameters:
+    ///   - consumerTag: identifies the consumer on this channel; generated when empty.
+    ///   - noAck: the broker considers each message handled as soon as it is sent (faster; a
+    ///     crash loses what was in flight). Deliveries of such a consumer must not be acknowledged.
+    ///   - exclusive: no other consumer may use the queue at the same time (`403` otherwise).
+    ///   - arguments: consumer arguments, such as `x-priority`.
+    public func consume(
+        queue: String,
+        consumerTag: String = "",
+        noAck: Bool = false,
+        exclusive: Bool = false,
+        arguments: AMQPFieldTable = [:]
+    ) async throws(AMQPError) -> AMQPConsumer {
+        try AMQPError.checkShortString(queue, "queue name")
+        try AMQPError.checkShortString(consumerTag, "consumer tag")
+        try arguments.validate("argument")
+        let tag = consumerTag.isEmpty ? core.makeConsumerTag(channel: id) : consumerTag
+        let stream = ConsumerStream(consumerTag: tag, noAck: noAck)
+        let method = ClientMethod.basicConsume(
+            queue: queue, consumerTag: tag, noAck: noAck, exclusive: exclusive, arguments: arguments)
+        _ = try await awaitReply { continuation in .consume(ref, method, stream, continuation) }
+        return AMQPConsumer(channel: self, queue: queue, stream: stream)
+    }
+
+    /// Fetches one message from `queue`, or returns `nil` when it is empty.
+    ///
+    /// Polling is slower than ``consume(queue:consumerTag:noAck:exclusive:arguments:)``; use it for
+    /// occasional reads.
+    public func get(from queue: String, noAck: Bool = false) async throws(AMQPError) -> AMQPDelivery? {
+        try AMQPError.checkShortString(queue, "queue name")
+        let reply = try await call(.basicGet(queue: queue, noAck: noAck))
+        switch reply {
+        case .gotDelivery(let delivery): return delivery
+        case .getEmpty: return nil
+        default: throw unexpected(reply)
+        }
+    }
+
+    /// Acknowledges a delivery by tag; see ``AMQPDelivery/ack(multiple:)``.
+    public func ack(deliveryTag: UInt64, multiple: Bool = false) throws(AMQPError) {
+        try send(.basicAck(deliveryTag: deliveryTag, multiple: multiple))
+    }
+
+    /// Negatively acknowledges a delivery by tag; see ``AMQPDelivery/nack(multiple:requeue:)``.
+    public func nack(deliveryTag: UInt64, multiple: Bool = false, requeue: Bool = true) throws(AMQPError) {
+        try send(.basicNack(deliveryTag: deliveryTag, multiple: multiple, requeue: requeue))
+    }
+
+    /// Asks the broker to redeliver every unacknowledged message on this channel.
+    public func recover(requeue: Bool = true) async throws(AMQPError) {
+        _ = try await call(.basicRecover(requeue: requeue))
+    }
+
+    // MARK: Closing
+
+    /// Closes the channel. Consumers on it end; unacknowledged deliveries go back to their queues.
+    /// Does nothing if the channel is already closed.
+    public func close() async {
+        let alreadyClosed = closedReason.withLock { reason -> Bool in
+            if reason != nil { return true }
+            reason = .channelClosedByApplication(id)
+            return false
+        }
+        guard !alreadyClosed else { return }
+        _ = try? await awaitReply { continuation in .closeChannel(ref, continuation) }
+    }
+
+    // MARK: Internals
+
+    func markClosed(_ error: AMQPError) {
+        closedReason.withLock { reason in
+            if reason == nil { reason = error }
+        }
+    }
+
+    func send(_ method: ClientMethod) throws(AMQPError) {
+        if let error = closedError { throw error }
+        try core.submit(.send(ref, method))
+    }
+
+    private func call(_ method: ClientMethod) async throws(AMQPError) -> ServerMethod {
+        if let error = closedError { throw error }
+        return try await awaitReply { continuation in .call(ref, method, continuation) }
+    }
+
+    private func awaitReply(_ command: (ReplyContinuation) -> Command) async throws(AMQPError) -> ServerMethod {
+        do {
+            return try await withCheckedThrowingContinuation { continuation in
+                core.submitOrFail(command(continuation))
+            }
+        } catch {
+            throw AMQPError.wrap(error)
+        }
+    }
+
+    private func unexpected(_ reply: ServerMethod) -> AMQPError {
+        AMQPError(code: .library, message: "unexpected reply from the broker: \(reply)")
+    }
+
+    private func checkBinding(
+        _ destination: String, _ source: String, _ routingKey: String, _ arguments: AMQPFieldTable
+    ) throws(AMQPError) {
+        try AMQPError.checkShortString(destination, "destination name")
+        try AMQPError.checkShortString(source, "source exchange name")
+        try AMQPError.checkShortString(routingKey, "routing key")
+        try arguments.validate("argument")
+    }
+
+    /// Called when a consumer's iteration ends: cancel it on the broker and give back what it never saw.
+    func consumerStopped(_ stream: ConsumerStream) {
+        guard let unseen = stream.terminate(), !stream.isFinished, isOpen else { return }
+        let requeue = stream.noAck ? [] : unseen.map(\.deliveryTag)
+        try? core.submit(.stopConsumer(ref, stream, requeue: requeue, nil))
+    }
+
+    func cancelConsumer(_ stream: ConsumerStream) async throws(AMQPError) {
+        if stream.isFinished { return }
+        _ = try await awaitReply { continuation in .stopConsumer(ref, stream, requeue: [], continuation) }
+    }
+}

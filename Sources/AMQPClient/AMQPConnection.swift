@@ -1,0 +1,130 @@
+public import Logging
+public import ServiceLifecycle
+
+/// A connection to a RabbitMQ broker (AMQP 0-9-1).
+///
+/// ```swift
+/// let connection = try await AMQPConnection.connect(to: .init(url: "amqp://guest:guest@localhost:5672/"))
+/// let channel = try await connection.openChannel()
+/// try await channel.declareQueue("user_events", durable: true)
+/// try await channel.publish(#"{"type":"USER_REGISTERED"}"#, routingKey: "user_events")
+/// await connection.close()
+/// ```
+///
+/// Each connection runs one I/O thread that owns the librabbitmq connection: it writes what
+/// the application sends, reads every frame, and keeps heartbeats going. Any number of tasks
+/// may use the connection and its channels at the same time.
+///
+/// Close a connection with ``close()`` (or use ``withConnection(to:logger:_:)``). When the
+/// socket fails or the broker closes the connection, every pending call throws, every consumer
+/// sequence ends with that error, and ``closed()`` returns it.
+///
+/// As a `Service`, a connection runs until graceful shutdown and then closes itself.
+public final class AMQPConnection: Sendable {
+    let core: ConnectionCore
+
+    /// The configuration this connection was opened with.
+    public var configuration: Configuration { core.configuration }
+
+    private init(core: ConnectionCore) {
+        self.core = core
+    }
+
+    /// Opens a connection and logs in. Throws ``AMQPError`` with ``AMQPError/Code/connectionFailed``,
+    /// ``AMQPError/Code/connectTimeout``, ``AMQPError/Code/authenticationFailed`` or
+    /// ``AMQPError/Code/accessRefused`` when it cannot.
+    public static func connect(
+        to configuration: Configuration,
+        logger: Logger = Logger(label: "amqp-client")
+    ) async throws(AMQPError) -> AMQPConnection {
+        var logger = logger
+        if let name = configuration.connectionName { logger[metadataKey: "amqp.connection"] = "\(name)" }
+        let core = try ConnectionCore(configuration: configuration, logger: logger)
+        try await IOLoop.start(core: core)
+        return AMQPConnection(core: core)
+    }
+
+    /// Opens a connection to an AMQP URI such as `amqp://user:password@host:5672/vhost`.
+    public static func connect(
+        url: String,
+        logger: Logger = Logger(label: "amqp-client")
+    ) async throws(AMQPError) -> AMQPConnection {
+        try await connect(to: Configuration(url: url), logger: logger)
+    }
+
+    /// Opens a connection, runs `body` with it, and closes it however `body` ends.
+    public static func withConnection<Result: Sendable>(
+        to configuration: Configuration,
+        logger: Logger = Logger(label: "amqp-client"),
+        _ body: (AMQPConnection) async throws -> Result
+    ) async throws -> Result {
+        let connection = try await connect(to: configuration, logger: logger)
+        do {
+            let result = try await body(connection)
+            await connection.close()
+            return result
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+
+    /// Opens a new channel.
+    public func openChannel() async throws(AMQPError) -> AMQPChannel {
+        do {
+            return try await withCheckedThrowingContinuation { continuation in
+                core.submitOrFail(.openChannel(continuation))
+            }
+        } catch {
+            throw AMQPError.wrap(error)
+        }
+    }
+
+    /// Opens a channel, runs `body` with it, and closes the channel however `body` ends.
+    public func withChannel<Result: Sendable>(_ body: (AMQPChannel) async throws -> Result) async throws -> Result {
+        let channel = try await openChannel()
+        do {
+            let result = try await body(channel)
+            await channel.close()
+            return result
+        } catch {
+            await channel.close()
+            throw error
+        }
+    }
+
+    /// `false` once the connection is closing or closed.
+    public var isOpen: Bool { core.isOpen }
+
+    /// While the broker blocks publishing on this connection (a memory or disk alarm), the
+    /// reason it gave; otherwise `nil`. Publishes made while blocked wait in the connection's
+    /// buffer until the broker unblocks it.
+    public var blockedReason: String? { core.blockedReason }
+
+    /// Closes the connection: sends what was already queued, then `connection.close`, and waits
+    /// up to ``Configuration/closeTimeout`` for the broker to confirm. Consumers end; pending
+    /// calls throw ``AMQPError/Code/connectionClosed``. Safe to call more than once.
+    public func close() async {
+        core.beginClose()
+        _ = await core.waitUntilClosed()
+    }
+
+    /// Waits until the connection has ended. Returns the error that ended it, or `nil` when the
+    /// application closed it.
+    public func closed() async -> AMQPError? {
+        await core.waitUntilClosed()
+    }
+}
+
+extension AMQPConnection: Service {
+    /// Runs until graceful shutdown (then closes the connection) or until the connection fails
+    /// (then throws why).
+    public func run() async throws {
+        let error = await withGracefulShutdownHandler {
+            await self.core.waitUntilClosed()
+        } onGracefulShutdown: {
+            self.core.beginClose()
+        }
+        if let error { throw error }
+    }
+}

@@ -1,0 +1,78 @@
+/// The deliveries of one `basic.consume`, as an `AsyncSequence`.
+///
+/// ```swift
+/// let consumer = try await channel.consume(queue: "user_events")
+/// for try await delivery in consumer {
+///     handle(delivery.body)
+///     try await delivery.ack()
+/// }
+/// ```
+///
+/// Ending the iteration (a `break`, a thrown error, or cancelling the task) cancels the
+/// consumer on the broker and requeues the deliveries that were buffered but never handed
+/// out. The sequence ends normally when the consumer is cancelled with ``cancel()`` or its
+/// channel or connection is closed by the application, and throws when the broker cancels the
+/// consumer (``AMQPError/Code/consumerCancelled``) or closes the channel or connection.
+///
+/// A consumer is meant to be iterated by one task.
+public final class AMQPConsumer: AsyncSequence, Sendable {
+    public typealias Element = AMQPDelivery
+
+    /// The tag that identifies this consumer on its channel.
+    public let consumerTag: String
+    /// The queue it consumes from.
+    public let queue: String
+
+    let channel: AMQPChannel
+    let stream: ConsumerStream
+
+    init(channel: AMQPChannel, queue: String, stream: ConsumerStream) {
+        self.channel = channel
+        self.queue = queue
+        self.stream = stream
+        self.consumerTag = stream.consumerTag
+    }
+
+    deinit {
+        channel.consumerStopped(stream)
+    }
+
+    /// Cancels the consumer on the broker and waits for the broker to confirm. Deliveries
+    /// already buffered can still be iterated; then the sequence ends.
+    public func cancel() async throws(AMQPError) {
+        try await channel.cancelConsumer(stream)
+    }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let stream: ConsumerStream
+        private let stopOnRelease: StopOnRelease
+
+        init(consumer: AMQPConsumer) {
+            self.stream = consumer.stream
+            self.stopOnRelease = StopOnRelease(channel: consumer.channel, stream: consumer.stream)
+        }
+
+        public mutating func next() async throws -> AMQPDelivery? {
+            try await stream.next()
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(consumer: self)
+    }
+}
+
+/// Cancels the consumer when the last copy of an iterator goes away: iteration has ended.
+private final class StopOnRelease: Sendable {
+    let channel: AMQPChannel
+    let stream: ConsumerStream
+
+    init(channel: AMQPChannel, stream: ConsumerStream) {
+        self.channel = channel
+        self.stream = stream
+    }
+
+    deinit {
+        channel.consumerStopped(stream)
+    }
+}

@@ -1,0 +1,46 @@
+/// A message delivered to a consumer or fetched with ``AMQPChannel/get(from:noAck:)``.
+///
+/// Unless it was consumed with `noAck`, the broker keeps the message until it is
+/// settled: call exactly one of ``ack(multiple:)``, ``nack(multiple:requeue:)`` or
+/// ``reject(requeue:)`` once it has been handled. A delivery that is never settled
+/// is redelivered (with ``redelivered`` set) when its channel closes.
+public struct AMQPDelivery: Sendable {
+    /// The message body.
+    public let body: [UInt8]
+    public let properties: AMQPProperties
+    /// Identifies the delivery on its channel; what ack, nack and reject refer to.
+    public let deliveryTag: UInt64
+    /// The broker delivered this message before (to this or another consumer) and it was not acknowledged.
+    public let redelivered: Bool
+    /// The exchange the message was published to (`""` for the default exchange).
+    public let exchange: String
+    public let routingKey: String
+    /// The consumer the message was delivered to; `nil` for ``AMQPChannel/get(from:noAck:)``.
+    public let consumerTag: String?
+    /// For ``AMQPChannel/get(from:noAck:)``: messages left in the queue after this one.
+    public let messageCount: UInt32?
+
+    let channel: AMQPChannel
+
+    /// The body decoded as UTF-8.
+    public var bodyString: String { String(decoding: body, as: UTF8.self) }
+
+    /// Tells the broker the message was handled and may be forgotten.
+    /// - Parameter multiple: also acknowledge every earlier unsettled delivery on this channel.
+    public func ack(multiple: Bool = false) async throws(AMQPError) {
+        try channel.send(.basicAck(deliveryTag: deliveryTag, multiple: multiple))
+    }
+
+    /// Tells the broker the message was not handled.
+    /// - Parameters:
+    ///   - multiple: also settle every earlier unsettled delivery on this channel.
+    ///   - requeue: put the message back in its queue (`true`), or drop it or dead-letter it (`false`).
+    public func nack(multiple: Bool = false, requeue: Bool = true) async throws(AMQPError) {
+        try channel.send(.basicNack(deliveryTag: deliveryTag, multiple: multiple, requeue: requeue))
+    }
+
+    /// Rejects this one message: requeued (`true`), or dropped or dead-lettered (`false`).
+    public func reject(requeue: Bool = true) async throws(AMQPError) {
+        try channel.send(.basicReject(deliveryTag: deliveryTag, requeue: requeue))
+    }
+}

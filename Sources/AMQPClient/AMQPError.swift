@@ -1,0 +1,113 @@
+/// The one error type thrown by this package.
+///
+/// Match on ``code`` to decide what to do; read ``description`` for a person.
+/// Broker-reported failures also carry the AMQP ``replyCode`` and ``replyText``
+/// (for example `404 NOT_FOUND`). No error ever contains a password.
+public struct AMQPError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What kind of failure this is. New codes may be added in later releases, so
+    /// `switch` over it with a `default` case.
+    public struct Code: Sendable, Hashable, CustomStringConvertible {
+        fileprivate enum Backing: String, Sendable, Hashable {
+            case invalidArgument
+            case connectionFailed
+            case connectTimeout
+            case authenticationFailed
+            case accessRefused
+            case channelClosed
+            case connectionClosed
+            case connectionLost
+            case consumerCancelled
+            case library
+        }
+
+        fileprivate let backing: Backing
+
+        /// The caller passed something AMQP cannot carry: a malformed URI, a name over
+        /// 255 bytes, an out-of-range value. Nothing was sent.
+        public static let invalidArgument = Code(backing: .invalidArgument)
+        /// The TCP connection could not be made: the host is unknown, unreachable, or
+        /// refused the connection.
+        public static let connectionFailed = Code(backing: .connectionFailed)
+        /// The TCP connection or the AMQP handshake did not finish within the configured timeout.
+        public static let connectTimeout = Code(backing: .connectTimeout)
+        /// The broker refused the user name or password (403 ACCESS_REFUSED during login).
+        public static let authenticationFailed = Code(backing: .authenticationFailed)
+        /// The user may not use the virtual host, or an operation was refused for lack
+        /// of permission (530 NOT_ALLOWED, 403 ACCESS_REFUSED on a channel).
+        public static let accessRefused = Code(backing: .accessRefused)
+        /// The channel is closed: by the broker because of an error (see ``AMQPError/replyCode``),
+        /// or by the application. The connection and its other channels keep working.
+        public static let channelClosed = Code(backing: .channelClosed)
+        /// The connection is closed: by the application, or by the broker with a reply code
+        /// (for example 320 CONNECTION_FORCED).
+        public static let connectionClosed = Code(backing: .connectionClosed)
+        /// The connection failed underneath: the socket broke or the broker stopped answering
+        /// heartbeats.
+        public static let connectionLost = Code(backing: .connectionLost)
+        /// The broker cancelled a consumer, for example because its queue was deleted.
+        public static let consumerCancelled = Code(backing: .consumerCancelled)
+        /// librabbitmq reported a status this package has no finer code for; see
+        /// ``AMQPError/libraryStatus``.
+        public static let library = Code(backing: .library)
+
+        public var description: String { backing.rawValue }
+    }
+
+    /// What kind of failure this is.
+    public var code: Code
+    /// A readable explanation.
+    public var message: String
+    /// The AMQP reply code, when the broker closed a channel or the connection (404, 406, 405, 403, 320, …).
+    public var replyCode: UInt16?
+    /// The broker's reply text, when it closed a channel or the connection.
+    public var replyText: String?
+    /// librabbitmq's status code (a negative `amqp_status_enum` value), when the failure came from it.
+    public var libraryStatus: Int32?
+
+    public init(
+        code: Code,
+        message: String,
+        replyCode: UInt16? = nil,
+        replyText: String? = nil,
+        libraryStatus: Int32? = nil
+    ) {
+        self.code = code
+        self.message = message
+        self.replyCode = replyCode
+        self.replyText = replyText
+        self.libraryStatus = libraryStatus
+    }
+
+    public var description: String {
+        var text = "AMQPError.\(code): \(message)"
+        if let replyCode {
+            text += " (\(replyCode)"
+            if let replyText { text += " \(replyText)" }
+            text += ")"
+        }
+        if let libraryStatus { text += " [librabbitmq status \(libraryStatus)]" }
+        return text
+    }
+}
+
+extension AMQPError {
+    static func invalidArgument(_ message: String) -> AMQPError {
+        AMQPError(code: .invalidArgument, message: message)
+    }
+
+    static func channelClosedByApplication(_ channel: UInt16) -> AMQPError {
+        AMQPError(code: .channelClosed, message: "channel \(channel) was closed by the application")
+    }
+
+    static let connectionClosedByApplication = AMQPError(
+        code: .connectionClosed,
+        message: "the connection was closed by the application"
+    )
+
+    /// Checks that a value fits an AMQP short string (at most 255 bytes of UTF-8).
+    static func checkShortString(_ value: String, _ what: @autoclosure () -> String) throws(AMQPError) {
+        if value.utf8.count > 255 {
+            throw .invalidArgument("\(what()) is \(value.utf8.count) bytes long; AMQP allows at most 255")
+        }
+    }
+}

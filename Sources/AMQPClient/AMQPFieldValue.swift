@@ -1,0 +1,67 @@
+#if canImport(FoundationEssentials)
+public import FoundationEssentials
+#else
+public import Foundation
+#endif
+
+/// One value in an AMQP field table: message headers and the arguments of
+/// declarations, bindings and consumers.
+///
+/// The cases are the field types RabbitMQ understands. Literals pick the common
+/// ones: `true`, `"text"`, `42` (``int32(_:)`` when it fits, else ``int64(_:)``),
+/// `1.5` (``double(_:)``), `[…]` (``array(_:)``), `[key: …]` (``table(_:)``) and
+/// `nil` (``void``).
+public enum AMQPFieldValue: Sendable, Hashable {
+    case bool(Bool)
+    case int8(Int8)
+    case uint8(UInt8)
+    case int16(Int16)
+    case uint16(UInt16)
+    case int32(Int32)
+    case uint32(UInt32)
+    case int64(Int64)
+    case float(Float)
+    case double(Double)
+    case decimal(AMQPDecimal)
+    /// A long string (AMQP type `S`), UTF-8.
+    case string(String)
+    /// A byte array (AMQP type `x`).
+    case bytes([UInt8])
+    /// A timestamp with one-second resolution (AMQP type `T`); fractions of a second are dropped when sent.
+    case timestamp(Date)
+    case table(AMQPFieldTable)
+    case array([AMQPFieldValue])
+    /// No value (AMQP type `V`).
+    case void
+}
+
+/// An AMQP decimal: `value × 10^-scale`.
+public struct AMQPDecimal: Sendable, Hashable {
+    public var scale: UInt8
+    public var value: UInt32
+
+    public init(scale: UInt8, value: UInt32) {
+        self.scale = scale
+        self.value = value
+    }
+}
+
+extension AMQPFieldValue: ExpressibleByBooleanLiteral, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral,
+    ExpressibleByFloatLiteral, ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral, ExpressibleByNilLiteral
+{
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(integerLiteral value: Int64) {
+        if let small = Int32(exactly: value) {
+            self = .int32(small)
+        } else {
+            self = .int64(value)
+        }
+    }
+    public init(floatLiteral value: Double) { self = .double(value) }
+    public init(arrayLiteral elements: AMQPFieldValue...) { self = .array(elements) }
+    public init(dictionaryLiteral elements: (String, AMQPFieldValue)...) {
+        self = .table(AMQPFieldTable(uniqueKeysWithValues: elements))
+    }
+    public init(nilLiteral: ()) { self = .void }
+}

@@ -1,0 +1,85 @@
+#if canImport(FoundationEssentials)
+public import FoundationEssentials
+#else
+public import Foundation
+#endif
+
+/// The basic properties of a message: its content type, headers, persistence,
+/// correlation id and the rest of AMQP's `basic` content header.
+///
+/// Every property is optional; `nil` means "not sent".
+public struct AMQPProperties: Sendable, Hashable {
+    /// Whether the broker writes a message to disk (on a durable queue) so that it survives a restart.
+    public enum DeliveryMode: UInt8, Sendable, Hashable {
+        case transient = 1
+        case persistent = 2
+    }
+
+    public var contentType: String?
+    public var contentEncoding: String?
+    public var headers: AMQPFieldTable?
+    public var deliveryMode: DeliveryMode?
+    /// 0 to 9 on a priority queue.
+    public var priority: UInt8?
+    public var correlationID: String?
+    public var replyTo: String?
+    /// A per-message TTL in milliseconds, as a decimal string (AMQP's wire format).
+    public var expiration: String?
+    public var messageID: String?
+    /// One-second resolution; fractions of a second are dropped when sent.
+    public var timestamp: Date?
+    public var type: String?
+    /// When set, RabbitMQ checks it equals the connection's user name.
+    public var userID: String?
+    public var appID: String?
+
+    public init(
+        contentType: String? = nil,
+        contentEncoding: String? = nil,
+        headers: AMQPFieldTable? = nil,
+        deliveryMode: DeliveryMode? = nil,
+        priority: UInt8? = nil,
+        correlationID: String? = nil,
+        replyTo: String? = nil,
+        expiration: String? = nil,
+        messageID: String? = nil,
+        timestamp: Date? = nil,
+        type: String? = nil,
+        userID: String? = nil,
+        appID: String? = nil
+    ) {
+        self.contentType = contentType
+        self.contentEncoding = contentEncoding
+        self.headers = headers
+        self.deliveryMode = deliveryMode
+        self.priority = priority
+        self.correlationID = correlationID
+        self.replyTo = replyTo
+        self.expiration = expiration
+        self.messageID = messageID
+        self.timestamp = timestamp
+        self.type = type
+        self.userID = userID
+        self.appID = appID
+    }
+
+    /// `deliveryMode == .persistent`.
+    public var isPersistent: Bool { deliveryMode == .persistent }
+
+    func validate() throws(AMQPError) {
+        try Self.check(contentType, "contentType")
+        try Self.check(contentEncoding, "contentEncoding")
+        try Self.check(correlationID, "correlationID")
+        try Self.check(replyTo, "replyTo")
+        try Self.check(expiration, "expiration")
+        try Self.check(messageID, "messageID")
+        try Self.check(type, "type")
+        try Self.check(userID, "userID")
+        try Self.check(appID, "appID")
+        try headers?.validate("header")
+    }
+
+    private static func check(_ value: String?, _ name: StaticString) throws(AMQPError) {
+        if let value { try AMQPError.checkShortString(value, "property \(name)") }
+    }
+}

@@ -1,0 +1,93 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import CRabbitMQ
+
+/// Copies of librabbitmq's decoded values into Swift values. Frames live in a pool
+/// that is recycled right after they are handled, so nothing may keep a pointer.
+enum CDecoding {
+    @inline(__always)
+    static func string(_ bytes: amqp_bytes_t) -> String {
+        guard bytes.len > 0, let base = bytes.bytes else { return "" }
+        return String(decoding: UnsafeRawBufferPointer(start: base, count: bytes.len), as: UTF8.self)
+    }
+
+    static func byteArray(_ bytes: amqp_bytes_t) -> [UInt8] {
+        guard bytes.len > 0, let base = bytes.bytes else { return [] }
+        return Array(UnsafeRawBufferPointer(start: base, count: bytes.len))
+    }
+
+    static func table(_ table: amqp_table_t) -> AMQPFieldTable {
+        var result = AMQPFieldTable()
+        guard table.num_entries > 0, let entries = table.entries else { return result }
+        result.values.reserveCapacity(Int(table.num_entries))
+        for index in 0..<Int(table.num_entries) {
+            let entry = entries[index]
+            result.values[string(entry.key)] = fieldValue(entry.value)
+        }
+        return result
+    }
+
+    static func fieldValue(_ field: amqp_field_value_t) -> AMQPFieldValue {
+        switch UInt32(field.kind) {
+        case AMQP_FIELD_KIND_BOOLEAN.rawValue: return .bool(field.value.boolean != 0)
+        case AMQP_FIELD_KIND_I8.rawValue: return .int8(field.value.i8)
+        case AMQP_FIELD_KIND_U8.rawValue: return .uint8(field.value.u8)
+        case AMQP_FIELD_KIND_I16.rawValue: return .int16(field.value.i16)
+        case AMQP_FIELD_KIND_U16.rawValue: return .uint16(field.value.u16)
+        case AMQP_FIELD_KIND_I32.rawValue: return .int32(field.value.i32)
+        case AMQP_FIELD_KIND_U32.rawValue: return .uint32(field.value.u32)
+        case AMQP_FIELD_KIND_I64.rawValue: return .int64(field.value.i64)
+        // RabbitMQ has no unsigned 64-bit type; librabbitmq does. Keep the bits.
+        case AMQP_FIELD_KIND_U64.rawValue: return .int64(Int64(bitPattern: field.value.u64))
+        case AMQP_FIELD_KIND_F32.rawValue: return .float(field.value.f32)
+        case AMQP_FIELD_KIND_F64.rawValue: return .double(field.value.f64)
+        case AMQP_FIELD_KIND_DECIMAL.rawValue:
+            return .decimal(AMQPDecimal(scale: field.value.decimal.decimals, value: field.value.decimal.value))
+        case AMQP_FIELD_KIND_UTF8.rawValue: return .string(string(field.value.bytes))
+        case AMQP_FIELD_KIND_BYTES.rawValue: return .bytes(byteArray(field.value.bytes))
+        case AMQP_FIELD_KIND_TIMESTAMP.rawValue: return .timestamp(AMQPTimestamp.date(field.value.u64))
+        case AMQP_FIELD_KIND_TABLE.rawValue: return .table(table(field.value.table))
+        case AMQP_FIELD_KIND_ARRAY.rawValue:
+            let array = field.value.array
+            guard array.num_entries > 0, let entries = array.entries else { return .array([]) }
+            return .array((0..<Int(array.num_entries)).map { fieldValue(entries[$0]) })
+        default: return .void
+        }
+    }
+
+    static func properties(_ c: amqp_basic_properties_t) -> AMQPProperties {
+        let flags = UInt32(c._flags)
+        guard flags != 0 else { return AMQPProperties() }
+        func has(_ flag: Int32) -> Bool { flags & UInt32(flag) != 0 }
+        var p = AMQPProperties()
+        if has(AMQP_BASIC_CONTENT_TYPE_FLAG) { p.contentType = string(c.content_type) }
+        if has(AMQP_BASIC_CONTENT_ENCODING_FLAG) { p.contentEncoding = string(c.content_encoding) }
+        if has(AMQP_BASIC_HEADERS_FLAG) { p.headers = table(c.headers) }
+        if has(AMQP_BASIC_DELIVERY_MODE_FLAG) { p.deliveryMode = AMQPProperties.DeliveryMode(rawValue: c.delivery_mode) }
+        if has(AMQP_BASIC_PRIORITY_FLAG) { p.priority = c.priority }
+        if has(AMQP_BASIC_CORRELATION_ID_FLAG) { p.correlationID = string(c.correlation_id) }
+        if has(AMQP_BASIC_REPLY_TO_FLAG) { p.replyTo = string(c.reply_to) }
+        if has(AMQP_BASIC_EXPIRATION_FLAG) { p.expiration = string(c.expiration) }
+        if has(AMQP_BASIC_MESSAGE_ID_FLAG) { p.messageID = string(c.message_id) }
+        if has(AMQP_BASIC_TIMESTAMP_FLAG) { p.timestamp = AMQPTimestamp.date(c.timestamp) }
+        if has(AMQP_BASIC_TYPE_FLAG) { p.type = string(c.type) }
+        if has(AMQP_BASIC_USER_ID_FLAG) { p.userID = string(c.user_id) }
+        if has(AMQP_BASIC_APP_ID_FLAG) { p.appID = string(c.app_id) }
+        return p
+    }
+}
+
+/// AMQP timestamps are whole seconds since 1970.
+enum AMQPTimestamp {
+    static func seconds(_ date: Date) -> UInt64 {
+        let seconds = date.timeIntervalSince1970.rounded(.down)
+        return seconds <= 0 ? 0 : UInt64(seconds)
+    }
+
+    static func date(_ seconds: UInt64) -> Date {
+        Date(timeIntervalSince1970: TimeInterval(seconds))
+    }
+}

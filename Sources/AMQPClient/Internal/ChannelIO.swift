@@ -1,0 +1,149 @@
+import CRabbitMQ
+import DequeModule
+
+/// A request waiting for its reply. AMQP answers synchronous methods on a channel in
+/// the order they were sent, so each channel keeps a FIFO of these.
+struct PendingReply {
+    let replies: [amqp_method_number_t]
+    let complete: (Result<ServerMethod, AMQPError>) -> Void
+
+    init(replies: [amqp_method_number_t], complete: @escaping (Result<ServerMethod, AMQPError>) -> Void) {
+        self.replies = replies
+        self.complete = complete
+    }
+
+    init(replies: [amqp_method_number_t], continuation: ReplyContinuation?) {
+        self.replies = replies
+        self.complete = { result in
+            switch result {
+            case .success(let method): continuation?.resume(returning: method)
+            case .failure(let error): continuation?.resume(throwing: error)
+            }
+        }
+    }
+}
+
+/// The I/O thread's view of one open channel.
+final class ChannelIO {
+    enum State { case open, closing }
+
+    let handle: AMQPChannel
+    var state = State.open
+    var pending: Deque<PendingReply> = []
+    var consumers: [String: ConsumerStream] = [:]
+    var content = ContentAssembly()
+    var closeDeadline: ContinuousClock.Instant?
+
+    init(handle: AMQPChannel) {
+        self.handle = handle
+    }
+
+    var id: UInt16 { handle.ref.id }
+    var epoch: UInt32 { handle.ref.epoch }
+
+    /// Completes the oldest pending request if `method` is one of its replies.
+    @discardableResult
+    func resolveNext(_ method: ServerMethod) -> Bool {
+        let id: amqp_method_number_t? =
+            if case .gotDelivery = method { AMQP_BASIC_GET_OK_METHOD } else { method.replyID }
+        guard let id, let first = pending.first, first.replies.contains(id) else { return false }
+        pending.removeFirst()
+        first.complete(.success(method))
+        return true
+    }
+
+    func failPending(_ error: AMQPError) {
+        let waiting = pending
+        pending.removeAll()
+        for reply in waiting { reply.complete(.failure(error)) }
+    }
+
+    /// Ends every consumer (normally when `consumersWith` is `nil`) and resolves every pending
+    /// request: with `pendingWith` as an error, or, when it is `nil`, as the close-ok it waits for.
+    func finish(consumersWith consumerError: AMQPError?, pendingWith pendingError: AMQPError?) {
+        for stream in consumers.values { stream.finish(consumerError) }
+        consumers.removeAll()
+        let waiting = pending
+        pending.removeAll()
+        for reply in waiting {
+            if let pendingError {
+                reply.complete(.failure(pendingError))
+            } else {
+                reply.complete(.success(.ok(AMQP_CHANNEL_CLOSE_OK_METHOD)))
+            }
+        }
+    }
+}
+
+/// Puts a message back together from its method, content header and body frames.
+struct ContentAssembly {
+    enum Kind {
+        case delivery(consumerTag: String)
+        case get(messageCount: UInt32)
+        case returned(replyCode: UInt16, replyText: String)
+    }
+
+    struct Completed {
+        let kind: Kind
+        let deliveryTag: UInt64
+        let redelivered: Bool
+        let exchange: String
+        let routingKey: String
+        let properties: AMQPProperties
+        let body: [UInt8]
+
+        func delivery(channel: AMQPChannel, consumerTag: String?, messageCount: UInt32?) -> AMQPDelivery {
+            AMQPDelivery(
+                body: body, properties: properties, deliveryTag: deliveryTag, redelivered: redelivered,
+                exchange: exchange, routingKey: routingKey, consumerTag: consumerTag, messageCount: messageCount,
+                channel: channel)
+        }
+    }
+
+    private struct Started {
+        let kind: Kind
+        let deliveryTag: UInt64
+        let redelivered: Bool
+        let exchange: String
+        let routingKey: String
+        var properties = AMQPProperties()
+        var bodySize = 0
+        var body: [UInt8] = []
+    }
+
+    private var started: Started?
+
+    mutating func start(_ kind: Kind, deliveryTag: UInt64, redelivered: Bool, exchange: String, routingKey: String) {
+        started = Started(
+            kind: kind, deliveryTag: deliveryTag, redelivered: redelivered, exchange: exchange, routingKey: routingKey)
+    }
+
+    mutating func header(properties: AMQPProperties, bodySize: Int) -> Completed? {
+        guard started != nil else { return nil }
+        started!.properties = properties
+        started!.bodySize = bodySize
+        if bodySize == 0 { return complete() }
+        return nil
+    }
+
+    mutating func body(_ fragment: UnsafeRawBufferPointer) -> Completed? {
+        guard started != nil else { return nil }
+        if started!.body.isEmpty && fragment.count == started!.bodySize {
+            // The common case: the whole body in one frame, copied once.
+            started!.body = Array(fragment)
+        } else {
+            if started!.body.isEmpty { started!.body.reserveCapacity(started!.bodySize) }
+            started!.body.append(contentsOf: fragment)
+        }
+        return started!.body.count >= started!.bodySize ? complete() : nil
+    }
+
+    private mutating func complete() -> Completed {
+        let message = started!
+        started = nil
+        return Completed(
+            kind: message.kind, deliveryTag: message.deliveryTag, redelivered: message.redelivered,
+            exchange: message.exchange, routingKey: message.routingKey, properties: message.properties,
+            body: message.body)
+    }
+}

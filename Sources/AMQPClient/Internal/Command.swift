@@ -1,0 +1,47 @@
+/// Identifies one opening of a channel: channel numbers are reused after a close, the
+/// epoch is not, so a command from a closed channel can never act on its successor.
+struct ChannelRef: Sendable, Hashable {
+    let id: UInt16
+    let epoch: UInt32
+}
+
+struct PublishRequest: Sendable {
+    var exchange: String
+    var routingKey: String
+    var mandatory: Bool
+    var properties: AMQPProperties
+    var body: [UInt8]
+}
+
+typealias ReplyContinuation = CheckedContinuation<ServerMethod, any Error>
+
+/// Work handed from any task to the connection's I/O thread.
+enum Command: Sendable {
+    case openChannel(CheckedContinuation<AMQPChannel, any Error>)
+    /// A synchronous method: the continuation gets the broker's reply.
+    case call(ChannelRef, ClientMethod, ReplyContinuation)
+    /// An asynchronous method (ack, nack, reject): nothing to wait for.
+    case send(ChannelRef, ClientMethod)
+    case publish(ChannelRef, PublishRequest)
+    /// `basic.consume`, with the stream registered before the method is sent so no delivery is missed.
+    case consume(ChannelRef, ClientMethod, ConsumerStream, ReplyContinuation)
+    /// `basic.cancel`, then requeue the deliveries the application never saw.
+    case stopConsumer(ChannelRef, ConsumerStream, requeue: [UInt64], ReplyContinuation?)
+    case closeChannel(ChannelRef, ReplyContinuation)
+    case closeConnection
+
+    /// Fails whatever waits on this command.
+    func fail(_ error: AMQPError) {
+        switch self {
+        case .openChannel(let continuation): continuation.resume(throwing: error)
+        case .call(_, _, let continuation), .closeChannel(_, let continuation): continuation.resume(throwing: error)
+        case .consume(_, _, let stream, let continuation):
+            stream.finish(error)
+            continuation.resume(throwing: error)
+        case .stopConsumer(_, let stream, _, let continuation):
+            stream.finish(nil)
+            continuation?.resume(throwing: error)
+        case .send, .publish, .closeConnection: break
+        }
+    }
+}

@@ -1,0 +1,223 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Logging
+import Synchronization
+
+/// The part of a connection that any task may touch: the mailbox of commands for the
+/// I/O thread, the wake-up pipe, and the connection's lifecycle state.
+///
+/// Everything that touches librabbitmq lives in ``IOLoop``, on its own thread.
+final class ConnectionCore: Sendable {
+    private struct Shared {
+        var commands: [Command] = []
+        /// Bytes of publishes waiting in `commands`; publishers wait while it is over the limit.
+        var queuedPublishBytes = 0
+        var publishWaiters: [CheckedContinuation<Void, any Error>] = []
+        /// The I/O thread is (about to be) in `poll` and needs a byte on the pipe to wake.
+        var ioSleeping = false
+        /// Once set, new commands are refused with this error.
+        var refusal: AMQPError?
+        /// Set when the I/O thread has finished; `byApplication` tells a requested close from a failure.
+        var final: (error: AMQPError, byApplication: Bool)?
+        var closeWaiters: [CheckedContinuation<AMQPError?, Never>] = []
+        var blockedReason: String?
+    }
+
+    let configuration: AMQPConnection.Configuration
+    let logger: Logger
+    private let shared = Mutex(Shared())
+    private let wakeReadFD: Int32
+    private let wakeWriteFD: Int32
+    private let consumerTagCounter = Atomic<UInt64>(0)
+
+    init(configuration: AMQPConnection.Configuration, logger: Logger) throws(AMQPError) {
+        self.configuration = configuration
+        self.logger = logger
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else {
+            throw AMQPError(code: .library, message: "could not create the I/O thread's wake-up pipe (errno \(errno))")
+        }
+        for fd in fds {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        wakeReadFD = fds[0]
+        wakeWriteFD = fds[1]
+    }
+
+    deinit {
+        close(wakeReadFD)
+        close(wakeWriteFD)
+    }
+
+    var wakeFileDescriptor: Int32 { wakeReadFD }
+
+    // MARK: Any task
+
+    func submit(_ command: Command) throws(AMQPError) {
+        let wake = try shared.withLock { shared throws(AMQPError) -> Bool in
+            if let refusal = shared.refusal { throw refusal }
+            shared.commands.append(command)
+            defer { shared.ioSleeping = false }
+            return shared.ioSleeping
+        }
+        if wake { signal() }
+    }
+
+    /// Submits a command that carries a continuation; a refused command fails it instead of throwing.
+    func submitOrFail(_ command: Command) {
+        do {
+            try submit(command)
+        } catch {
+            command.fail(error)
+        }
+    }
+
+    /// Queues a publish. Suspends while more than `publishBufferLimit` bytes are waiting for
+    /// the I/O thread, so a fast publisher cannot grow memory without bound.
+    func publish(_ channel: ChannelRef, _ request: PublishRequest) async throws(AMQPError) {
+        let cost = request.body.count + 256
+        let limit = configuration.publishBufferLimit
+        let (wake, mustWait) = try shared.withLock { shared throws(AMQPError) -> (Bool, Bool) in
+            if let refusal = shared.refusal { throw refusal }
+            shared.commands.append(.publish(channel, request))
+            shared.queuedPublishBytes += cost
+            defer { shared.ioSleeping = false }
+            return (shared.ioSleeping, shared.queuedPublishBytes > limit)
+        }
+        if wake { signal() }
+        if mustWait {
+            try await waitForPublishCapacity()
+        }
+    }
+
+    private func waitForPublishCapacity() async throws(AMQPError) {
+        do {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let ready = shared.withLock { shared -> Result<Bool, AMQPError> in
+                    if let refusal = shared.refusal { return .failure(refusal) }
+                    if shared.queuedPublishBytes <= configuration.publishBufferLimit { return .success(true) }
+                    shared.publishWaiters.append(continuation)
+                    return .success(false)
+                }
+                switch ready {
+                case .success(true): continuation.resume()
+                case .success(false): break
+                case .failure(let error): continuation.resume(throwing: error)
+                }
+            }
+        } catch {
+            throw AMQPError.wrap(error)
+        }
+    }
+
+    /// Asks the I/O thread to close the connection gracefully. Idempotent.
+    func beginClose() {
+        let wake = shared.withLock { shared -> Bool in
+            guard shared.refusal == nil else { return false }
+            shared.commands.append(.closeConnection)
+            shared.refusal = .connectionClosedByApplication
+            defer { shared.ioSleeping = false }
+            return shared.ioSleeping
+        }
+        if wake { signal() }
+    }
+
+    /// Waits until the I/O thread has finished. Returns the error that ended the connection,
+    /// or `nil` when the application closed it.
+    func waitUntilClosed() async -> AMQPError? {
+        await withCheckedContinuation { (continuation: CheckedContinuation<AMQPError?, Never>) in
+            let ended = shared.withLock { shared -> Result<AMQPError?, Never>? in
+                guard let final = shared.final else {
+                    shared.closeWaiters.append(continuation)
+                    return nil
+                }
+                return .success(final.byApplication ? nil : final.error)
+            }
+            if let ended { continuation.resume(with: ended) }
+        }
+    }
+
+    var isOpen: Bool { shared.withLock { $0.refusal == nil } }
+
+    /// Why the broker blocked publishing on this connection (a memory or disk alarm), or `nil`.
+    var blockedReason: String? { shared.withLock { $0.blockedReason } }
+
+    func makeConsumerTag(channel: UInt16) -> String {
+        let number = consumerTagCounter.wrappingAdd(1, ordering: .relaxed).newValue
+        return "amqp-swift.\(channel).\(number)"
+    }
+
+    private func signal() {
+        var byte: UInt8 = 1
+        _ = write(wakeWriteFD, &byte, 1)
+    }
+
+    // MARK: I/O thread
+
+    /// Moves the queued commands into `batch` (which must be empty) and releases waiting publishers.
+    func takeCommands(into batch: inout [Command]) {
+        let waiters = shared.withLock { shared -> [CheckedContinuation<Void, any Error>] in
+            swap(&batch, &shared.commands)
+            shared.queuedPublishBytes = 0
+            defer { shared.publishWaiters.removeAll() }
+            return shared.publishWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Marks the I/O thread as about to sleep, unless commands are already waiting.
+    func prepareToSleep() -> Bool {
+        shared.withLock { shared in
+            guard shared.commands.isEmpty else { return false }
+            shared.ioSleeping = true
+            return true
+        }
+    }
+
+    func didWake() {
+        shared.withLock { $0.ioSleeping = false }
+        var buffer = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        while withUnsafeMutableBytes(of: &buffer, { read(wakeReadFD, $0.baseAddress, $0.count) }) > 0 {}
+    }
+
+    func setBlocked(_ reason: String?) {
+        shared.withLock { $0.blockedReason = reason }
+    }
+
+    /// Refuses new commands from now on with `error` (unless already refusing).
+    func refuse(_ error: AMQPError) {
+        shared.withLock { shared in
+            if shared.refusal == nil { shared.refusal = error }
+        }
+    }
+
+    /// Records the end of the connection. Returns the commands that were never processed,
+    /// which the caller fails.
+    func finish(error: AMQPError, byApplication: Bool) -> [Command] {
+        let (commands, publishWaiters, closeWaiters) = shared.withLock { shared in
+            if shared.refusal == nil { shared.refusal = error }
+            shared.final = (error, byApplication)
+            defer {
+                shared.commands.removeAll()
+                shared.publishWaiters.removeAll()
+                shared.closeWaiters.removeAll()
+                shared.queuedPublishBytes = 0
+            }
+            return (shared.commands, shared.publishWaiters, shared.closeWaiters)
+        }
+        for waiter in publishWaiters { waiter.resume(throwing: error) }
+        for waiter in closeWaiters { waiter.resume(returning: byApplication ? nil : error) }
+        return commands
+    }
+}
+
+extension AMQPError {
+    /// Continuations only throw `AMQPError`s; this turns the `any Error` they are typed with back.
+    static func wrap(_ error: any Error) -> AMQPError {
+        (error as? AMQPError) ?? AMQPError(code: .library, message: "\(error)")
+    }
+}

@@ -1,0 +1,131 @@
+import DequeModule
+import Synchronization
+
+/// The buffer between the I/O thread, which pushes deliveries, and the task that
+/// iterates an ``AMQPConsumer``.
+///
+/// Its size is bounded by the channel's prefetch (the broker sends no more
+/// unacknowledged messages than that). When the iterating side stops, the
+/// deliveries still buffered are handed back so they can be requeued rather than
+/// left unacknowledged.
+final class ConsumerStream: Sendable {
+    enum PushResult {
+        case accepted
+        /// Iteration has ended: the delivery was not taken.
+        case refused
+    }
+
+    private struct State {
+        var buffer: Deque<AMQPDelivery> = []
+        var waiter: CheckedContinuation<AMQPDelivery?, any Error>?
+        /// Set when the producing side is done: `nil` error means a normal end.
+        var finished: Result<Void, AMQPError>?
+        /// Set when the iterating side stopped (iteration ended or its task was cancelled).
+        var terminated = false
+    }
+
+    let consumerTag: String
+    let noAck: Bool
+    private let state = Mutex(State())
+
+    init(consumerTag: String, noAck: Bool) {
+        self.consumerTag = consumerTag
+        self.noAck = noAck
+    }
+
+    // MARK: I/O thread side
+
+    func push(_ delivery: AMQPDelivery) -> PushResult {
+        let waiter: CheckedContinuation<AMQPDelivery?, any Error>?
+        do {
+            waiter = try state.withLock { state throws(CancellationError) in
+                if state.terminated || state.finished != nil { throw CancellationError() }
+                if let waiter = state.waiter {
+                    state.waiter = nil
+                    return waiter
+                }
+                state.buffer.append(delivery)
+                return nil
+            }
+        } catch {
+            return .refused
+        }
+        waiter?.resume(returning: delivery)
+        return .accepted
+    }
+
+    /// Ends the sequence once the buffered deliveries have been taken: normally, or with `error`.
+    func finish(_ error: AMQPError?) {
+        let waiter = state.withLock { state -> CheckedContinuation<AMQPDelivery?, any Error>? in
+            guard state.finished == nil else { return nil }
+            state.finished = error.map { .failure($0) } ?? .success(())
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        if let error { waiter?.resume(throwing: error) } else { waiter?.resume(returning: nil) }
+    }
+
+    // MARK: Iterating side
+
+    func next() async throws -> AMQPDelivery? {
+        // Fast path: a buffered delivery needs no continuation.
+        enum Immediate { case delivery(AMQPDelivery), end, failure(AMQPError), wait }
+        let immediate = state.withLock { state -> Immediate in
+            if let delivery = state.buffer.popFirst() { return .delivery(delivery) }
+            if state.terminated { return .end }
+            switch state.finished {
+            case .success: return .end
+            case .failure(let error): return .failure(error)
+            case nil: return .wait
+            }
+        }
+        switch immediate {
+        case .delivery(let delivery): return delivery
+        case .end: return nil
+        case .failure(let error): throw error
+        case .wait: break
+        }
+
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<AMQPDelivery?, any Error>) in
+                enum Outcome { case suspended, delivery(AMQPDelivery), end, failure(AMQPError) }
+                let outcome = state.withLock { state -> Outcome in
+                    if let delivery = state.buffer.popFirst() { return .delivery(delivery) }
+                    if state.terminated { return .end }
+                    switch state.finished {
+                    case .success: return .end
+                    case .failure(let error): return .failure(error)
+                    case nil:
+                        state.waiter = continuation
+                        return .suspended
+                    }
+                }
+                switch outcome {
+                case .suspended: break
+                case .delivery(let delivery): continuation.resume(returning: delivery)
+                case .end: continuation.resume(returning: nil)
+                case .failure(let error): continuation.resume(throwing: error)
+                }
+            }
+        } onCancel: {
+            _ = terminate()
+        }
+    }
+
+    /// Stops the iterating side. Returns the deliveries that were buffered but never handed
+    /// out, or `nil` when the stream had already been terminated.
+    func terminate() -> [AMQPDelivery]? {
+        let (buffered, waiter) = state.withLock { state -> ([AMQPDelivery]?, CheckedContinuation<AMQPDelivery?, any Error>?) in
+            guard !state.terminated else { return (nil, nil) }
+            state.terminated = true
+            let buffered = Array(state.buffer)
+            state.buffer.removeAll()
+            defer { state.waiter = nil }
+            return (buffered, state.waiter)
+        }
+        waiter?.resume(returning: nil)
+        return buffered
+    }
+
+    var isFinished: Bool { state.withLock { $0.finished != nil } }
+}

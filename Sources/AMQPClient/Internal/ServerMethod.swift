@@ -1,0 +1,98 @@
+import CRabbitMQ
+
+/// A method received from the broker, copied out of librabbitmq's frame pool.
+enum ServerMethod: Sendable {
+    case ok(amqp_method_number_t)
+    case channelClose(replyCode: UInt16, replyText: String, classID: UInt16, methodID: UInt16)
+    case connectionClose(replyCode: UInt16, replyText: String, classID: UInt16, methodID: UInt16)
+    case connectionBlocked(reason: String)
+    case connectionUnblocked
+    case queueDeclareOk(AMQPQueueInfo)
+    case messageCount(amqp_method_number_t, UInt32)
+    case consumeOk(consumerTag: String)
+    case cancel(consumerTag: String, noWait: Bool)
+    case cancelOk(consumerTag: String)
+    case deliver(consumerTag: String, deliveryTag: UInt64, redelivered: Bool, exchange: String, routingKey: String)
+    case getOk(deliveryTag: UInt64, redelivered: Bool, exchange: String, routingKey: String, messageCount: UInt32)
+    case getEmpty
+    /// A `basic.get-ok` whose content has been assembled.
+    case gotDelivery(AMQPDelivery)
+    case returned(replyCode: UInt16, replyText: String, exchange: String, routingKey: String)
+    case ack(deliveryTag: UInt64, multiple: Bool)
+    case nack(deliveryTag: UInt64, multiple: Bool, requeue: Bool)
+
+    init(_ method: amqp_method_t) {
+        let id = method.id
+        let decoded = method.decoded
+        func load<T>(_ type: T.Type) -> T { decoded!.load(as: T.self) }
+        let s = CDecoding.string
+        switch id {
+        case AMQP_BASIC_DELIVER_METHOD:
+            let m = load(amqp_basic_deliver_t.self)
+            self = .deliver(
+                consumerTag: s(m.consumer_tag), deliveryTag: m.delivery_tag, redelivered: m.redelivered != 0,
+                exchange: s(m.exchange), routingKey: s(m.routing_key))
+        case AMQP_BASIC_ACK_METHOD:
+            let m = load(amqp_basic_ack_t.self)
+            self = .ack(deliveryTag: m.delivery_tag, multiple: m.multiple != 0)
+        case AMQP_BASIC_NACK_METHOD:
+            let m = load(amqp_basic_nack_t.self)
+            self = .nack(deliveryTag: m.delivery_tag, multiple: m.multiple != 0, requeue: m.requeue != 0)
+        case AMQP_BASIC_GET_OK_METHOD:
+            let m = load(amqp_basic_get_ok_t.self)
+            self = .getOk(
+                deliveryTag: m.delivery_tag, redelivered: m.redelivered != 0, exchange: s(m.exchange),
+                routingKey: s(m.routing_key), messageCount: m.message_count)
+        case AMQP_BASIC_GET_EMPTY_METHOD:
+            self = .getEmpty
+        case AMQP_BASIC_RETURN_METHOD:
+            let m = load(amqp_basic_return_t.self)
+            self = .returned(
+                replyCode: m.reply_code, replyText: s(m.reply_text), exchange: s(m.exchange),
+                routingKey: s(m.routing_key))
+        case AMQP_CHANNEL_CLOSE_METHOD:
+            let m = load(amqp_channel_close_t.self)
+            self = .channelClose(
+                replyCode: m.reply_code, replyText: s(m.reply_text), classID: m.class_id, methodID: m.method_id)
+        case AMQP_CONNECTION_CLOSE_METHOD:
+            let m = load(amqp_connection_close_t.self)
+            self = .connectionClose(
+                replyCode: m.reply_code, replyText: s(m.reply_text), classID: m.class_id, methodID: m.method_id)
+        case AMQP_CONNECTION_BLOCKED_METHOD:
+            self = .connectionBlocked(reason: s(load(amqp_connection_blocked_t.self).reason))
+        case AMQP_CONNECTION_UNBLOCKED_METHOD:
+            self = .connectionUnblocked
+        case AMQP_QUEUE_DECLARE_OK_METHOD:
+            let m = load(amqp_queue_declare_ok_t.self)
+            self = .queueDeclareOk(
+                AMQPQueueInfo(name: s(m.queue), messageCount: m.message_count, consumerCount: m.consumer_count))
+        case AMQP_QUEUE_PURGE_OK_METHOD:
+            self = .messageCount(id, load(amqp_queue_purge_ok_t.self).message_count)
+        case AMQP_QUEUE_DELETE_OK_METHOD:
+            self = .messageCount(id, load(amqp_queue_delete_ok_t.self).message_count)
+        case AMQP_BASIC_CONSUME_OK_METHOD:
+            self = .consumeOk(consumerTag: s(load(amqp_basic_consume_ok_t.self).consumer_tag))
+        case AMQP_BASIC_CANCEL_METHOD:
+            let m = load(amqp_basic_cancel_t.self)
+            self = .cancel(consumerTag: s(m.consumer_tag), noWait: m.nowait != 0)
+        case AMQP_BASIC_CANCEL_OK_METHOD:
+            self = .cancelOk(consumerTag: s(load(amqp_basic_cancel_ok_t.self).consumer_tag))
+        default:
+            self = .ok(id)
+        }
+    }
+
+    /// The method number used to match a reply to the request waiting for it.
+    var replyID: amqp_method_number_t? {
+        switch self {
+        case .ok(let id): id
+        case .queueDeclareOk: AMQP_QUEUE_DECLARE_OK_METHOD
+        case .messageCount(let id, _): id
+        case .consumeOk: AMQP_BASIC_CONSUME_OK_METHOD
+        case .cancelOk: AMQP_BASIC_CANCEL_OK_METHOD
+        case .getOk: AMQP_BASIC_GET_OK_METHOD
+        case .getEmpty: AMQP_BASIC_GET_EMPTY_METHOD
+        default: nil
+        }
+    }
+}
