@@ -43,7 +43,7 @@ public final class AMQPConsumer: AsyncSequence, Sendable {
         try await channel.cancelConsumer(stream)
     }
 
-    public struct AsyncIterator: AsyncIteratorProtocol {
+    public struct AsyncIterator: AsyncIteratorProtocol, Sendable {
         let stream: ConsumerStream
         private let stopOnRelease: StopOnRelease
 

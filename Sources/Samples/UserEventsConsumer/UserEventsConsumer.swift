@@ -1,0 +1,78 @@
+import AMQPClient
+import ArgumentParser
+import Logging
+import ServiceLifecycle
+import UserEvents
+
+/// Reacts to USER_REGISTERED events from the `user_events` queue and acknowledges each one
+/// after handling it, as the seed's consumer does. Ctrl-C (SIGINT) or SIGTERM stop it cleanly.
+@main
+struct UserEventsConsumer: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "user-events-consumer",
+        abstract: "Consume USER_REGISTERED events from the user_events queue.")
+
+    @Option(help: "The broker's AMQP URI (default: $AMQP_URL, else amqp://guest:guest@localhost:5672/).")
+    var url: String = defaultAMQPURL
+
+    @Option(help: "Exit after this many events (default: run until Ctrl-C).")
+    var count: Int?
+
+    @Option(help: "How many unacknowledged events the broker may send at once.")
+    var prefetch: UInt16 = 10
+
+    func run() async throws {
+        lineBufferStandardOutput()
+        var logger = Logger(label: "user-events-consumer")
+        logger.logLevel = .info
+        var configuration = try AMQPConnection.Configuration(url: url)
+        configuration.connectionName = "user-events-consumer"
+        let connection = try await AMQPConnection.connect(to: configuration, logger: logger)
+        let handler = UserEventHandler(connection: connection, count: count, prefetch: prefetch, logger: logger)
+
+        // Shut down in reverse order: the handler stops consuming, then the connection closes.
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [
+                    .init(service: connection),
+                    .init(service: handler, successTerminationBehavior: .gracefullyShutdownGroup),
+                ],
+                gracefulShutdownSignals: [.sigint, .sigterm],
+                logger: logger))
+        try await group.run()
+    }
+}
+
+struct UserEventHandler: Service {
+    let connection: AMQPConnection
+    let count: Int?
+    let prefetch: UInt16
+    let logger: Logger
+
+    func run() async throws {
+        let channel = try await connection.openChannel()
+        try await channel.declareQueue(UserEvent.queue, durable: true)
+        try await channel.setPrefetch(count: prefetch)
+        let consumer = try await channel.consume(queue: UserEvent.queue)
+        print(" [*] Waiting for messages in \(UserEvent.queue). To exit press CTRL+C")
+
+        try await cancelWhenGracefulShutdown {
+            var received = 0
+            for try await delivery in consumer {
+                guard let event = UserEvent(json: delivery.body) else {
+                    // A poison message would come back forever if requeued: drop it (or dead-letter
+                    // it, when the queue has a dead-letter exchange).
+                    logger.error("rejecting a message that is not a user event", metadata: ["body": "\(delivery.bodyString.prefix(200))"])
+                    try await delivery.reject(requeue: false)
+                    continue
+                }
+                print(" [x] Received \(event.type) userId=\(event.data.userId)")
+                // Handle the event here (e.g. send a welcome email), then acknowledge it.
+                try await delivery.ack()
+                received += 1
+                if let count, received >= count { break }
+            }
+        }
+        await channel.close()
+    }
+}

@@ -1,0 +1,42 @@
+import AMQPClient
+import ArgumentParser
+import Foundation
+import UserEvents
+
+/// Emits USER_REGISTERED events to the durable `user_events` queue, as the seed's producer does.
+@main
+struct UserEventsProducer: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "user-events-producer",
+        abstract: "Publish USER_REGISTERED events to the user_events queue.")
+
+    @Option(help: "The broker's AMQP URI (default: $AMQP_URL, else amqp://guest:guest@localhost:5672/).")
+    var url: String = defaultAMQPURL
+
+    @Option(help: "How many events to publish, for userIds 12345, 12346, …")
+    var count: Int = 1
+
+    func run() async throws {
+        lineBufferStandardOutput()
+        var configuration = try AMQPConnection.Configuration(url: url)
+        configuration.connectionName = "user-events-producer"
+        try await AMQPConnection.withConnection(to: configuration) { connection in
+            try await connection.withChannel { channel in
+                // Durable queue + persistent messages: a registration survives a broker restart.
+                try await channel.declareQueue(UserEvent.queue, durable: true)
+                for index in 0..<count {
+                    let event = UserEvent.registered(userId: 12345 + index)
+                    let properties = AMQPProperties(
+                        contentType: "application/json",
+                        deliveryMode: .persistent,
+                        messageID: UUID().uuidString,
+                        timestamp: Date(),
+                        type: event.type,
+                        appID: "user-events-producer")
+                    try await channel.publish(event.json, routingKey: UserEvent.queue, properties: properties)
+                    print(" [x] Sent \(event.json)")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+import AMQPClient
+import Foundation
+import Testing
+import UserEvents
+
+@Suite("user_events samples")
+struct SampleTests {
+    /// The sample executables sit next to the test bundle in the build folder.
+    static func executable(_ name: String) throws -> URL {
+        let buildFolder = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let candidates = [buildFolder, buildFolder.deletingLastPathComponent()].map { $0.appendingPathComponent(name) }
+        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
+            throw SampleMissing(name: name, searched: candidates.map(\.path))
+        }
+        return found
+    }
+
+    struct SampleMissing: Error, CustomStringConvertible {
+        let name: String
+        let searched: [String]
+        var description: String { "\(name) is not built (looked in \(searched)); run `swift build` first" }
+    }
+
+    @Test("a consumer with --count 3 and a producer with --count 3 exchange three events")
+    func producerAndConsumerExchangeThreeEvents() async throws {
+        // Start from an empty queue, so the consumer sees exactly the producer's three events.
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        try await channel.declareQueue(UserEvent.queue, durable: true)
+        try await channel.purgeQueue(UserEvent.queue)
+        await connection.close()
+
+        let consumer = Process()
+        consumer.executableURL = try Self.executable("user-events-consumer")
+        consumer.arguments = ["--count", "3", "--url", TestBrokerURL.url]
+        let consumerOutput = Pipe()
+        consumer.standardOutput = consumerOutput
+        try consumer.run()
+        defer { if consumer.isRunning { consumer.terminate() } }
+
+        // Wait (bounded) until the consumer says it is waiting, so its consumer is registered.
+        let lines = LineReader(consumerOutput.fileHandleForReading)
+        let banner = try await withTimeout(20, "the consumer to start") { try await lines.nextLine() }
+        #expect(banner == " [*] Waiting for messages in user_events. To exit press CTRL+C")
+
+        let producer = Process()
+        producer.executableURL = try Self.executable("user-events-producer")
+        producer.arguments = ["--count", "3", "--url", TestBrokerURL.url]
+        let producerOutput = Pipe()
+        producer.standardOutput = producerOutput
+        try producer.run()
+        let producerHandle = producerOutput.fileHandleForReading
+        let sent = try await withTimeout(20, "the producer") {
+            await offThePool { () -> String in
+                let data = producerHandle.readDataToEndOfFile()
+                producer.waitUntilExit()
+                return String(decoding: data, as: UTF8.self)
+            }
+        }
+        #expect(producer.terminationStatus == 0)
+        #expect(sent.contains(#" [x] Sent {"type":"USER_REGISTERED","data":{"userId":12345}}"#))
+
+        var received: [String] = []
+        for _ in 0..<3 {
+            if let line = try await withTimeout(20, "a received event", { try await lines.nextLine() }) {
+                received.append(line)
+            }
+        }
+        #expect(received == (12345...12347).map { " [x] Received USER_REGISTERED userId=\($0)" })
+        try await withTimeout(20, "the consumer to exit") { await offThePool { consumer.waitUntilExit() } }
+        #expect(consumer.terminationStatus == 0)
+    }
+}
+
+enum TestBrokerURL {
+    static var url: String { TestBroker.url }
+}
+
+/// Runs blocking work (reading a pipe, waiting for a process) on a thread of its own, so the
+/// few threads of Swift's concurrency pool stay free for the tests' timeouts.
+func offThePool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(returning: work()) }
+    }
+}
+
+/// Reads lines from a pipe without blocking a Swift concurrency thread.
+final class LineReader: Sendable {
+    private let handle: FileHandle
+    init(_ handle: FileHandle) { self.handle = handle }
+
+    func nextLine() async throws -> String? {
+        let handle = self.handle
+        return await offThePool {
+            var bytes: [UInt8] = []
+            while let byte = handle.readData(ofLength: 1).first {
+                if byte == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self) }
+                bytes.append(byte)
+            }
+            return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self)
+        }
+    }
+}

@@ -1,0 +1,95 @@
+import AMQPClient
+import Foundation
+import Synchronization
+import Testing
+
+/// The broker the integration tests use: `$AMQP_URL`, else RabbitMQ on 127.0.0.1:5672.
+/// scripts/test.sh starts one. With no broker the tests fail; they never skip.
+enum TestBroker {
+    static let url = ProcessInfo.processInfo.environment["AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672/"
+
+    static var configuration: AMQPConnection.Configuration {
+        get throws {
+            var configuration = try AMQPConnection.Configuration(url: url)
+            configuration.connectionName = "AMQPClientIntegrationTests"
+            configuration.connectTimeout = .seconds(5)
+            return configuration
+        }
+    }
+
+    static func connect(
+        _ adjust: (inout AMQPConnection.Configuration) -> Void = { _ in }
+    ) async throws -> AMQPConnection {
+        var configuration = try configuration
+        adjust(&configuration)
+        return try await AMQPConnection.connect(to: configuration)
+    }
+
+    /// A queue or exchange name no other test uses.
+    static func uniqueName(_ prefix: String = #function) -> String {
+        let base = prefix.prefix(while: { $0 != "(" })
+        return "test.\(base).\(UUID().uuidString.prefix(8))"
+    }
+}
+
+struct TimedOut: Error, CustomStringConvertible {
+    let seconds: Double
+    let what: String
+    var description: String { "timed out after \(seconds)s waiting for \(what)" }
+}
+
+/// Runs `body`, failing with ``TimedOut`` if it has not finished after `seconds`: a bound on
+/// a wait, so a broken client fails the test instead of hanging it. The body is cancelled on
+/// timeout but not waited for, so even a body stuck in a blocking call cannot hang the test.
+func withTimeout<T: Sendable>(
+    _ seconds: Double,
+    _ what: String = "the operation",
+    _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    let outcome = Mutex<CheckedContinuation<T, any Error>?>(nil)
+    let finish: @Sendable (Result<T, any Error>) -> Void = { result in
+        outcome.withLock { continuation in
+            continuation?.resume(with: result)
+            continuation = nil
+        }
+    }
+    return try await withCheckedThrowingContinuation { continuation in
+        outcome.withLock { $0 = continuation }
+        let work = Task {
+            do { finish(.success(try await body())) } catch { finish(.failure(error)) }
+        }
+        Task {
+            try? await Task.sleep(for: .seconds(seconds))
+            finish(.failure(TimedOut(seconds: seconds, what: what)))
+            work.cancel()
+        }
+    }
+}
+
+/// Expects `body` to throw an ``AMQPError`` and returns it.
+func expectAMQPError(
+    _ body: () async throws -> Void,
+    sourceLocation: SourceLocation = #_sourceLocation
+) async -> AMQPError? {
+    do {
+        try await body()
+        Issue.record("expected an AMQPError, but nothing was thrown", sourceLocation: sourceLocation)
+        return nil
+    } catch let error as AMQPError {
+        return error
+    } catch {
+        Issue.record("expected an AMQPError, got \(error)", sourceLocation: sourceLocation)
+        return nil
+    }
+}
+
+extension AMQPConsumer.AsyncIterator {
+    /// The next delivery, waiting at most `seconds`. (Copies of an iterator share one consumer.)
+    mutating func next(within seconds: Double) async throws -> AMQPDelivery? {
+        let iterator = self
+        return try await withTimeout(seconds, "a delivery") {
+            var iterator = iterator
+            return try await iterator.next()
+        }
+    }
+}

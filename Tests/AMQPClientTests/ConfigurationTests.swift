@@ -1,0 +1,84 @@
+import Testing
+
+@testable import AMQPClient
+
+@Suite("AMQP URI parsing")
+struct ConfigurationTests {
+    typealias Configuration = AMQPConnection.Configuration
+
+    @Test("a bare amqp:// uses every default")
+    func defaults() throws {
+        let configuration = try Configuration(url: "amqp://")
+        #expect(configuration.host == "localhost")
+        #expect(configuration.port == 5672)
+        #expect(configuration.virtualHost == "/")
+        #expect(configuration.username == "guest")
+        #expect(configuration.password == "guest")
+        #expect(configuration.heartbeat == .seconds(60))
+        #expect(configuration.connectTimeout == .seconds(10))
+    }
+
+    @Test("user, password, host, port and vhost are read and percent-decoded")
+    func fullURI() throws {
+        let configuration = try Configuration(url: "amqp://us%40er:p%3Ass%2Fw@broker.example:5673/my%2fvhost")
+        #expect(configuration.username == "us@er")
+        #expect(configuration.password == "p:ss/w")
+        #expect(configuration.host == "broker.example")
+        #expect(configuration.port == 5673)
+        #expect(configuration.virtualHost == "my/vhost")
+    }
+
+    @Test("%2f is the vhost /, and an empty path means / too", arguments: [
+        ("amqp://host/%2f", "/"), ("amqp://host/%2F", "/"), ("amqp://host/", "/"), ("amqp://host", "/"),
+        ("amqp://host/production", "production"),
+    ])
+    func virtualHosts(url: String, expected: String) throws {
+        #expect(try Configuration(url: url).virtualHost == expected)
+    }
+
+    @Test("IPv6 hosts in brackets")
+    func ipv6() throws {
+        let configuration = try Configuration(url: "amqp://[::1]:5999")
+        #expect(configuration.host == "::1")
+        #expect(configuration.port == 5999)
+        #expect(try Configuration(url: "amqp://[fe80::1]").port == 5672)
+    }
+
+    @Test("query parameters")
+    func query() throws {
+        let configuration = try Configuration(
+            url: "amqp://h/?heartbeat=5&frame_max=8192&channel_max=16&connection_timeout=2500&connection_name=svc%20a&unknown=1")
+        #expect(configuration.heartbeat == .seconds(5))
+        #expect(configuration.frameMax == 8192)
+        #expect(configuration.channelMax == 16)
+        #expect(configuration.connectTimeout == .milliseconds(2500))
+        #expect(configuration.connectionName == "svc a")
+        #expect(try Configuration(url: "amqp://h?heartbeat=0").heartbeat == .zero)
+    }
+
+    @Test("malformed URIs are an invalidArgument error", arguments: [
+        "localhost:5672", "http://host", "amqp:/host", "amqp://host:notaport", "amqp://host:70000",
+        "amqp://host/a/b", "amqp://us%zzer@host", "amqp://host?heartbeat=soon", "amqp://host?frame_max=10",
+        "amqp://[::1", "amqps://host",
+    ])
+    func malformed(url: String) {
+        #expect {
+            try Configuration(url: url)
+        } throws: { error in
+            (error as? AMQPError)?.code == .invalidArgument
+        }
+    }
+
+    @Test("neither errors nor descriptions contain the password")
+    func passwordsStayHidden() throws {
+        let configuration = try Configuration(url: "amqp://alice:hunter2secret@host/vh")
+        #expect(!configuration.description.contains("hunter2secret"))
+        #expect(configuration.description == "amqp://alice:***@host:5672/vh")
+        do {
+            _ = try Configuration(url: "amqp://alice:hunter2secret@host:bad/")
+            Issue.record("expected an error")
+        } catch {
+            #expect(!"\(error)".contains("hunter2secret"))
+        }
+    }
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs the user_events samples end to end against a RabbitMQ that scripts/broker.sh starts
+# or reuses: a consumer waits for COUNT events (default 3), a producer publishes them, and
+# the script checks that every one arrived.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+count="${COUNT:-3}"
+scripts/broker.sh start
+export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:${AMQP_PORT:-5672}/}"
+swift build --product user-events-producer
+swift build --product user-events-consumer
+bin="$(swift build --show-bin-path)"
+
+out="$(mktemp)"
+trap 'rm -f "$out"; [[ -n "${consumer_pid:-}" ]] && kill "$consumer_pid" 2>/dev/null || true' EXIT
+
+timeout 60 "$bin/user-events-consumer" --count "$count" >"$out" 2>&1 &
+consumer_pid=$!
+for _ in $(seq 1 100); do
+  grep -q "Waiting for messages" "$out" && break
+  kill -0 "$consumer_pid" 2>/dev/null || break
+  sleep 0.1
+done
+cat "$out"
+
+"$bin/user-events-producer" --count "$count"
+
+status=0
+wait "$consumer_pid" || status=$?
+consumer_pid=
+tail -n +2 "$out"
+received=$(grep -c '^ \[x\] Received USER_REGISTERED userId=' "$out" || true)
+if [[ $status -ne 0 || $received -ne $count ]]; then
+  echo "samples: FAILED: the consumer received $received of $count events (exit status $status)" >&2
+  exit 1
+fi
+echo "samples: OK: $count events published and received"

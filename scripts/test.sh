@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs the whole test suite (unit and integration) against a RabbitMQ that scripts/broker.sh
+# starts or reuses. Extra arguments go to `swift test` (e.g. --filter ChannelErrorTests).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/broker.sh start
+export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:${AMQP_PORT:-5672}/}"
+# The sample tests run the sample executables, so build them too.
+swift build
+swift test "$@"
