@@ -3,8 +3,34 @@ import Foundation
 import Testing
 import UserEvents
 
-@Suite("user_events samples")
+/// Serialized: both tests use the `user_events` queue.
+@Suite("user_events samples and the README quick start", .serialized)
 struct SampleTests {
+    @Test("the README's quick start runs as written")
+    func quickStart() async throws {
+        let purge = try await TestBroker.connect()
+        try await purge.openChannel().declareQueue("user_events", durable: true)
+        await purge.close()
+
+        // --- README quick start, verbatim but for the URL ---
+        let connection = try await AMQPConnection.connect(url: TestBroker.url)
+        let channel = try await connection.openChannel()
+        try await channel.declareQueue("user_events", durable: true)
+
+        try await channel.publish(#"{"type":"USER_REGISTERED","data":{"userId":12345}}"#,
+                                  routingKey: "user_events",
+                                  properties: AMQPProperties(contentType: "application/json", deliveryMode: .persistent))
+
+        for try await delivery in try await channel.consume(queue: "user_events") {
+            print("received", delivery.bodyString)
+            try await delivery.ack()
+            break
+        }
+        await connection.close()
+        // ---
+        #expect(!connection.isOpen)
+    }
+
     /// The sample executables sit next to the test bundle in the build folder.
     static func executable(_ name: String) throws -> URL {
         let buildFolder = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
