@@ -13,12 +13,14 @@ let package = Package(
         .library(name: "AMQPClient", targets: ["AMQPClient"]),
         .executable(name: "user-events-producer", targets: ["UserEventsProducer"]),
         .executable(name: "user-events-consumer", targets: ["UserEventsConsumer"]),
+        .executable(name: "amqp-bench", targets: ["AMQPBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.1.0"),
     ],
     targets: [
         .systemLibrary(
@@ -61,6 +63,22 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Samples/UserEventsConsumer",
+            swiftSettings: strictSwift6
+        ),
+        // The benchmark's raw librabbitmq baseline, used only by amqp-bench.
+        .target(
+            name: "CRawAMQPBench",
+            dependencies: ["CRabbitMQ"],
+            path: "Sources/Benchmarks/CRawAMQPBench"
+        ),
+        .executableTarget(
+            name: "AMQPBench",
+            dependencies: [
+                "AMQPClient", "CRawAMQPBench",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            path: "Sources/Benchmarks/AMQPBench",
             swiftSettings: strictSwift6
         ),
         .testTarget(

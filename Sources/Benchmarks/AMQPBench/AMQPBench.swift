@@ -1,0 +1,313 @@
+import AMQPClient
+import ArgumentParser
+import CRawAMQPBench
+import Foundation
+import Histogram
+
+/// Measures the SDK side by side with the same workloads written directly against
+/// librabbitmq in C, alternating SDK and C runs in one process, and reports SDK / raw C.
+@main
+struct AMQPBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "amqp-bench",
+        abstract: "Benchmark AMQPClient against raw librabbitmq on a local RabbitMQ.")
+
+    @Option(help: "The broker's AMQP URI.")
+    var url: String = ProcessInfo.processInfo.environment["AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672/"
+
+    @Option(help: "Messages per throughput run.")
+    var messages: Int = 100_000
+
+    @Option(help: "Round trips for the latency workload.")
+    var latencyMessages: Int = 10_000
+
+    @Option(help: "Messages for the memory-growth workload (SDK only).")
+    var memoryMessages: Int = 1_000_000
+
+    @Option(help: "Alternating SDK / raw C rounds; the report shows the median.")
+    var rounds: Int = 3
+
+    @Option(help: "Run only workloads whose name starts with one of these (repeatable).")
+    var only: [String] = []
+
+    @Option(help: "Also write the results as JSON to this file.")
+    var json: String?
+
+    @Flag(help: "A quick run that only checks every workload works (a few thousand messages).")
+    var smoke = false
+
+    func run() async throws {
+        var options = self
+        if smoke {
+            options.messages = 3_000
+            options.latencyMessages = 500
+            options.memoryMessages = 20_000
+            options.rounds = 1
+        }
+        let configuration = try AMQPConnection.Configuration(url: url)
+        let bench = Bench(configuration: configuration, options: options)
+        let report = try await bench.runAll()
+        print(report.table())
+        if let json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(report.rows).write(to: URL(fileURLWithPath: json))
+            print("wrote \(json)")
+        }
+    }
+}
+
+struct Bench {
+    let configuration: AMQPConnection.Configuration
+    let options: AMQPBench
+
+    struct Throughput {
+        let name: String
+        let messages: Int
+        let sdk: (AMQPChannel, String) async throws -> Void
+        let rawC: @Sendable (RawConnection, String) -> Int32
+        /// Fills the queue before the timed part (consume workloads).
+        let prefill: Int
+    }
+
+    func throughputWorkloads() -> [Throughput] {
+        var workloads: [Throughput] = []
+        let n = options.messages
+        for (label, size) in [("16B", 16), ("256B", 256), ("4KiB", 4096), ("64KiB", 65536)] {
+            let count = size >= 65536 ? max(n / 10, 1) : n
+            workloads.append(
+                Throughput(
+                    name: "publish-\(label)", messages: count,
+                    sdk: { channel, queue in
+                        let body = [UInt8](repeating: 0x61, count: size)
+                        for _ in 0..<count { try await channel.publish(body, routingKey: queue) }
+                        try await channel.declareQueue(queue, passive: true)  // everything written
+                    },
+                    rawC: { connection, queue in raw_bench_publish(connection.pointer, queue, size, UInt64(count)) },
+                    prefill: 0))
+        }
+        let consumeCases: [(String, UInt16, UInt32, Int)] = [
+            ("consume-ack-prefetch1", 1, 1, max(n / 10, 1)),
+            ("consume-ack-prefetch100", 100, 1, n),
+            ("consume-ack-prefetch1000", 1000, 1, n),
+            ("consume-multiack50-prefetch100", 100, 50, n),
+            ("consume-multiack500-prefetch1000", 1000, 500, n),
+            ("consume-noack", 1000, 0, n),
+        ]
+        for (name, prefetch, ackEvery, count) in consumeCases {
+            workloads.append(
+                Throughput(
+                    name: name, messages: count,
+                    sdk: { channel, queue in
+                        try await Self.sdkConsume(channel, queue, prefetch: prefetch, ackEvery: ackEvery, count: count)
+                    },
+                    rawC: { connection, queue in
+                        raw_bench_consume(connection.pointer, queue, prefetch, ackEvery, UInt64(count))
+                    },
+                    prefill: count))
+        }
+        return workloads
+    }
+
+    static func sdkConsume(_ channel: AMQPChannel, _ queue: String, prefetch: UInt16, ackEvery: UInt32, count: Int)
+        async throws
+    {
+        try await channel.setPrefetch(count: prefetch)
+        let consumer = try await channel.consume(queue: queue, noAck: ackEvery == 0)
+        var received = 0
+        for try await delivery in consumer {
+            received += 1
+            if ackEvery == 1 {
+                try await delivery.ack()
+            } else if ackEvery > 1 && (received % Int(ackEvery) == 0 || received == count) {
+                try await delivery.ack(multiple: true)
+            }
+            if received == count { break }
+        }
+        try await consumer.cancel()
+        try await channel.declareQueue(queue, passive: true)  // every ack written
+    }
+
+    func included(_ name: String) -> Bool {
+        options.only.isEmpty || options.only.contains { name.hasPrefix($0) }
+    }
+
+    func runAll() async throws -> Report {
+        var report = Report()
+        let setup = try await AMQPConnection.connect(to: configuration)
+        let admin = try await setup.openChannel()
+        defer { Task { await setup.close() } }
+
+        for round in 0..<options.rounds {
+            let sdkFirst = round % 2 == 0
+            for workload in throughputWorkloads() where included(workload.name) {
+                let queue = "amqp-bench.\(workload.name)"
+                var results: [Bool: Usage] = [:]
+                for isSDK in sdkFirst ? [true, false] : [false, true] {
+                    try await admin.declareQueue(queue)
+                    try await admin.purgeQueue(queue)
+                    if workload.prefill > 0 { try await prefill(queue, workload.prefill) }
+                    results[isSDK] = try await isSDK ? runSDK(workload, queue) : runRawC(workload, queue)
+                }
+                let sdk = results[true]!
+                let rawC = results[false]!
+                let n = Double(workload.messages)
+                report.add(workload.name, "msgs_per_s", sdk: n / sdk.wall.seconds, rawC: n / rawC.wall.seconds)
+                report.add(
+                    workload.name, "cpu_us_per_msg", sdk: sdk.cpu.seconds * 1e6 / n, rawC: rawC.cpu.seconds * 1e6 / n)
+                log("round \(round + 1) \(workload.name): SDK \(Int(n / sdk.wall.seconds))/s, C \(Int(n / rawC.wall.seconds))/s")
+            }
+            if included("latency") {
+                let queue = "amqp-bench.latency"
+                try await admin.declareQueue(queue)
+                try await admin.purgeQueue(queue)
+                var sdk: Histogram<UInt64>?
+                var rawC: Histogram<UInt64>?
+                for isSDK in sdkFirst ? [true, false] : [false, true] {
+                    if isSDK { sdk = try await latencySDK(queue) } else { rawC = try await latencyRawC(queue) }
+                }
+                for (metric, percentile) in [("latency_p50_us", 50.0), ("latency_p99_us", 99.0), ("latency_p99.9_us", 99.9)] {
+                    report.add(
+                        "roundtrip-latency", metric, sdk: Double(sdk!.valueAtPercentile(percentile)) / 1000,
+                        rawC: Double(rawC!.valueAtPercentile(percentile)) / 1000)
+                }
+                log("round \(round + 1) latency: SDK p50 \(sdk!.valueAtPercentile(50) / 1000)µs, C p50 \(rawC!.valueAtPercentile(50) / 1000)µs")
+            }
+        }
+        if included("memory") {
+            try await memoryGrowth(into: &report, admin: admin)
+        }
+        return report
+    }
+
+    private func runSDK(_ workload: Throughput, _ queue: String) async throws -> Usage {
+        let connection = try await AMQPConnection.connect(to: configuration)
+        let channel = try await connection.openChannel()
+        let usage = try await Usage.measure { try await workload.sdk(channel, queue) }
+        await connection.close()
+        return usage
+    }
+
+    private func runRawC(_ workload: Throughput, _ queue: String) async throws -> Usage {
+        let connection = try openRawC()
+        defer { raw_bench_close(connection.pointer) }
+        let run = workload.rawC
+        var status: Int32 = 0
+        let usage = await Usage.measure {
+            status = await onOwnThread { run(connection, queue) }
+        }
+        guard status == 0 else { throw BenchError("raw C \(workload.name) failed") }
+        return usage
+    }
+
+    private func openRawC() throws -> RawConnection {
+        guard
+            let connection = raw_bench_open(
+                configuration.host, Int32(configuration.port), configuration.virtualHost, configuration.username,
+                configuration.password)
+        else { throw BenchError("raw C could not connect") }
+        return RawConnection(pointer: connection)
+    }
+
+    /// Fills a queue with raw C (fast and not timed), then waits until the broker holds it all.
+    private func prefill(_ queue: String, _ count: Int) async throws {
+        let connection = try openRawC()
+        defer { raw_bench_close(connection.pointer) }
+        let status = await onOwnThread { raw_bench_publish(connection.pointer, queue, 256, UInt64(count)) }
+        guard status == 0 else { throw BenchError("prefill failed") }
+    }
+
+    private func latencySDK(_ queue: String) async throws -> Histogram<UInt64> {
+        let publisher = try await AMQPConnection.connect(to: configuration)
+        let consumerConnection = try await AMQPConnection.connect(to: configuration)
+        defer { Task { await publisher.close(); await consumerConnection.close() } }
+        let publishChannel = try await publisher.openChannel()
+        let consumer = try await consumerConnection.openChannel().consume(queue: queue, noAck: true)
+        var iterator = consumer.makeAsyncIterator()
+        var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+        let body = [UInt8](repeating: 0x61, count: 256)
+        let clock = ContinuousClock()
+        for _ in 0..<options.latencyMessages {
+            let start = clock.now
+            try await publishChannel.publish(body, routingKey: queue)
+            guard try await iterator.next() != nil else { throw BenchError("consumer ended") }
+            let elapsed = clock.now - start
+            _ = histogram.record(UInt64(elapsed.seconds * 1e9))
+        }
+        return histogram
+    }
+
+    private func latencyRawC(_ queue: String) async throws -> Histogram<UInt64> {
+        let publisher = try openRawC()
+        let consumer = try openRawC()
+        defer {
+            raw_bench_close(publisher.pointer)
+            raw_bench_close(consumer.pointer)
+        }
+        let count = options.latencyMessages
+        let latencies = await onOwnThread { () -> [UInt64]? in
+            var latencies = [UInt64](repeating: 0, count: count)
+            let status = raw_bench_latency(publisher.pointer, consumer.pointer, queue, 256, UInt64(count), &latencies)
+            return status == 0 ? latencies : nil
+        }
+        guard let latencies else { throw BenchError("raw C latency failed") }
+        var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+        for latency in latencies { _ = histogram.record(latency) }
+        return histogram
+    }
+
+    /// Publishes and consumes `memoryMessages` through the SDK at once and compares resident
+    /// memory after warm-up with memory at the end.
+    private func memoryGrowth(into report: inout Report, admin: AMQPChannel) async throws {
+        let queue = "amqp-bench.memory"
+        try await admin.declareQueue(queue)
+        try await admin.purgeQueue(queue)
+        let total = options.memoryMessages
+        let warmUp = max(total / 10, 1)
+        let connection = try await AMQPConnection.connect(to: configuration)
+        defer { Task { await connection.close() } }
+        let consumerChannel = try await connection.openChannel()
+        try await consumerChannel.setPrefetch(count: 1000)
+        let consumer = try await consumerChannel.consume(queue: queue)
+        let publisher = try await connection.openChannel()
+
+        let consuming = Task { () -> (Double, Double) in
+            var received = 0
+            var afterWarmUp = 0.0
+            for try await delivery in consumer {
+                received += 1
+                if received % 100 == 0 || received == total { try await delivery.ack(multiple: true) }
+                if received == warmUp { afterWarmUp = Memory.residentMiB() }
+                if received == total { break }
+            }
+            return (afterWarmUp, Memory.residentMiB())
+        }
+        let body = [UInt8](repeating: 0x61, count: 256)
+        for index in 0..<total {
+            try await publisher.publish(body, routingKey: queue)
+            // Keep the queue short so the broker, not the client, is what buffers.
+            if index % 10_000 == 9_999 { try await publisher.declareQueue(queue, passive: true) }
+        }
+        let (afterWarmUp, atEnd) = try await consuming.value
+        report.add("memory-\(total)-msgs", "rss_mib_after_warmup", sdk: afterWarmUp, rawC: nil)
+        report.add("memory-\(total)-msgs", "rss_mib_at_end", sdk: atEnd, rawC: nil)
+        report.add("memory-\(total)-msgs", "growth_ratio", sdk: atEnd / afterWarmUp, rawC: nil)
+        report.add("memory-\(total)-msgs", "peak_rss_mib", sdk: Memory.peakResidentMiB(), rawC: nil)
+        log("memory: \(afterWarmUp) MiB after warm-up, \(atEnd) MiB after \(total) messages")
+    }
+
+    private func log(_ message: String) {
+        FileHandle.standardError.write(Data("amqp-bench: \(message)\n".utf8))
+    }
+}
+
+/// A raw C connection. `@unchecked Sendable` is sound because the harness hands it to exactly
+/// one thread at a time: it awaits each C run to the end before it touches the connection again.
+struct RawConnection: @unchecked Sendable {
+    let pointer: OpaquePointer
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,58 @@
+import Foundation
+
+/// One figure of one workload, for the SDK and for raw librabbitmq.
+struct Row: Codable {
+    var workload: String
+    var metric: String
+    var sdk: Double
+    var raw_c: Double?
+    var ratio: Double?
+}
+
+/// Collects the figures of every round and reports the median of each.
+struct Report {
+    private var samples: [String: (sdk: [Double], rawC: [Double])] = [:]
+    private var order: [(workload: String, metric: String)] = []
+
+    mutating func add(_ workload: String, _ metric: String, sdk: Double, rawC: Double?) {
+        let key = "\(workload)\u{0}\(metric)"
+        if samples[key] == nil {
+            samples[key] = ([], [])
+            order.append((workload, metric))
+        }
+        samples[key]!.sdk.append(sdk)
+        if let rawC { samples[key]!.rawC.append(rawC) }
+    }
+
+    var rows: [Row] {
+        order.map { workload, metric in
+            let values = samples["\(workload)\u{0}\(metric)"]!
+            let sdk = median(values.sdk)
+            let rawC = values.rawC.isEmpty ? nil : median(values.rawC)
+            return Row(
+                workload: workload, metric: metric, sdk: sdk, raw_c: rawC,
+                ratio: rawC.flatMap { $0 == 0 ? nil : sdk / $0 })
+        }
+    }
+
+    func table() -> String {
+        func format(_ value: Double?) -> String {
+            guard let value else { return "-" }
+            if value >= 1000 { return String(format: "%.0f", value) }
+            if value >= 10 { return String(format: "%.1f", value) }
+            return String(format: "%.2f", value)
+        }
+        var lines = ["| workload | metric | SDK | raw C | SDK / raw C |", "|---|---|---:|---:|---:|"]
+        for row in rows {
+            lines.append(
+                "| \(row.workload) | \(row.metric) | \(format(row.sdk)) | \(format(row.raw_c)) | \(row.ratio.map { String(format: "%.2f", $0) } ?? "-") |")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    private func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        guard !sorted.isEmpty else { return .nan }
+        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+    }
+}
