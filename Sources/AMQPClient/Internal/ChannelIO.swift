@@ -6,6 +6,8 @@ import DequeModule
 struct PendingReply {
     let replies: [amqp_method_number_t]
     let complete: (Result<ServerMethod, AMQPError>) -> Void
+    /// A `basic.get` without no-ack: its message must be settled.
+    var tracksDelivery = false
 
     init(replies: [amqp_method_number_t], complete: @escaping (Result<ServerMethod, AMQPError>) -> Void) {
         self.replies = replies
@@ -33,6 +35,10 @@ final class ChannelIO {
     var consumers: [String: ConsumerStream] = [:]
     var content = ContentAssembly()
     var closeDeadline: ContinuousClock.Instant?
+    var unsettled = UnsettledDeliveries()
+    /// An ack held back so that the acks after it in the same batch of commands merge into
+    /// one `basic.ack` with `multiple`; every delivery up to this tag is settled.
+    var deferredAck: UInt64?
 
     init(handle: AMQPChannel) {
         self.handle = handle
@@ -145,5 +151,35 @@ struct ContentAssembly {
             kind: message.kind, deliveryTag: message.deliveryTag, redelivered: message.redelivered,
             exchange: message.exchange, routingKey: message.routingKey, properties: message.properties,
             body: message.body)
+    }
+}
+
+/// The delivery tags on a channel the application has not settled yet (acked, nacked or
+/// rejected), in delivery order. It tells when one `multiple` ack can stand for many.
+struct UnsettledDeliveries {
+    private var tags: Deque<UInt64> = []
+    private var settledOutOfOrder: Set<UInt64> = []
+
+    mutating func delivered(_ tag: UInt64) {
+        tags.append(tag)
+    }
+
+    mutating func settle(_ tag: UInt64, multiple: Bool) {
+        if multiple {
+            while let first = tags.first, first <= tag { tags.removeFirst() }
+            if !settledOutOfOrder.isEmpty { settledOutOfOrder = settledOutOfOrder.filter { $0 > tag } }
+        } else if tags.first == tag {
+            tags.removeFirst()
+        } else {
+            settledOutOfOrder.insert(tag)
+        }
+        while !settledOutOfOrder.isEmpty, let first = tags.first, settledOutOfOrder.remove(first) != nil {
+            tags.removeFirst()
+        }
+    }
+
+    /// Whether every delivery with a tag up to `tag` is settled.
+    func allSettled(upTo tag: UInt64) -> Bool {
+        (tags.first ?? .max) > tag
     }
 }

@@ -11,6 +11,9 @@ import Synchronization
 final class ConsumerStream: Sendable {
     enum PushResult {
         case accepted
+        /// Accepted, and the iterating task waits for it: call ``wake()`` once the current batch
+        /// of frames is handled, so one wake-up hands over many deliveries.
+        case acceptedNeedsWake
         /// Iteration has ended: the delivery was not taken.
         case refused
     }
@@ -22,6 +25,8 @@ final class ConsumerStream: Sendable {
         var finished: Result<Void, AMQPError>?
         /// Set when the iterating side stopped (iteration ended or its task was cancelled).
         var terminated = false
+        /// A push found the waiter and asked the I/O thread for a ``wake()``.
+        var wakeRequested = false
     }
 
     let consumerTag: String
@@ -36,33 +41,43 @@ final class ConsumerStream: Sendable {
     // MARK: I/O thread side
 
     func push(_ delivery: AMQPDelivery) -> PushResult {
-        let waiter: CheckedContinuation<AMQPDelivery?, any Error>?
-        do {
-            waiter = try state.withLock { state throws(CancellationError) in
-                if state.terminated || state.finished != nil { throw CancellationError() }
-                if let waiter = state.waiter {
-                    state.waiter = nil
-                    return waiter
-                }
-                state.buffer.append(delivery)
-                return nil
-            }
-        } catch {
-            return .refused
+        state.withLock { state in
+            if state.terminated || state.finished != nil { return .refused }
+            state.buffer.append(delivery)
+            guard state.waiter != nil, !state.wakeRequested else { return .accepted }
+            state.wakeRequested = true
+            return .acceptedNeedsWake
         }
-        waiter?.resume(returning: delivery)
-        return .accepted
+    }
+
+    /// Hands the oldest buffered delivery to the waiting iterator.
+    func wake() {
+        let handOver = state.withLock { state -> (CheckedContinuation<AMQPDelivery?, any Error>, AMQPDelivery)? in
+            state.wakeRequested = false
+            guard let waiter = state.waiter, let delivery = state.buffer.popFirst() else { return nil }
+            state.waiter = nil
+            return (waiter, delivery)
+        }
+        if let (waiter, delivery) = handOver { waiter.resume(returning: delivery) }
     }
 
     /// Ends the sequence once the buffered deliveries have been taken: normally, or with `error`.
     func finish(_ error: AMQPError?) {
-        let waiter = state.withLock { state -> CheckedContinuation<AMQPDelivery?, any Error>? in
-            guard state.finished == nil else { return nil }
+        enum Wake { case none, delivery(AMQPDelivery), end }
+        let (waiter, wake) = state.withLock { state -> (CheckedContinuation<AMQPDelivery?, any Error>?, Wake) in
+            guard state.finished == nil else { return (nil, .none) }
             state.finished = error.map { .failure($0) } ?? .success(())
-            defer { state.waiter = nil }
-            return state.waiter
+            guard let waiter = state.waiter else { return (nil, .none) }
+            state.waiter = nil
+            // A wake may still be pending: buffered deliveries come before the end.
+            if let delivery = state.buffer.popFirst() { return (waiter, .delivery(delivery)) }
+            return (waiter, .end)
         }
-        if let error { waiter?.resume(throwing: error) } else { waiter?.resume(returning: nil) }
+        switch wake {
+        case .none: break
+        case .delivery(let delivery): waiter?.resume(returning: delivery)
+        case .end: if let error { waiter?.resume(throwing: error) } else { waiter?.resume(returning: nil) }
+        }
     }
 
     // MARK: Iterating side

@@ -236,6 +236,9 @@ final class IOLoop {
     private func runCommands() {
         core.takeCommands(into: &batch)
         guard !batch.isEmpty else { return }
+        // Let the kernel pack the batch's frames into as few segments as it can.
+        let cork = batch.count > 1
+        if cork { setCork(true) }
         for index in batch.indices {
             if finished {
                 batch[index].fail(finalError ?? .connectionClosedByApplication)
@@ -243,14 +246,75 @@ final class IOLoop {
             }
             run(batch[index])
         }
+        flushDeferredAcks()
+        if cork { setCork(false) }
         batch.removeAll(keepingCapacity: true)
+    }
+
+    private func setCork(_ on: Bool) {
+        #if os(Linux)
+        guard let connection, !finished else { return }
+        let socket = amqp_get_sockfd(connection)
+        guard socket >= 0 else { return }
+        var value: Int32 = on ? 1 : 0
+        let tcpCork: Int32 = 3  // TCP_CORK in <netinet/tcp.h>, which Glibc's module does not export
+        _ = setsockopt(socket, Int32(IPPROTO_TCP), tcpCork, &value, socklen_t(MemoryLayout<Int32>.size))
+        #endif
+    }
+
+    // MARK: Settling deliveries
+
+    private var channelsWithDeferredAck: [ChannelIO] = []
+
+    /// Sends an ack, nack or reject and records the settlement. A plain ack that leaves every
+    /// earlier delivery settled is held back instead, so a run of in-order acks costs one write.
+    private func settleAndSend(_ method: ClientMethod, on channel: ChannelIO) {
+        switch method {
+        case .basicAck(let tag, let multiple):
+            channel.unsettled.settle(tag, multiple: multiple)
+            if channel.unsettled.allSettled(upTo: tag) {
+                if channel.deferredAck == nil { channelsWithDeferredAck.append(channel) }
+                channel.deferredAck = max(channel.deferredAck ?? 0, tag)
+                return
+            }
+        case .basicNack(let tag, let multiple, _):
+            // A multiple nack must not reach deliveries that were acked but not yet sent.
+            flushDeferredAcks()
+            channel.unsettled.settle(tag, multiple: multiple)
+        case .basicReject(let tag, _):
+            flushDeferredAcks()
+            channel.unsettled.settle(tag, multiple: false)
+        default:
+            flushDeferredAcks()
+        }
+        send(method, on: channel.id)
+    }
+
+    private func flushDeferredAcks() {
+        guard !channelsWithDeferredAck.isEmpty else { return }
+        let deferred = channelsWithDeferredAck
+        channelsWithDeferredAck.removeAll(keepingCapacity: true)
+        for channel in deferred {
+            guard let tag = channel.deferredAck else { continue }
+            channel.deferredAck = nil
+            if channels[channel.id] === channel, channel.state == .open {
+                send(.basicAck(deliveryTag: tag, multiple: true), on: channel.id)
+            }
+        }
     }
 
     /// At most this many frames are handled before queued commands (acks, publishes) get a turn.
     private static let frameBudget = 256
 
+    /// Consumers whose waiting iterator gets its deliveries once the current batch is read.
+    private var streamsToWake: [ConsumerStream] = []
+
     private func readFrames() {
         guard let connection else { return }
+        defer {
+            for stream in streamsToWake { stream.wake() }
+            streamsToWake.removeAll(keepingCapacity: true)
+        }
         var frame = amqp_frame_t()
         var zero = timeval(tv_sec: 0, tv_usec: 0)
         for _ in 0..<Self.frameBudget {
@@ -321,19 +385,22 @@ final class IOLoop {
     private var finalError: AMQPError?
 
     private func run(_ command: Command) {
+        if case .send = command {} else { flushDeferredAcks() }
         switch command {
         case .publish(let ref, let request):
             guard let channel = openChannel(ref) else { return }
             publish(request, on: channel.id)
         case .send(let ref, let method):
             guard let channel = openChannel(ref) else { return }
-            send(method, on: channel.id)
+            settleAndSend(method, on: channel)
         case .call(let ref, let method, let continuation):
             guard let channel = openChannel(ref) else {
                 continuation.resume(throwing: closedError(ref))
                 return
             }
-            channel.pending.append(PendingReply(replies: method.replies, continuation: continuation))
+            var reply = PendingReply(replies: method.replies, continuation: continuation)
+            if case .basicGet(_, noAck: false) = method { reply.tracksDelivery = true }
+            channel.pending.append(reply)
             send(method, on: channel.id)
         case .consume(let ref, let method, let stream, let continuation):
             guard let channel = openChannel(ref) else {
@@ -354,7 +421,7 @@ final class IOLoop {
             channel.pending.append(PendingReply(replies: [AMQP_BASIC_CANCEL_OK_METHOD], continuation: continuation))
             send(.basicCancel(consumerTag: stream.consumerTag), on: channel.id)
             for deliveryTag in requeue {
-                send(.basicReject(deliveryTag: deliveryTag, requeue: true), on: channel.id)
+                settleAndSend(.basicReject(deliveryTag: deliveryTag, requeue: true), on: channel)
             }
         case .openChannel(let continuation):
             openNewChannel(continuation)
@@ -545,11 +612,18 @@ final class IOLoop {
                 logger.debug("delivery for an unknown consumer", metadata: ["amqp.consumer_tag": "\(consumerTag)"])
                 return
             }
-            if stream.push(delivery) == .refused, !stream.noAck, !closingConnection {
-                // The application stopped iterating: give the message back at once.
-                send(.basicReject(deliveryTag: content.deliveryTag, requeue: true), on: channel.id)
+            if !stream.noAck { channel.unsettled.delivered(content.deliveryTag) }
+            switch stream.push(delivery) {
+            case .accepted: break
+            case .acceptedNeedsWake: streamsToWake.append(stream)
+            case .refused:
+                if !stream.noAck && !closingConnection {
+                    // The application stopped iterating: give the message back at once.
+                    settleAndSend(.basicReject(deliveryTag: content.deliveryTag, requeue: true), on: channel)
+                }
             }
         case .get(let messageCount):
+            if channel.pending.first?.tracksDelivery == true { channel.unsettled.delivered(content.deliveryTag) }
             let delivery = content.delivery(channel: channel.handle, consumerTag: nil, messageCount: messageCount)
             channel.resolveNext(.gotDelivery(delivery))
         case .returned(let replyCode, let replyText):

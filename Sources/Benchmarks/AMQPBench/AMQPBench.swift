@@ -141,13 +141,16 @@ struct Bench {
         for round in 0..<options.rounds {
             let sdkFirst = round % 2 == 0
             for workload in throughputWorkloads() where included(workload.name) {
-                let queue = "amqp-bench.\(workload.name)"
                 var results: [Bool: Usage] = [:]
                 for isSDK in sdkFirst ? [true, false] : [false, true] {
+                    // A fresh queue per run, and a moment for the broker to finish deleting the
+                    // last one, so neither side pays for the other's leftovers.
+                    let queue = "amqp-bench.\(workload.name)"
                     try await admin.declareQueue(queue)
-                    try await admin.purgeQueue(queue)
                     if workload.prefill > 0 { try await prefill(queue, workload.prefill) }
                     results[isSDK] = try await isSDK ? runSDK(workload, queue) : runRawC(workload, queue)
+                    try await admin.deleteQueue(queue)
+                    try await Task.sleep(for: .milliseconds(300))
                 }
                 let sdk = results[true]!
                 let rawC = results[false]!
