@@ -1,12 +1,27 @@
 import Foundation
 
 /// One figure of one workload, for the SDK and for raw librabbitmq.
-struct Row: Codable {
+struct Row: Encodable {
     var workload: String
     var metric: String
     var sdk: Double
-    var raw_c: Double?
+    var rawC: Double?
     var ratio: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case workload, metric, sdk, ratio
+        case rawC = "raw_c"
+    }
+
+    /// Writes `null` for a missing figure rather than leaving the key out.
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(workload, forKey: .workload)
+        try container.encode(metric, forKey: .metric)
+        try container.encode(sdk, forKey: .sdk)
+        try container.encode(rawC, forKey: .rawC)
+        try container.encode(ratio, forKey: .ratio)
+    }
 }
 
 /// Collects the figures of every round and reports the median of each.
@@ -30,7 +45,7 @@ struct Report {
             let sdk = median(values.sdk)
             let rawC = values.rawC.isEmpty ? nil : median(values.rawC)
             return Row(
-                workload: workload, metric: metric, sdk: sdk, raw_c: rawC,
+                workload: workload, metric: metric, sdk: sdk, rawC: rawC,
                 ratio: rawC.flatMap { $0 == 0 ? nil : sdk / $0 })
         }
     }
@@ -45,7 +60,7 @@ struct Report {
         var lines = ["| workload | metric | SDK | raw C | SDK / raw C |", "|---|---|---:|---:|---:|"]
         for row in rows {
             lines.append(
-                "| \(row.workload) | \(row.metric) | \(format(row.sdk)) | \(format(row.raw_c)) | \(row.ratio.map { String(format: "%.2f", $0) } ?? "-") |")
+                "| \(row.workload) | \(row.metric) | \(format(row.sdk)) | \(format(row.rawC)) | \(row.ratio.map { String(format: "%.2f", $0) } ?? "-") |")
         }
         return lines.joined(separator: "\n")
     }
