@@ -82,41 +82,43 @@ final class ConsumerStream: Sendable {
 
     // MARK: Iterating side
 
+    private enum Take {
+        case delivery(AMQPDelivery)
+        case end
+        case failure(AMQPError)
+        /// Nothing yet: the caller waits.
+        case empty
+    }
+
+    /// What the iterating side gets now, without waiting.
+    private static func take(_ state: inout State) -> Take {
+        if let delivery = state.buffer.popFirst() { return .delivery(delivery) }
+        if state.terminated { return .end }
+        switch state.finished {
+        case .success: return .end
+        case .failure(let error): return .failure(error)
+        case nil: return .empty
+        }
+    }
+
     func next() async throws -> AMQPDelivery? {
         // Fast path: a buffered delivery needs no continuation.
-        enum Immediate { case delivery(AMQPDelivery), end, failure(AMQPError), wait }
-        let immediate = state.withLock { state -> Immediate in
-            if let delivery = state.buffer.popFirst() { return .delivery(delivery) }
-            if state.terminated { return .end }
-            switch state.finished {
-            case .success: return .end
-            case .failure(let error): return .failure(error)
-            case nil: return .wait
-            }
-        }
-        switch immediate {
+        switch state.withLock({ Self.take(&$0) }) {
         case .delivery(let delivery): return delivery
         case .end: return nil
         case .failure(let error): throw error
-        case .wait: break
+        case .empty: break
         }
 
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<AMQPDelivery?, any Error>) in
-                enum Outcome { case suspended, delivery(AMQPDelivery), end, failure(AMQPError) }
-                let outcome = state.withLock { state -> Outcome in
-                    if let delivery = state.buffer.popFirst() { return .delivery(delivery) }
-                    if state.terminated { return .end }
-                    switch state.finished {
-                    case .success: return .end
-                    case .failure(let error): return .failure(error)
-                    case nil:
-                        state.waiter = continuation
-                        return .suspended
-                    }
+                let taken = state.withLock { state -> Take in
+                    let taken = Self.take(&state)
+                    if case .empty = taken { state.waiter = continuation }
+                    return taken
                 }
-                switch outcome {
-                case .suspended: break
+                switch taken {
+                case .empty: break
                 case .delivery(let delivery): continuation.resume(returning: delivery)
                 case .end: continuation.resume(returning: nil)
                 case .failure(let error): continuation.resume(throwing: error)
