@@ -1,8 +1,10 @@
 import CRabbitMQ
 import DequeModule
 
-/// A request waiting for its reply. AMQP answers synchronous methods on a channel in
-/// the order they were sent, so each channel keeps a FIFO of these.
+/// A request waiting for its reply. Each channel keeps them in the order they were sent;
+/// a reply completes the oldest request it answers. (RabbitMQ may send `cancel-ok` after
+/// the replies to methods sent after the `basic.cancel`, so a reply is not always the
+/// answer to the oldest request.)
 struct PendingReply {
     let replies: [amqp_method_number_t]
     let complete: (Result<ServerMethod, AMQPError>) -> Void
@@ -39,23 +41,34 @@ final class ChannelIO {
     /// An ack held back so that the acks after it in the same batch of commands merge into
     /// one `basic.ack` with `multiple`; every delivery up to this tag is settled.
     var deferredAck: UInt64?
+    enum Acknowledgement { case manual, automatic }
+    /// Consumers cancelled on this channel, for deliveries that arrive after their cancel-ok.
+    var cancelledConsumers: [String: Acknowledgement] = [:]
 
     init(handle: AMQPChannel) {
         self.handle = handle
     }
 
+    func retire(_ stream: ConsumerStream) {
+        cancelledConsumers[stream.consumerTag] = stream.noAck ? .automatic : .manual
+    }
+
     var id: UInt16 { handle.ref.id }
     var epoch: UInt32 { handle.ref.epoch }
 
-    /// Completes the oldest pending request if `method` is one of its replies.
+    /// Completes the oldest pending request that `method` answers.
     @discardableResult
     func resolveNext(_ method: ServerMethod) -> Bool {
         let id: amqp_method_number_t? =
             if case .gotDelivery = method { AMQP_BASIC_GET_OK_METHOD } else { method.replyID }
-        guard let id, let first = pending.first, first.replies.contains(id) else { return false }
-        pending.removeFirst()
-        first.complete(.success(method))
+        guard let id, let index = oldestPending(answeredBy: id) else { return false }
+        let request = pending.remove(at: index)
+        request.complete(.success(method))
         return true
+    }
+
+    func oldestPending(answeredBy reply: amqp_method_number_t) -> Int? {
+        pending.firstIndex { $0.replies.contains(reply) }
     }
 
     func failPending(_ error: AMQPError) {

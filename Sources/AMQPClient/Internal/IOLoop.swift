@@ -586,6 +586,7 @@ final class IOLoop {
             channel.finish(consumersWith: error, pendingWith: error)
         case .cancel(let consumerTag, let noWait):
             if let stream = channel.consumers.removeValue(forKey: consumerTag) {
+                channel.retire(stream)
                 stream.finish(
                     AMQPError(
                         code: .consumerCancelled,
@@ -593,7 +594,10 @@ final class IOLoop {
             }
             if !noWait { send(.basicCancelOk(consumerTag: consumerTag), on: id) }
         case .cancelOk(let consumerTag):
-            channel.consumers.removeValue(forKey: consumerTag)?.finish(nil)
+            if let stream = channel.consumers.removeValue(forKey: consumerTag) {
+                channel.retire(stream)
+                stream.finish(nil)
+            }
             channel.resolveNext(method)
         case .ack, .nack:
             break  // Publisher confirms are not enabled by this version.
@@ -609,7 +613,14 @@ final class IOLoop {
         case .delivery(let consumerTag):
             let delivery = content.delivery(channel: channel.handle, consumerTag: consumerTag, messageCount: nil)
             guard let stream = channel.consumers[consumerTag] else {
-                logger.debug("delivery for an unknown consumer", metadata: ["amqp.consumer_tag": "\(consumerTag)"])
+                // RabbitMQ may still deliver messages a queue sent before it saw the cancel, even
+                // after cancel-ok. Give them back rather than leave them unacknowledged.
+                if channel.cancelledConsumers[consumerTag] == .manual, !closingConnection {
+                    channel.unsettled.delivered(content.deliveryTag)
+                    settleAndSend(.basicReject(deliveryTag: content.deliveryTag, requeue: true), on: channel)
+                } else {
+                    logger.debug("delivery for an unknown consumer", metadata: ["amqp.consumer_tag": "\(consumerTag)"])
+                }
                 return
             }
             if !stream.noAck { channel.unsettled.delivered(content.deliveryTag) }
@@ -623,7 +634,9 @@ final class IOLoop {
                 }
             }
         case .get(let messageCount):
-            if channel.pending.first?.tracksDelivery == true { channel.unsettled.delivered(content.deliveryTag) }
+            if let get = channel.oldestPending(answeredBy: AMQP_BASIC_GET_OK_METHOD), channel.pending[get].tracksDelivery {
+                channel.unsettled.delivered(content.deliveryTag)
+            }
             let delivery = content.delivery(channel: channel.handle, consumerTag: nil, messageCount: messageCount)
             channel.resolveNext(.gotDelivery(delivery))
         case .returned(let replyCode, let replyText):
