@@ -13,7 +13,12 @@ import Synchronization
 public final class AMQPChannel: Sendable {
     let core: ConnectionCore
     let ref: ChannelRef
-    private let closedReason = Mutex<AMQPError?>(nil)
+    private struct State {
+        var closedError: AMQPError?
+        var confirmMode = false
+    }
+
+    private let state = Mutex(State())
 
     init(core: ConnectionCore, ref: ChannelRef) {
         self.core = core
@@ -27,7 +32,10 @@ public final class AMQPChannel: Sendable {
     public var isOpen: Bool { closedError == nil && core.isOpen }
 
     /// Why the channel closed, or `nil` while it is open.
-    public var closedError: AMQPError? { closedReason.withLock { $0 } }
+    public var closedError: AMQPError? { state.withLock { $0.closedError } }
+
+    /// Whether ``enablePublisherConfirms()`` was called on this channel.
+    public var isConfirmMode: Bool { state.withLock { $0.confirmMode } }
 
     // MARK: Exchanges
 
@@ -152,12 +160,23 @@ public final class AMQPChannel: Sendable {
 
     // MARK: Publishing
 
+    /// Puts the channel in confirm mode: from now on the broker acknowledges every message
+    /// published on it, and ``publish(_:exchange:routingKey:mandatory:properties:)`` returns a
+    /// confirmation to await. Confirm mode cannot be turned off.
+    public func enablePublisherConfirms() async throws(AMQPError) {
+        // Set first: publishes from other tasks that follow confirm.select on the wire must be tracked.
+        state.withLock { $0.confirmMode = true }
+        _ = try await call(.confirmSelect)
+    }
+
     /// Publishes a message.
     ///
     /// Returns once the message is queued on the connection, in order with everything else
     /// this channel sends; it suspends only while the connection's publish buffer is full.
-    /// Without publisher confirms AMQP reports no per-message outcome: a message to a missing
-    /// exchange closes the channel (`404`), and the next call on it throws.
+    /// On a channel in confirm mode, await the returned confirmation's
+    /// ``AMQPPublishConfirmation/confirmed()`` to know the broker has the message. Without
+    /// confirms AMQP reports no per-message outcome: a message to a missing exchange closes the
+    /// channel (`404`), and the next call on it throws.
     ///
     /// - Parameters:
     ///   - body: the message body.
@@ -166,31 +185,39 @@ public final class AMQPChannel: Sendable {
     ///   - routingKey: how the exchange routes the message.
     ///   - mandatory: ask the broker to return the message when no queue receives it.
     ///   - properties: content type, persistence, correlation id, headers and the rest.
+    @discardableResult
     public func publish(
         _ body: [UInt8],
         exchange: String = "",
         routingKey: String,
         mandatory: Bool = false,
         properties: AMQPProperties = AMQPProperties()
-    ) async throws(AMQPError) {
+    ) async throws(AMQPError) -> AMQPPublishConfirmation {
         try AMQPError.checkShortString(exchange, "exchange name")
         try AMQPError.checkShortString(routingKey, "routing key")
         try properties.validate()
-        if let error = closedError { throw error }
+        let confirmMode = try state.withLock { state throws(AMQPError) -> Bool in
+            if let error = state.closedError { throw error }
+            return state.confirmMode
+        }
+        let tracker = confirmMode ? ConfirmTracker() : nil
         try await core.publish(
             ref,
             PublishRequest(
-                exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties, body: body))
+                exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties, body: body,
+                confirm: tracker))
+        return AMQPPublishConfirmation(tracker: tracker)
     }
 
     /// Publishes a message whose body is the UTF-8 of `body`.
+    @discardableResult
     public func publish(
         _ body: String,
         exchange: String = "",
         routingKey: String,
         mandatory: Bool = false,
         properties: AMQPProperties = AMQPProperties()
-    ) async throws(AMQPError) {
+    ) async throws(AMQPError) -> AMQPPublishConfirmation {
         try await publish(
             Array(body.utf8), exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties)
     }
@@ -266,9 +293,9 @@ public final class AMQPChannel: Sendable {
     /// Closes the channel. Consumers on it end; unacknowledged deliveries go back to their queues.
     /// Does nothing if the channel is already closed.
     public func close() async {
-        let alreadyClosed = closedReason.withLock { reason -> Bool in
-            if reason != nil { return true }
-            reason = .channelClosedByApplication(id)
+        let alreadyClosed = state.withLock { state -> Bool in
+            if state.closedError != nil { return true }
+            state.closedError = .channelClosedByApplication(id)
             return false
         }
         guard !alreadyClosed else { return }
@@ -278,8 +305,8 @@ public final class AMQPChannel: Sendable {
     // MARK: Internals
 
     func markClosed(_ error: AMQPError) {
-        closedReason.withLock { reason in
-            if reason == nil { reason = error }
+        state.withLock { state in
+            if state.closedError == nil { state.closedError = error }
         }
     }
 

@@ -17,6 +17,9 @@ public struct AMQPError: Error, Sendable, Hashable, CustomStringConvertible {
             case connectionClosed
             case connectionLost
             case consumerCancelled
+            case publishNacked
+            case messageReturned
+            case outcomeUnknown
             case library
         }
 
@@ -46,6 +49,14 @@ public struct AMQPError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let connectionLost = Code(backing: .connectionLost)
         /// The broker cancelled a consumer, for example because its queue was deleted.
         public static let consumerCancelled = Code(backing: .consumerCancelled)
+        /// The broker refused a published message (`basic.nack`): it was not taken.
+        public static let publishNacked = Code(backing: .publishNacked)
+        /// The broker returned a `mandatory` message because no queue would take it (312 NO_ROUTE);
+        /// see ``AMQPError/replyCode``.
+        public static let messageReturned = Code(backing: .messageReturned)
+        /// The channel or connection closed before the broker confirmed a publish: it may or may
+        /// not have been taken.
+        public static let outcomeUnknown = Code(backing: .outcomeUnknown)
         /// librabbitmq reported a status this package has no finer code for; see
         /// ``AMQPError/libraryStatus``.
         public static let library = Code(backing: .library)

@@ -45,6 +45,19 @@ final class ChannelIO {
     /// Consumers cancelled on this channel, for deliveries that arrive after their cancel-ok.
     var cancelledConsumers: [String: Acknowledgement] = [:]
 
+    // Publisher confirms: set when confirm.select is sent; the broker numbers publishes from 1.
+    var confirmMode = false
+    private var nextPublishSequence: UInt64 = 1
+    private var unconfirmed: Deque<UnconfirmedPublish> = []
+
+    private struct UnconfirmedPublish {
+        let sequence: UInt64
+        let tracker: ConfirmTracker?
+        /// Exchange and routing key of a mandatory publish, to match a `basic.return` to it.
+        let mandatoryTarget: (exchange: String, routingKey: String)?
+        var returned = false
+    }
+
     init(handle: AMQPChannel) {
         self.handle = handle
     }
@@ -71,6 +84,65 @@ final class ChannelIO {
         pending.firstIndex { $0.replies.contains(reply) }
     }
 
+    /// Records a publish that was written while the channel is in confirm mode.
+    func published(_ request: PublishRequest) {
+        guard confirmMode else { return }
+        unconfirmed.append(
+            UnconfirmedPublish(
+                sequence: nextPublishSequence, tracker: request.confirm,
+                mandatoryTarget: request.mandatory ? (request.exchange, request.routingKey) : nil))
+        nextPublishSequence += 1
+    }
+
+    /// Resolves publishes on `basic.ack` / `basic.nack`. Confirms may arrive out of order.
+    func confirm(_ sequence: UInt64, multiple: Bool, acked: Bool) {
+        if multiple {
+            while let first = unconfirmed.first, first.sequence <= sequence {
+                unconfirmed.removeFirst()
+                first.tracker?.resolve(acked: acked)
+            }
+        } else if let index = unconfirmedIndex(of: sequence) {
+            unconfirmed.remove(at: index).tracker?.resolve(acked: acked)
+        }
+    }
+
+    /// Matches a `basic.return` to the oldest unconfirmed mandatory publish to the same exchange
+    /// and routing key (the broker handles a channel's publishes in order and sends the return
+    /// before that publish's ack). Returns whether one was found.
+    func returned(exchange: String, routingKey: String, error: AMQPError) -> Bool {
+        guard
+            let index = unconfirmed.firstIndex(where: {
+                !$0.returned && $0.mandatoryTarget?.exchange == exchange && $0.mandatoryTarget?.routingKey == routingKey
+            })
+        else { return false }
+        unconfirmed[index].returned = true
+        unconfirmed[index].tracker?.markReturned(error)
+        return true
+    }
+
+    private func unconfirmedIndex(of sequence: UInt64) -> Int? {
+        var low = 0
+        var high = unconfirmed.count - 1
+        while low <= high {
+            let middle = (low + high) / 2
+            let candidate = unconfirmed[middle].sequence
+            if candidate == sequence { return middle }
+            if candidate < sequence { low = middle + 1 } else { high = middle - 1 }
+        }
+        return nil
+    }
+
+    private func failUnconfirmed(_ cause: AMQPError) {
+        guard !unconfirmed.isEmpty else { return }
+        let error = AMQPError(
+            code: .outcomeUnknown,
+            message: "the channel closed before the broker confirmed the message: \(cause.message)",
+            replyCode: cause.replyCode, replyText: cause.replyText)
+        let waiting = unconfirmed
+        unconfirmed.removeAll()
+        for publish in waiting { publish.tracker?.fail(error) }
+    }
+
     func failPending(_ error: AMQPError) {
         let waiting = pending
         pending.removeAll()
@@ -80,6 +152,7 @@ final class ChannelIO {
     /// Ends every consumer (normally when `consumersWith` is `nil`) and resolves every pending
     /// request: with `pendingWith` as an error, or, when it is `nil`, as the close-ok it waits for.
     func finish(consumersWith consumerError: AMQPError?, pendingWith pendingError: AMQPError?) {
+        failUnconfirmed(pendingError ?? .channelClosedByApplication(id))
         for stream in consumers.values { stream.finish(consumerError) }
         consumers.removeAll()
         let waiting = pending

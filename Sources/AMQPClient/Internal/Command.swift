@@ -11,6 +11,8 @@ struct PublishRequest: Sendable {
     var mandatory: Bool
     var properties: AMQPProperties
     var body: [UInt8]
+    /// Set on a channel in confirm mode: receives the broker's verdict.
+    var confirm: ConfirmTracker?
 }
 
 typealias ReplyContinuation = CheckedContinuation<ServerMethod, any Error>
@@ -41,7 +43,9 @@ enum Command: Sendable {
         case .stopConsumer(_, let stream, _, let continuation):
             stream.finish(nil)
             continuation?.resume(throwing: error)
-        case .send, .publish, .closeConnection: break
+        case .publish(_, let request):
+            request.confirm?.fail(error)  // never written: certainly not published
+        case .send, .closeConnection: break
         }
     }
 }

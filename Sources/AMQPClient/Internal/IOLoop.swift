@@ -388,8 +388,11 @@ final class IOLoop {
         if case .send = command {} else { flushDeferredAcks() }
         switch command {
         case .publish(let ref, let request):
-            guard let channel = openChannel(ref) else { return }
-            publish(request, on: channel.id)
+            guard let channel = openChannel(ref) else {
+                request.confirm?.fail(closedError(ref))
+                return
+            }
+            publish(request, on: channel)
         case .send(let ref, let method):
             guard let channel = openChannel(ref) else { return }
             settleAndSend(method, on: channel)
@@ -400,6 +403,7 @@ final class IOLoop {
             }
             var reply = PendingReply(replies: method.replies, continuation: continuation)
             if case .basicGet(_, noAck: false) = method { reply.tracksDelivery = true }
+            if case .confirmSelect = method { channel.confirmMode = true }
             channel.pending.append(reply)
             send(method, on: channel.id)
         case .consume(let ref, let method, let stream, let continuation):
@@ -494,8 +498,9 @@ final class IOLoop {
         if status != AMQP_STATUS_OK.rawValue { connectionLost(status) }
     }
 
-    private func publish(_ request: PublishRequest, on channel: UInt16) {
+    private func publish(_ request: PublishRequest, on channel: ChannelIO) {
         guard let connection else { return }
+        let channelID = channel.id
         var properties = pool.properties(request.properties)
         var exchange = request.exchange
         var routingKey = request.routingKey
@@ -503,14 +508,20 @@ final class IOLoop {
             routingKey.withUTF8 { routingKey in
                 request.body.withUnsafeBytes { body in
                     amqp_basic_publish(
-                        connection, channel, Self.bytes(exchange), Self.bytes(routingKey),
+                        connection, channelID, Self.bytes(exchange), Self.bytes(routingKey),
                         request.mandatory ? 1 : 0, 0, &properties,
                         amqp_bytes_t(len: body.count, bytes: UnsafeMutableRawPointer(mutating: body.baseAddress)))
                 }
             }
         }
         pool.recycle()
-        if status != AMQP_STATUS_OK.rawValue { connectionLost(status) }
+        guard status == AMQP_STATUS_OK.rawValue else {
+            request.confirm?.fail(
+                AMQPError(code: .outcomeUnknown, message: "the connection failed while the message was being sent"))
+            connectionLost(status)
+            return
+        }
+        channel.published(request)
     }
 
     @inline(__always)
@@ -599,8 +610,10 @@ final class IOLoop {
                 stream.finish(nil)
             }
             channel.resolveNext(method)
-        case .ack, .nack:
-            break  // Publisher confirms are not enabled by this version.
+        case .ack(let deliveryTag, let multiple):
+            channel.confirm(deliveryTag, multiple: multiple, acked: true)
+        case .nack(let deliveryTag, let multiple, _):
+            channel.confirm(deliveryTag, multiple: multiple, acked: false)
         default:
             if !channel.resolveNext(method) {
                 logger.debug("unexpected method", metadata: ["amqp.channel": "\(id)", "amqp.method": "\(method)"])
@@ -640,6 +653,15 @@ final class IOLoop {
             let delivery = content.delivery(channel: channel.handle, consumerTag: nil, messageCount: messageCount)
             channel.resolveNext(.gotDelivery(delivery))
         case .returned(let replyCode, let replyText):
+            let error = AMQPError(
+                code: .messageReturned,
+                message: "the broker returned the message: no queue took it from exchange \"\(content.exchange)\" with routing key \"\(content.routingKey)\"",
+                replyCode: replyCode, replyText: replyText)
+            if channel.confirmMode,
+                channel.returned(exchange: content.exchange, routingKey: content.routingKey, error: error)
+            {
+                return
+            }
             logger.warning(
                 "the broker returned an unroutable mandatory message",
                 metadata: [

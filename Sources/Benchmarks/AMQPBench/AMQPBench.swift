@@ -86,6 +86,19 @@ struct Bench {
                     rawC: { connection, queue in raw_bench_publish(connection.pointer, queue, size, UInt64(count)) },
                     prefill: 0))
         }
+        for window in [1, 100, 1000] {
+            let count = window == 1 ? max(n / 10, 1) : n
+            workloads.append(
+                Throughput(
+                    name: "publish-confirm-window\(window)", messages: count,
+                    sdk: { channel, queue in
+                        try await Self.sdkPublishConfirmed(channel, queue, count: count, window: window)
+                    },
+                    rawC: { connection, queue in
+                        raw_bench_publish_confirmed(connection.pointer, queue, 256, UInt64(count), UInt32(window))
+                    },
+                    prefill: 0))
+        }
         let consumeCases: [(String, UInt16, UInt32, Int)] = [
             ("consume-ack-prefetch1", 1, 1, max(n / 10, 1)),
             ("consume-ack-prefetch100", 100, 1, n),
@@ -107,6 +120,27 @@ struct Bench {
                     prefill: count))
         }
         return workloads
+    }
+
+    /// Keeps at most `window` publishes unconfirmed, awaiting the oldest before the next.
+    static func sdkPublishConfirmed(_ channel: AMQPChannel, _ queue: String, count: Int, window: Int) async throws {
+        try await channel.enablePublisherConfirms()
+        let body = [UInt8](repeating: 0x61, count: 256)
+        var inFlight: [AMQPPublishConfirmation] = []
+        inFlight.reserveCapacity(window)
+        var oldest = 0
+        for _ in 0..<count {
+            if inFlight.count - oldest == window {
+                try await inFlight[oldest].confirmed()
+                oldest += 1
+                if oldest == window {
+                    inFlight.removeFirst(oldest)
+                    oldest = 0
+                }
+            }
+            inFlight.append(try await channel.publish(body, routingKey: queue))
+        }
+        for confirmation in inFlight[oldest...] { try await confirmation.confirmed() }
     }
 
     static func sdkConsume(_ channel: AMQPChannel, _ queue: String, prefetch: UInt16, ackEvery: UInt32, count: Int)

@@ -23,7 +23,9 @@ struct UserEventsProducer: AsyncParsableCommand {
         try await AMQPConnection.withConnection(to: configuration) { connection in
             try await connection.withChannel { channel in
                 // Durable queue + persistent messages: a registration survives a broker restart.
+                // Confirms: an event counts as sent only once the broker has taken it.
                 try await channel.declareQueue(UserEvent.queue, durable: true)
+                try await channel.enablePublisherConfirms()
                 for index in 0..<count {
                     let event = UserEvent.registered(userId: 12345 + index)
                     let properties = AMQPProperties(
@@ -33,7 +35,7 @@ struct UserEventsProducer: AsyncParsableCommand {
                         timestamp: Date(),
                         type: event.type,
                         appID: "user-events-producer")
-                    try await channel.publish(event.json, routingKey: UserEvent.queue, properties: properties)
+                    try await channel.publish(event.json, routingKey: UserEvent.queue, properties: properties).confirmed()
                     print(" [x] Sent \(event.json)")
                 }
             }

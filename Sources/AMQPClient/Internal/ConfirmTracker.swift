@@ -1,0 +1,60 @@
+import Synchronization
+
+/// One publish waiting for its `basic.ack` or `basic.nack`, shared by the publishing task
+/// and the I/O thread.
+final class ConfirmTracker: Sendable {
+    private struct State {
+        var outcome: Result<Void, AMQPError>?
+        var waiters: [CheckedContinuation<Void, any Error>] = []
+        /// Set by a `basic.return`; the ack that follows then reports this error.
+        var returned: AMQPError?
+    }
+
+    private let state = Mutex(State())
+
+    /// The broker's ack (or nack) arrived.
+    func resolve(acked: Bool) {
+        complete { returned in
+            if let returned { return .failure(returned) }
+            return acked
+                ? .success(())
+                : .failure(AMQPError(code: .publishNacked, message: "the broker refused the message (basic.nack)"))
+        }
+    }
+
+    func fail(_ error: AMQPError) {
+        complete { _ in .failure(error) }
+    }
+
+    func markReturned(_ error: AMQPError) {
+        state.withLock { $0.returned = error }
+    }
+
+    private func complete(_ outcome: (AMQPError?) -> Result<Void, AMQPError>) {
+        let (waiters, result) = state.withLock { state -> ([CheckedContinuation<Void, any Error>], Result<Void, AMQPError>?) in
+            guard state.outcome == nil else { return ([], nil) }
+            let result = outcome(state.returned)
+            state.outcome = result
+            defer { state.waiters.removeAll() }
+            return (state.waiters, result)
+        }
+        guard let result else { return }
+        for waiter in waiters { waiter.resume(with: result.mapError { $0 as any Error }) }
+    }
+
+    func wait() async throws(AMQPError) {
+        if let outcome = state.withLock({ $0.outcome }) { return try outcome.get() }
+        do {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let outcome = state.withLock { state -> Result<Void, AMQPError>? in
+                    if let outcome = state.outcome { return outcome }
+                    state.waiters.append(continuation)
+                    return nil
+                }
+                if let outcome { continuation.resume(with: outcome.mapError { $0 as any Error }) }
+            }
+        } catch {
+            throw AMQPError.wrap(error)
+        }
+    }
+}
