@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import DequeModule
 import Logging
 import Synchronization
 
@@ -12,7 +13,7 @@ import Synchronization
 /// Everything that touches librabbitmq lives in ``IOLoop``, on its own thread.
 final class ConnectionCore: Sendable {
     private struct Shared {
-        var commands: [Command] = []
+        var commands: Deque<Command> = []
         /// Bytes of publishes waiting in `commands`; publishers wait while it is over the limit.
         var queuedPublishBytes = 0
         var publishWaiters: [CheckedContinuation<Void, any Error>] = []
@@ -159,7 +160,7 @@ final class ConnectionCore: Sendable {
     // MARK: I/O thread
 
     /// Moves the queued commands into `batch` (which must be empty) and releases waiting publishers.
-    func takeCommands(into batch: inout [Command]) {
+    func takeCommands(into batch: inout Deque<Command>) {
         let waiters = shared.withLock { shared -> [CheckedContinuation<Void, any Error>] in
             swap(&batch, &shared.commands)
             shared.queuedPublishBytes = 0
@@ -197,7 +198,7 @@ final class ConnectionCore: Sendable {
 
     /// Records the end of the connection. Returns the commands that were never processed,
     /// which the caller fails.
-    func finish(error: AMQPError, byApplication: Bool) -> [Command] {
+    func finish(error: AMQPError, byApplication: Bool) -> Deque<Command> {
         let (commands, publishWaiters, closeWaiters) = shared.withLock { shared in
             if shared.refusal == nil { shared.refusal = error }
             shared.final = (error, byApplication)

@@ -24,7 +24,7 @@ final class IOLoop {
     private var nextEpoch: UInt32 = 0
     private var channelMax: UInt16 = 0
     private var heartbeatSeconds: Int32 = 0
-    private var batch: [Command] = []
+    private var batch: Deque<Command> = []
     private var closeDeadline: ContinuousClock.Instant?
     private var finished = false
     private var startContinuation: CheckedContinuation<Void, any Error>?
@@ -239,12 +239,13 @@ final class IOLoop {
         // Let the kernel pack the batch's frames into as few segments as it can.
         let cork = batch.count > 1
         if cork { setCork(true) }
-        for index in batch.indices {
+        // popFirst moves each command out: no copy of its strings, properties and body.
+        while let command = batch.popFirst() {
             if finished {
-                batch[index].fail(finalError ?? .connectionClosedByApplication)
+                command.fail(finalError ?? .connectionClosedByApplication)
                 continue
             }
-            run(batch[index])
+            run(command)
         }
         flushDeferredAcks()
         if cork { setCork(false) }
