@@ -56,6 +56,10 @@ local_env() {
 }
 
 ctl() {
+  if [[ "$(cat "$state/started-by" 2>/dev/null || true)" == docker ]]; then
+    docker compose -f "$root/docker-compose.yml" exec -T rabbitmq rabbitmqctl "$@"
+    return
+  fi
   local_env
   /usr/lib/rabbitmq/bin/rabbitmqctl -n "$node" "$@"
 }

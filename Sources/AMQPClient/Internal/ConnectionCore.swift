@@ -16,6 +16,8 @@ final class ConnectionCore: Sendable {
         var commands: Deque<Command> = []
         /// Bytes of publishes waiting in `commands`; publishers wait while it is over the limit.
         var queuedPublishBytes = 0
+        /// Bytes of publishes the I/O thread holds back while the broker blocks the connection.
+        var heldPublishBytes = 0
         var publishWaiters: [CheckedContinuation<Void, any Error>] = []
         /// The I/O thread is (about to be) in `poll` and needs a byte on the pipe to wake.
         var ioSleeping = false
@@ -25,6 +27,12 @@ final class ConnectionCore: Sendable {
         var final: (error: AMQPError, byApplication: Bool)?
         var closeWaiters: [CheckedContinuation<AMQPError?, Never>] = []
         var blockedReason: String?
+
+        mutating func takePublishWaitersIfRoom(limit: Int) -> [CheckedContinuation<Void, any Error>] {
+            guard queuedPublishBytes + heldPublishBytes <= limit else { return [] }
+            defer { publishWaiters.removeAll() }
+            return publishWaiters
+        }
     }
 
     let configuration: AMQPConnection.Configuration
@@ -80,14 +88,14 @@ final class ConnectionCore: Sendable {
     /// Queues a publish. Suspends while more than `publishBufferLimit` bytes are waiting for
     /// the I/O thread, so a fast publisher cannot grow memory without bound.
     func publish(_ channel: ChannelRef, _ request: PublishRequest) async throws(AMQPError) {
-        let cost = request.body.count + 256
+        let cost = Self.publishCost(request)
         let limit = configuration.publishBufferLimit
         let (wake, mustWait) = try shared.withLock { shared throws(AMQPError) -> (Bool, Bool) in
             if let refusal = shared.refusal { throw refusal }
             shared.commands.append(.publish(channel, request))
             shared.queuedPublishBytes += cost
             defer { shared.ioSleeping = false }
-            return (shared.ioSleeping, shared.queuedPublishBytes > limit)
+            return (shared.ioSleeping, shared.queuedPublishBytes + shared.heldPublishBytes > limit)
         }
         if wake { signal() }
         if mustWait {
@@ -100,7 +108,9 @@ final class ConnectionCore: Sendable {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 let ready = shared.withLock { shared -> Result<Bool, AMQPError> in
                     if let refusal = shared.refusal { return .failure(refusal) }
-                    if shared.queuedPublishBytes <= configuration.publishBufferLimit { return .success(true) }
+                    if shared.queuedPublishBytes + shared.heldPublishBytes <= configuration.publishBufferLimit {
+                        return .success(true)
+                    }
                     shared.publishWaiters.append(continuation)
                     return .success(false)
                 }
@@ -164,10 +174,22 @@ final class ConnectionCore: Sendable {
         let waiters = shared.withLock { shared -> [CheckedContinuation<Void, any Error>] in
             swap(&batch, &shared.commands)
             shared.queuedPublishBytes = 0
-            defer { shared.publishWaiters.removeAll() }
-            return shared.publishWaiters
+            return shared.takePublishWaitersIfRoom(limit: configuration.publishBufferLimit)
         }
         for waiter in waiters { waiter.resume() }
+    }
+
+    /// Publishes held back while the connection is blocked still count against the buffer limit.
+    func setHeldPublishBytes(_ bytes: Int) {
+        let waiters = shared.withLock { shared -> [CheckedContinuation<Void, any Error>] in
+            shared.heldPublishBytes = bytes
+            return shared.takePublishWaitersIfRoom(limit: configuration.publishBufferLimit)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    static func publishCost(_ request: PublishRequest) -> Int {
+        request.body.count + 256
     }
 
     /// Marks the I/O thread as about to sleep, unless commands are already waiting.

@@ -235,6 +235,7 @@ final class IOLoop {
 
     private func runCommands() {
         core.takeCommands(into: &batch)
+        if !blocked && !held.isEmpty { releaseHeld() }
         guard !batch.isEmpty else { return }
         // Let the kernel pack the batch's frames into as few segments as it can.
         let cork = batch.count > 1
@@ -245,11 +246,62 @@ final class IOLoop {
                 command.fail(finalError ?? .connectionClosedByApplication)
                 continue
             }
+            if blocked && mustHold(command) {
+                hold(command)
+                continue
+            }
             run(command)
         }
+        if blocked { core.setHeldPublishBytes(heldPublishBytes) }
         flushDeferredAcks()
         if cork { setCork(false) }
         batch.removeAll(keepingCapacity: true)
+    }
+
+    // MARK: Blocked connections
+
+    /// The broker blocked publishing (a memory or disk alarm). It stops reading the socket at
+    /// the next publish it receives, so publishes are held back here instead: acks, consumers
+    /// and other channels keep working, and nothing wedges the connection's reading.
+    private var blocked = false
+    /// Held commands, in order: publishes, and what follows a held publish on its channel.
+    private var held: Deque<Command> = []
+    private var channelsWithHeldCommands: Set<UInt16> = []
+    private var heldPublishBytes = 0
+
+    private func mustHold(_ command: Command) -> Bool {
+        switch command {
+        case .publish: true
+        case .call(let ref, _, _), .consume(let ref, _, _, _), .stopConsumer(let ref, _, _, _), .closeChannel(let ref, _):
+            channelsWithHeldCommands.contains(ref.id)
+        case .send, .openChannel, .closeConnection: false  // settlements never wait
+        }
+    }
+
+    private func hold(_ command: Command) {
+        if case .publish(let ref, let request) = command {
+            channelsWithHeldCommands.insert(ref.id)
+            heldPublishBytes += ConnectionCore.publishCost(request)
+        }
+        held.append(command)
+    }
+
+    /// Puts the held commands back in front of the new ones, in their original order.
+    private func releaseHeld() {
+        held.append(contentsOf: batch)
+        batch = held
+        held = []
+        channelsWithHeldCommands.removeAll()
+        heldPublishBytes = 0
+        core.setHeldPublishBytes(0)
+    }
+
+    private func failHeld(_ error: AMQPError) {
+        let commands = held
+        held = []
+        channelsWithHeldCommands.removeAll()
+        heldPublishBytes = 0
+        for command in commands { command.fail(error) }
     }
 
     private func setCork(_ on: Bool) {
@@ -334,6 +386,7 @@ final class IOLoop {
     private func waitForWork() {
         guard let connection else { return }
         if amqp_frames_enqueued(connection) != 0 || amqp_data_in_buffer(connection) != 0 { return }
+        if !blocked && !held.isEmpty { return }  // unblocked: release the held publishes first
         guard core.prepareToSleep() else { return }
         let socket = amqp_get_sockfd(connection)
         guard socket >= 0 else {
@@ -445,6 +498,7 @@ final class IOLoop {
         case .closeConnection:
             guard !closingConnection else { return }
             closingConnection = true
+            failHeld(.connectionClosedByApplication)
             closeDeadline = ContinuousClock.now + core.configuration.closeTimeout
             send(.connectionClose(replyCode: 200, replyText: "Goodbye"), on: 0)
         }
@@ -455,10 +509,15 @@ final class IOLoop {
         return channel
     }
 
+    /// Why each closed channel number last closed: a command already queued when the broker
+    /// closed its channel fails with the broker's reason, not a generic one.
+    private var closeReasons: [UInt16: (epoch: UInt32, error: AMQPError)] = [:]
+
     private func closedError(_ ref: ChannelRef) -> AMQPError {
         if let channel = channels[ref.id], channel.epoch == ref.epoch, let error = channel.handle.closedError {
             return error
         }
+        if let reason = closeReasons[ref.id], reason.epoch == ref.epoch { return reason.error }
         return AMQPError(code: .channelClosed, message: "channel \(ref.id) is closed")
     }
 
@@ -595,6 +654,7 @@ final class IOLoop {
                 channel: id, replyCode: replyCode, replyText: replyText, classID: classID, methodID: methodID)
             logger.debug("channel closed by the broker", metadata: ["amqp.channel": "\(id)", "amqp.error": "\(error)"])
             channel.handle.markClosed(error)
+            closeReasons[id] = (channel.epoch, error)
             channel.finish(consumersWith: error, pendingWith: error)
         case .cancel(let consumerTag, let noWait):
             if let stream = channel.consumers.removeValue(forKey: consumerTag) {
@@ -685,9 +745,11 @@ final class IOLoop {
             tearDown(.connectionClosedByApplication, byApplication: true)
         case .connectionBlocked(let reason):
             logger.warning("the broker blocked publishing on this connection", metadata: ["amqp.reason": "\(reason)"])
+            blocked = true
             core.setBlocked(reason)
         case .connectionUnblocked:
             logger.info("the broker unblocked publishing on this connection")
+            blocked = false
             core.setBlocked(nil)
         default:
             logger.debug("unexpected method on channel 0", metadata: ["amqp.method": "\(method)"])
@@ -722,6 +784,7 @@ final class IOLoop {
             channel.finish(consumersWith: byApplication ? nil : error, pendingWith: error)
         }
         channels.removeAll()
+        failHeld(error)
         destroyConnection()
         for command in core.finish(error: error, byApplication: byApplication) { command.fail(error) }
     }

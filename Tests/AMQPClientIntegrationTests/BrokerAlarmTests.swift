@@ -1,0 +1,91 @@
+import AMQPClient
+import Foundation
+import Testing
+
+/// Runs `rabbitmqctl` against the test broker through scripts/broker.sh.
+func rabbitmqctl(_ arguments: String...) async throws {
+    let script = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("scripts/broker.sh")
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/bash")
+    process.arguments = [script.path, "ctl"] + arguments
+    process.standardOutput = FileHandle.nullDevice
+    try process.run()
+    let status = try await withTimeout(60, "rabbitmqctl \(arguments.joined(separator: " "))") {
+        await offThePool {
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
+    }
+    guard status == 0 else { throw CtlFailed(arguments: arguments, status: status) }
+}
+
+struct CtlFailed: Error, CustomStringConvertible {
+    let arguments: [String]
+    let status: Int32
+    var description: String { "rabbitmqctl \(arguments.joined(separator: " ")) exited with \(status)" }
+}
+
+/// A memory alarm blocks publishing on the whole broker, so scripts/test.sh runs this suite on
+/// its own, after the others (`swift test --filter BrokerAlarmTests`).
+@Suite("Broker alarms", .serialized, .enabled(if: ProcessInfo.processInfo.environment["AMQP_ALARM_TESTS"] == "1"))
+struct BrokerAlarmTests {
+    @Test("a memory alarm blocks publishing without wedging the connection; nothing is lost")
+    func memoryAlarm() async throws {
+        // Room for more held publishes than the socket buffers could take.
+        let connection = try await TestBroker.connect { $0.publishBufferLimit = 32 << 20 }
+        defer { Task { await connection.close() } }
+        let publisher = try await connection.openChannel()
+        let consumerChannel = try await connection.openChannel()
+        let outbox = try await publisher.declareQueue("", exclusive: true).name
+        // Messages reach `inbox` during the alarm by dead-lettering, which the alarm does not stop:
+        // they expire from `waiting` five seconds after being published.
+        let inbox = try await publisher.declareQueue("", exclusive: true).name
+        let waiting = try await publisher.declareQueue(
+            "", exclusive: true,
+            arguments: ["x-message-ttl": 5_000, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": .string(inbox)]
+        ).name
+        for index in 0..<20 { try await publisher.publish("expiring-\(index)", routingKey: waiting) }
+        try await consumerChannel.setPrefetch(count: 100)
+        let consumer = try await consumerChannel.consume(queue: inbox)
+        var iterator = consumer.makeAsyncIterator()
+
+        try await rabbitmqctl("set_vm_memory_high_watermark", "absolute", "1")
+        do {
+            // RabbitMQ blocks a connection (and tells it so) when it publishes during the alarm,
+            // and stops reading its socket.
+            try await publisher.publish("trigger", routingKey: outbox)
+            try await withTimeout(30, "connection.blocked") {
+                while connection.blockedReason == nil { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            // Publishes now wait in the client instead of filling the socket (10 MiB: more than
+            // the socket buffers hold), so the connection keeps reading: the dead-lettered
+            // messages still arrive.
+            let large = [UInt8](repeating: 0x2A, count: 100 << 10)
+            for _ in 0..<100 { try await publisher.publish(large, routingKey: outbox) }
+            for _ in 0..<20 {
+                let delivery = try #require(try await iterator.next(within: 20))
+                #expect(delivery.bodyString.hasPrefix("expiring-"))
+                try await delivery.ack()
+            }
+            #expect(connection.isOpen)
+        } catch {
+            try await rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+            throw error
+        }
+
+        try await rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+        try await withTimeout(30, "connection.unblocked") {
+            while connection.blockedReason != nil { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        let published = try await withTimeout(30, "the held publishes") {
+            while true {
+                let count = try await publisher.declareQueue(outbox, passive: true).messageCount
+                if count == 101 { return count }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        #expect(published == 101)
+    }
+}
