@@ -405,7 +405,7 @@ final class IOLoop {
     /// Wakes in time to send a heartbeat (librabbitmq sends one only when called) and to
     /// notice a close that took too long.
     private func pollTimeoutMilliseconds() -> Int32 {
-        var timeout: Int64 = heartbeatSeconds > 0 ? Int64(heartbeatSeconds) * 500 : 5_000
+        var timeout: Int64 = heartbeatSeconds > 0 ? Int64(heartbeatSeconds) * 250 : 5_000
         if let closeDeadline {
             let remaining = ContinuousClock.now.duration(to: closeDeadline)
             timeout = min(timeout, max(0, remaining.milliseconds + 1))
