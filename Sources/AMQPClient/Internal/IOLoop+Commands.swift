@@ -1,0 +1,278 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CRabbitMQ
+import DequeModule
+import Logging
+
+// Running the commands tasks queue: methods, publishes, settlements, and holding
+// publishes back while the broker blocks the connection.
+
+extension IOLoop {
+    func runCommands() {
+        core.takeCommands(into: &batch)
+        if !blocked && !held.isEmpty { releaseHeld() }
+        guard !batch.isEmpty else { return }
+        // Let the kernel pack the batch's frames into as few segments as it can.
+        let cork = batch.count > 1
+        if cork { setCork(true) }
+        // popFirst moves each command out: no copy of its strings, properties and body.
+        while let command = batch.popFirst() {
+            if finished {
+                command.fail(finalError ?? .connectionClosedByApplication)
+                continue
+            }
+            if blocked && mustHold(command) {
+                hold(command)
+                continue
+            }
+            run(command)
+        }
+        if blocked { core.setHeldPublishBytes(heldPublishBytes) }
+        flushDeferredAcks()
+        if cork { setCork(false) }
+        batch.removeAll(keepingCapacity: true)
+    }
+
+    // MARK: Commands
+
+
+    func run(_ command: Command) {
+        if case .send = command {} else { flushDeferredAcks() }
+        switch command {
+        case .publish(let ref, let request):
+            guard let channel = openChannel(ref) else {
+                request.confirm?.fail(closedError(ref))
+                return
+            }
+            publish(request, on: channel)
+        case .send(let ref, let method):
+            guard let channel = openChannel(ref) else { return }
+            settleAndSend(method, on: channel)
+        case .call(let ref, let method, let continuation):
+            guard let channel = openChannel(ref) else {
+                continuation.resume(throwing: closedError(ref))
+                return
+            }
+            var reply = PendingReply(replies: method.replies, continuation: continuation)
+            if case .basicGet(_, noAck: false) = method { reply.tracksDelivery = true }
+            if case .confirmSelect = method { channel.confirmMode = true }
+            channel.pending.append(reply)
+            send(method, on: channel.id)
+        case .consume(let ref, let method, let stream, let continuation):
+            guard let channel = openChannel(ref) else {
+                let error = closedError(ref)
+                stream.finish(error)
+                continuation.resume(throwing: error)
+                return
+            }
+            channel.consumers[stream.consumerTag] = stream
+            channel.pending.append(PendingReply(replies: method.replies, continuation: continuation))
+            send(method, on: channel.id)
+        case .stopConsumer(let ref, let stream, let requeue, let continuation):
+            guard let channel = openChannel(ref), channel.consumers[stream.consumerTag] === stream else {
+                stream.finish(nil)
+                continuation?.resume(returning: .ok(AMQP_BASIC_CANCEL_OK_METHOD))
+                return
+            }
+            channel.pending.append(PendingReply(replies: [AMQP_BASIC_CANCEL_OK_METHOD], continuation: continuation))
+            send(.basicCancel(consumerTag: stream.consumerTag), on: channel.id)
+            for deliveryTag in requeue {
+                settleAndSend(.basicReject(deliveryTag: deliveryTag, requeue: true), on: channel)
+            }
+        case .openChannel(let continuation):
+            openNewChannel(continuation)
+        case .closeChannel(let ref, let continuation):
+            guard let channel = openChannel(ref) else {
+                continuation.resume(returning: .ok(AMQP_CHANNEL_CLOSE_OK_METHOD))
+                return
+            }
+            channel.state = .closing
+            channel.handle.markClosed(.channelClosedByApplication(channel.id))
+            channel.pending.append(PendingReply(replies: [AMQP_CHANNEL_CLOSE_OK_METHOD], continuation: continuation))
+            let deadline = ContinuousClock.now + core.configuration.closeTimeout
+            channel.closeDeadline = deadline
+            closeDeadline = min(closeDeadline ?? deadline, deadline)
+            send(.channelClose(replyCode: 200, replyText: "Goodbye"), on: channel.id)
+        case .closeConnection:
+            guard !closingConnection else { return }
+            closingConnection = true
+            failHeld(.connectionClosedByApplication)
+            closeDeadline = ContinuousClock.now + core.configuration.closeTimeout
+            send(.connectionClose(replyCode: 200, replyText: "Goodbye"), on: 0)
+        }
+    }
+
+    func openChannel(_ ref: ChannelRef) -> ChannelIO? {
+        guard let channel = channels[ref.id], channel.epoch == ref.epoch, channel.state == .open else { return nil }
+        return channel
+    }
+
+
+    func closedError(_ ref: ChannelRef) -> AMQPError {
+        if let channel = channels[ref.id], channel.epoch == ref.epoch, let error = channel.handle.closedError {
+            return error
+        }
+        if let reason = closeReasons[ref.id], reason.epoch == ref.epoch { return reason.error }
+        return AMQPError(code: .channelClosed, message: "channel \(ref.id) is closed")
+    }
+
+    func openNewChannel(_ continuation: CheckedContinuation<AMQPChannel, any Error>) {
+        guard let id = freeChannelID() else {
+            continuation.resume(
+                throwing: AMQPError(
+                    code: .invalidArgument, message: "all \(channelMax) channels of this connection are in use"))
+            return
+        }
+        nextEpoch &+= 1
+        let handle = AMQPChannel(core: core, ref: ChannelRef(id: id, epoch: nextEpoch))
+        let channel = ChannelIO(handle: handle)
+        channels[id] = channel
+        channel.pending.append(PendingReply(replies: [AMQP_CHANNEL_OPEN_OK_METHOD]) { result in
+            switch result {
+            case .success: continuation.resume(returning: handle)
+            case .failure(let error): continuation.resume(throwing: error)
+            }
+        })
+        channel.state = .open
+        send(.channelOpen, on: id)
+    }
+
+    func freeChannelID() -> UInt16? {
+        var id: UInt16 = 1
+        while id <= channelMax {
+            if channels[id] == nil { return id }
+            id += 1
+        }
+        return nil
+    }
+
+    func send(_ method: ClientMethod, on channel: UInt16) {
+        guard let connection else { return }
+        let status = method.encodeAndSend(connection, channel: channel, pool: pool)
+        pool.recycle()
+        if status != AMQP_STATUS_OK.rawValue { connectionLost(status) }
+    }
+
+    func publish(_ request: PublishRequest, on channel: ChannelIO) {
+        guard let connection else { return }
+        let channelID = channel.id
+        var properties = pool.properties(request.properties)
+        var exchange = request.exchange
+        var routingKey = request.routingKey
+        let status = exchange.withUTF8 { exchange in
+            routingKey.withUTF8 { routingKey in
+                request.body.withUnsafeBytes { body in
+                    amqp_basic_publish(
+                        connection, channelID, Self.bytes(exchange), Self.bytes(routingKey),
+                        request.mandatory ? 1 : 0, 0, &properties,
+                        amqp_bytes_t(len: body.count, bytes: UnsafeMutableRawPointer(mutating: body.baseAddress)))
+                }
+            }
+        }
+        pool.recycle()
+        guard status == AMQP_STATUS_OK.rawValue else {
+            request.confirm?.fail(
+                AMQPError(code: .outcomeUnknown, message: "the connection failed while the message was being sent"))
+            connectionLost(status)
+            return
+        }
+        channel.published(request)
+    }
+
+    @inline(__always)
+    static func bytes(_ buffer: UnsafeBufferPointer<UInt8>) -> amqp_bytes_t {
+        amqp_bytes_t(len: buffer.count, bytes: UnsafeMutableRawPointer(mutating: buffer.baseAddress))
+    }
+
+    // MARK: Settling deliveries
+
+
+    /// Sends an ack, nack or reject and records the settlement. A plain ack that leaves every
+    /// earlier delivery settled is held back instead, so a run of in-order acks costs one write.
+    func settleAndSend(_ method: ClientMethod, on channel: ChannelIO) {
+        switch method {
+        case .basicAck(let tag, let multiple):
+            channel.unsettled.settle(tag, multiple: multiple)
+            if channel.unsettled.allSettled(upTo: tag) {
+                if channel.deferredAck == nil { channelsWithDeferredAck.append(channel) }
+                channel.deferredAck = max(channel.deferredAck ?? 0, tag)
+                return
+            }
+        case .basicNack(let tag, let multiple, _):
+            // A multiple nack must not reach deliveries that were acked but not yet sent.
+            flushDeferredAcks()
+            channel.unsettled.settle(tag, multiple: multiple)
+        case .basicReject(let tag, _):
+            flushDeferredAcks()
+            channel.unsettled.settle(tag, multiple: false)
+        default:
+            flushDeferredAcks()
+        }
+        send(method, on: channel.id)
+    }
+
+    func flushDeferredAcks() {
+        guard !channelsWithDeferredAck.isEmpty else { return }
+        let deferred = channelsWithDeferredAck
+        channelsWithDeferredAck.removeAll(keepingCapacity: true)
+        for channel in deferred {
+            guard let tag = channel.deferredAck else { continue }
+            channel.deferredAck = nil
+            if channels[channel.id] === channel, channel.state == .open {
+                send(.basicAck(deliveryTag: tag, multiple: true), on: channel.id)
+            }
+        }
+    }
+
+    // MARK: Blocked connections
+
+
+    func mustHold(_ command: Command) -> Bool {
+        switch command {
+        case .publish: true
+        case .call(let ref, _, _), .consume(let ref, _, _, _), .stopConsumer(let ref, _, _, _), .closeChannel(let ref, _):
+            channelsWithHeldCommands.contains(ref.id)
+        case .send, .openChannel, .closeConnection: false  // settlements never wait
+        }
+    }
+
+    func hold(_ command: Command) {
+        if case .publish(let ref, let request) = command {
+            channelsWithHeldCommands.insert(ref.id)
+            heldPublishBytes += ConnectionCore.publishCost(request)
+        }
+        held.append(command)
+    }
+
+    /// Puts the held commands back in front of the new ones, in their original order.
+    func releaseHeld() {
+        held.append(contentsOf: batch)
+        batch = held
+        held = []
+        channelsWithHeldCommands.removeAll()
+        heldPublishBytes = 0
+        core.setHeldPublishBytes(0)
+    }
+
+    func failHeld(_ error: AMQPError) {
+        let commands = held
+        held = []
+        channelsWithHeldCommands.removeAll()
+        heldPublishBytes = 0
+        for command in commands { command.fail(error) }
+    }
+
+    func setCork(_ on: Bool) {
+        #if os(Linux)
+        guard let connection, !finished else { return }
+        let socket = amqp_get_sockfd(connection)
+        guard socket >= 0 else { return }
+        var value: Int32 = on ? 1 : 0
+        let tcpCork: Int32 = 3  // TCP_CORK in <netinet/tcp.h>, which Glibc's module does not export
+        _ = setsockopt(socket, Int32(IPPROTO_TCP), tcpCork, &value, socklen_t(MemoryLayout<Int32>.size))
+        #endif
+    }
+}
