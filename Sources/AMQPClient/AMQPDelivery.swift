@@ -4,7 +4,10 @@
 /// settled: call exactly one of ``ack(multiple:)``, ``nack(multiple:requeue:)`` or
 /// ``reject(requeue:)`` once it has been handled. A delivery that is never settled
 /// is redelivered (with ``redelivered`` set) when its channel closes.
-public struct AMQPDelivery: Sendable {
+///
+/// A class: a delivery passes from the I/O thread through the consumer's buffer to your loop,
+/// and one reference is cheaper to hand over than all of its fields.
+public final class AMQPDelivery: Sendable {
     /// The message body.
     public let body: [UInt8]
     public let properties: AMQPProperties
@@ -21,6 +24,21 @@ public struct AMQPDelivery: Sendable {
     public let messageCount: UInt32?
 
     let channel: AMQPChannel
+
+    init(
+        body: [UInt8], properties: AMQPProperties, deliveryTag: UInt64, redelivered: Bool, exchange: String,
+        routingKey: String, consumerTag: String?, messageCount: UInt32?, channel: AMQPChannel
+    ) {
+        self.body = body
+        self.properties = properties
+        self.deliveryTag = deliveryTag
+        self.redelivered = redelivered
+        self.exchange = exchange
+        self.routingKey = routingKey
+        self.consumerTag = consumerTag
+        self.messageCount = messageCount
+        self.channel = channel
+    }
 
     /// The body decoded as UTF-8.
     public var bodyString: String { String(decoding: body, as: UTF8.self) }

@@ -201,8 +201,9 @@ final class ConnectionCore: Sendable {
         }
     }
 
-    func didWake() {
+    func didWake(drainWakePipe: Bool) {
         shared.withLock { $0.ioSleeping = false }
+        guard drainWakePipe else { return }
         var buffer = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         while withUnsafeMutableBytes(of: &buffer, { read(wakeReadFD, $0.baseAddress, $0.count) }) > 0 {}
     }

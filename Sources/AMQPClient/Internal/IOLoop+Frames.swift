@@ -12,8 +12,18 @@ import Logging
 extension IOLoop {
 
 
+    /// Reads and handles the frames that are ready. It calls into librabbitmq only when there is
+    /// something to read (buffered, or the socket polled readable) or when heartbeats are due:
+    /// a call with nothing to read costs two system calls for nothing.
     func readFrames() {
         guard let connection else { return }
+        let now = ContinuousClock.now
+        let heartbeatsDue = now >= nextHeartbeatService
+        guard socketReadable || heartbeatsDue || amqp_data_in_buffer(connection) != 0
+            || amqp_frames_enqueued(connection) != 0
+        else { return }
+        socketReadable = false
+        if heartbeatsDue { nextHeartbeatService = now + heartbeatServiceInterval }
         defer {
             for stream in streamsToWake { stream.wake() }
             streamsToWake.removeAll(keepingCapacity: true)
@@ -30,6 +40,8 @@ extension IOLoop {
             handle(frame)
             if finished { return }
             amqp_maybe_release_buffers_on_channel(connection, frame.channel)
+            // Read buffer drained: let poll say when more arrives rather than try a recv now.
+            if !heartbeatsDue && amqp_data_in_buffer(connection) == 0 && amqp_frames_enqueued(connection) == 0 { return }
         }
     }
 

@@ -48,6 +48,14 @@ final class IOLoop {
     var heldPublishBytes = 0
 
     // Reading
+    /// The last poll found the socket readable.
+    var socketReadable = false
+    /// When librabbitmq must next be called even with nothing to read: it sends heartbeats and
+    /// notices a silent peer only inside its read calls.
+    var nextHeartbeatService = ContinuousClock.now
+    var heartbeatServiceInterval: Duration {
+        heartbeatSeconds > 0 ? .milliseconds(Int(heartbeatSeconds) * 250) : .seconds(1)
+    }
     /// At most this many frames are handled before queued commands (acks, publishes) get a turn.
     static let frameBudget = 256
     /// Consumers whose waiting iterator gets its deliveries once the current batch is read.
@@ -135,7 +143,7 @@ final class IOLoop {
         guard core.prepareToSleep() else { return }
         let socket = amqp_get_sockfd(connection)
         guard socket >= 0 else {
-            core.didWake()
+            core.didWake(drainWakePipe: true)
             connectionLost(AMQP_STATUS_SOCKET_CLOSED.rawValue)
             return
         }
@@ -144,7 +152,8 @@ final class IOLoop {
             pollfd(fd: core.wakeFileDescriptor, events: Int16(POLLIN), revents: 0),
         ]
         _ = poll(&fds, 2, pollTimeoutMilliseconds())
-        core.didWake()
+        socketReadable = fds[0].revents != 0  // data, or an error or hang-up for librabbitmq to report
+        core.didWake(drainWakePipe: fds[1].revents != 0)
     }
 
     /// Wakes in time to send a heartbeat (librabbitmq sends one only when called) and to
