@@ -8,8 +8,10 @@ scripts/broker.sh start
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:${AMQP_PORT:-5672}/}"
 # The sample tests run the sample executables, so build them too.
 swift build
-swift test "$@"
-if [[ $# -eq 0 ]]; then
-  # A memory alarm blocks the whole broker, so its suite runs alone, after the others.
-  AMQP_ALARM_TESTS=1 swift test --filter BrokerAlarmTests
+if [[ $# -gt 0 ]]; then
+  swift test "$@"
+  exit
 fi
+# A memory alarm blocks publishing on the whole broker, so its suite runs alone, after the others.
+swift test --skip BrokerAlarmTests
+AMQP_ALARM_TESTS=1 swift test --filter BrokerAlarmTests
