@@ -41,6 +41,17 @@ struct SampleTests {
         return found
     }
 
+    /// Starts a sample against the test broker, its standard output on a pipe.
+    static func launch(_ name: String, _ arguments: String...) throws -> (Process, Pipe) {
+        let process = Process()
+        process.executableURL = try executable(name)
+        process.arguments = arguments + ["--url", TestBroker.url]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        return (process, output)
+    }
+
     struct SampleMissing: Error, CustomStringConvertible {
         let name: String
         let searched: [String]
@@ -56,12 +67,7 @@ struct SampleTests {
         try await channel.purgeQueue(UserEvent.queue)
         await connection.close()
 
-        let consumer = Process()
-        consumer.executableURL = try Self.executable("user-events-consumer")
-        consumer.arguments = ["--count", "3", "--url", TestBrokerURL.url]
-        let consumerOutput = Pipe()
-        consumer.standardOutput = consumerOutput
-        try consumer.run()
+        let (consumer, consumerOutput) = try Self.launch("user-events-consumer", "--count", "3")
         defer { if consumer.isRunning { consumer.terminate() } }
 
         // Wait (bounded) until the consumer says it is waiting, so its consumer is registered.
@@ -69,12 +75,7 @@ struct SampleTests {
         let banner = try await withTimeout(20, "the consumer to start") { try await lines.nextLine() }
         #expect(banner == " [*] Waiting for messages in user_events. To exit press CTRL+C")
 
-        let producer = Process()
-        producer.executableURL = try Self.executable("user-events-producer")
-        producer.arguments = ["--count", "3", "--url", TestBrokerURL.url]
-        let producerOutput = Pipe()
-        producer.standardOutput = producerOutput
-        try producer.run()
+        let (producer, producerOutput) = try Self.launch("user-events-producer", "--count", "3")
         let producerHandle = producerOutput.fileHandleForReading
         let sent = try await withTimeout(20, "the producer") {
             await offThePool { () -> String in
@@ -96,10 +97,6 @@ struct SampleTests {
         try await withTimeout(20, "the consumer to exit") { await offThePool { consumer.waitUntilExit() } }
         #expect(consumer.terminationStatus == 0)
     }
-}
-
-enum TestBrokerURL {
-    static var url: String { TestBroker.url }
 }
 
 /// Runs blocking work (reading a pipe, waiting for a process) on a thread of its own, so the

@@ -1,6 +1,8 @@
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #endif
+public import AMQPClient
+public import ArgumentParser
 import Foundation
 
 /// The event of the `user_events` samples: `{"type":"USER_REGISTERED","data":{"userId":12345}}`.
@@ -37,8 +39,20 @@ public struct UserEvent: Codable, Sendable, Equatable {
     }
 }
 
-/// The broker URL the samples use when `--url` is not given: `$AMQP_URL`, else the local default.
-public let defaultAMQPURL = ProcessInfo.processInfo.environment["AMQP_URL"] ?? "amqp://guest:guest@localhost:5672/"
+/// The options every sample takes to reach the broker.
+public struct BrokerOptions: ParsableArguments {
+    @Option(help: "The broker's AMQP URI (default: $AMQP_URL, else amqp://guest:guest@localhost:5672/).")
+    public var url: String = ProcessInfo.processInfo.environment["AMQP_URL"] ?? "amqp://guest:guest@localhost:5672/"
+
+    public init() {}
+
+    /// The connection configuration for `url`, named `connectionName` in the management UI.
+    public func configuration(connectionName: String) throws -> AMQPConnection.Configuration {
+        var configuration = try AMQPConnection.Configuration(url: url)
+        configuration.connectionName = connectionName
+        return configuration
+    }
+}
 
 /// Flushes standard output at every newline, also into a pipe or file: scripts and tests
 /// read the samples' lines as they happen.

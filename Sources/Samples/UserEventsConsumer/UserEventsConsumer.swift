@@ -12,8 +12,7 @@ struct UserEventsConsumer: AsyncParsableCommand {
         commandName: "user-events-consumer",
         abstract: "Consume USER_REGISTERED events from the user_events queue.")
 
-    @Option(help: "The broker's AMQP URI (default: $AMQP_URL, else amqp://guest:guest@localhost:5672/).")
-    var url: String = defaultAMQPURL
+    @OptionGroup var broker: BrokerOptions
 
     @Option(help: "Exit after this many events (default: run until Ctrl-C).")
     var count: Int?
@@ -25,8 +24,7 @@ struct UserEventsConsumer: AsyncParsableCommand {
         lineBufferStandardOutput()
         var logger = Logger(label: "user-events-consumer")
         logger.logLevel = .info
-        var configuration = try AMQPConnection.Configuration(url: url)
-        configuration.connectionName = "user-events-consumer"
+        let configuration = try broker.configuration(connectionName: "user-events-consumer")
         let connection = try await AMQPConnection.connect(to: configuration, logger: logger)
         let handler = UserEventHandler(connection: connection, count: count, prefetch: prefetch, logger: logger)
 

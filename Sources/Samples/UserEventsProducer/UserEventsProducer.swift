@@ -10,16 +10,14 @@ struct UserEventsProducer: AsyncParsableCommand {
         commandName: "user-events-producer",
         abstract: "Publish USER_REGISTERED events to the user_events queue.")
 
-    @Option(help: "The broker's AMQP URI (default: $AMQP_URL, else amqp://guest:guest@localhost:5672/).")
-    var url: String = defaultAMQPURL
+    @OptionGroup var broker: BrokerOptions
 
     @Option(help: "How many events to publish, for userIds 12345, 12346, …")
     var count: Int = 1
 
     func run() async throws {
         lineBufferStandardOutput()
-        var configuration = try AMQPConnection.Configuration(url: url)
-        configuration.connectionName = "user-events-producer"
+        let configuration = try broker.configuration(connectionName: "user-events-producer")
         try await AMQPConnection.withConnection(to: configuration) { connection in
             try await connection.withChannel { channel in
                 // Durable queue + persistent messages: a registration survives a broker restart.
