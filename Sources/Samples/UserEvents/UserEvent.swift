@@ -41,13 +41,15 @@ public struct UserEvent: Codable, Sendable, Equatable {
 
 /// The options every sample takes to reach the broker.
 public struct BrokerOptions: ParsableArguments {
+    // Resolved at run time rather than shown as a default in --help: $AMQP_URL may hold a password.
     @Option(help: "The broker's AMQP URI (default: $AMQP_URL, else amqp://guest:guest@localhost:5672/).")
-    public var url: String = ProcessInfo.processInfo.environment["AMQP_URL"] ?? "amqp://guest:guest@localhost:5672/"
+    public var url: String?
 
     public init() {}
 
-    /// The connection configuration for `url`, named `connectionName` in the management UI.
+    /// The connection configuration for the broker, named `connectionName` in the management UI.
     public func configuration(connectionName: String) throws -> AMQPConnection.Configuration {
+        let url = url ?? ProcessInfo.processInfo.environment["AMQP_URL"] ?? "amqp://guest:guest@localhost:5672/"
         var configuration = try AMQPConnection.Configuration(url: url)
         configuration.connectionName = connectionName
         return configuration
