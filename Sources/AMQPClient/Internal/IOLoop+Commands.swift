@@ -33,11 +33,9 @@ extension IOLoop {
         if blocked { core.setHeldPublishBytes(heldPublishBytes) }
         flushDeferredAcks()
         if cork { setCork(false) }
-        batch.removeAll(keepingCapacity: true)
     }
 
     // MARK: Commands
-
 
     func run(_ command: Command) {
         if case .send = command {} else { flushDeferredAcks() }
@@ -109,7 +107,6 @@ extension IOLoop {
         guard let channel = channels[ref.id], channel.epoch == ref.epoch, channel.state == .open else { return nil }
         return channel
     }
-
 
     func closedError(_ ref: ChannelRef) -> AMQPError {
         if let channel = channels[ref.id], channel.epoch == ref.epoch, let error = channel.handle.closedError {
@@ -189,7 +186,6 @@ extension IOLoop {
 
     // MARK: Settling deliveries
 
-
     /// Sends an ack, nack or reject and records the settlement. A plain ack that leaves every
     /// earlier delivery settled is held back instead, so a run of in-order acks costs one write.
     func settleAndSend(_ method: ClientMethod, on channel: ChannelIO) {
@@ -228,7 +224,6 @@ extension IOLoop {
     }
 
     // MARK: Blocked connections
-
 
     func mustHold(_ command: Command) -> Bool {
         switch command {

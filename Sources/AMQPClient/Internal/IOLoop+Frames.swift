@@ -10,8 +10,6 @@ import Logging
 // Reading frames: replies, deliveries, confirms, returns, and closes sent by the broker.
 
 extension IOLoop {
-
-
     /// Reads and handles the frames that are ready. It calls into librabbitmq only when there is
     /// something to read (buffered, or the socket polled readable) or when heartbeats are due:
     /// a call with nothing to read costs two system calls for nothing.

@@ -228,8 +228,6 @@ final class IOLoop {
     }
 }
 
-
-
 extension timeval {
     init(_ duration: Duration) {
         let (seconds, attoseconds) = duration.components
