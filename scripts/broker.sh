@@ -56,12 +56,14 @@ local_env() {
 }
 
 ctl() {
-  if [[ "$(cat "$state/started-by" 2>/dev/null || true)" == docker ]]; then
-    docker compose -f "$root/docker-compose.yml" exec -T rabbitmq rabbitmqctl "$@"
-    return
-  fi
-  local_env
-  /usr/lib/rabbitmq/bin/rabbitmqctl -n "$node" "$@"
+  case "$(cat "$state/started-by" 2>/dev/null || true)" in
+    docker) docker compose -f "$root/docker-compose.yml" exec -T rabbitmq rabbitmqctl "$@" ;;
+    local)
+      local_env
+      /usr/lib/rabbitmq/bin/rabbitmqctl -n "$node" "$@"
+      ;;
+    *) rabbitmqctl "$@" ;;  # a broker this script did not start, e.g. the system's service
+  esac
 }
 
 ensure_package() {

@@ -109,6 +109,18 @@ public final class AMQPConnection: Sendable {
         _ = await core.waitUntilClosed()
     }
 
+    /// The connection's events, from now on: a connection already blocked starts with `.blocked`.
+    /// The sequence ends after `.closed`. Each call returns a new, independent sequence.
+    ///
+    /// ```swift
+    /// for await event in connection.events() {
+    ///     if case .blocked(let reason) = event { logger.warning("publishing paused: \(reason)") }
+    /// }
+    /// ```
+    public func events() -> AsyncStream<Event> {
+        core.events()
+    }
+
     /// Waits until the connection has ended. Returns the error that ended it, or `nil` when the
     /// application closed it.
     public func closed() async -> AMQPError? {

@@ -50,6 +50,7 @@ struct BrokerAlarmTests {
         try await consumerChannel.setPrefetch(count: 100)
         let consumer = try await consumerChannel.consume(queue: inbox)
         var iterator = consumer.makeAsyncIterator()
+        let events = connection.events()
 
         try await rabbitmqctl("set_vm_memory_high_watermark", "absolute", "1")
         do {
@@ -87,5 +88,9 @@ struct BrokerAlarmTests {
             }
         }
         #expect(published == 101)
+        await connection.close()
+        let seen = try await withTimeout(5, "the events") { await collectAll(events) }
+        #expect(seen.first.map { if case .blocked = $0 { true } else { false } } == true)
+        #expect(Array(seen.dropFirst()) == [.unblocked, .closed(nil)])
     }
 }

@@ -24,6 +24,7 @@ struct ConnectionFailureTests {
         let queue = try await channel.declareQueue("", exclusive: true)
         let consumer = try await channel.consume(queue: queue.name)
 
+        let events = connection.events()
         proxy.mode = .blackHole
         let start = ContinuousClock.now
         let error = try await withTimeout(10, "the dead connection to be noticed") { await connection.closed() }
@@ -36,6 +37,9 @@ struct ConnectionFailureTests {
             _ = try await iterator.next(within: 5)
         }
         #expect(consumerError?.code == .connectionLost)
+        let seen = try await withTimeout(5, "the closed event") { await collectAll(events) }
+        #expect(seen.count == 1)
+        if case .closed(let closedError) = seen.first { #expect(closedError?.code == .connectionLost) }
     }
 
     @Test("a cut connection releases every pending call, consumer and confirm")

@@ -2,6 +2,13 @@ import AMQPClient
 import Foundation
 import Testing
 
+/// Every element of a sequence that cannot fail, once it ends.
+func collectAll<S: AsyncSequence>(_ sequence: S) async -> [S.Element] where S.Failure == Never {
+    var elements: [S.Element] = []
+    for await element in sequence { elements.append(element) }
+    return elements
+}
+
 @Suite("Connection")
 struct ConnectionTests {
     @Test("connects, opens channels and closes cleanly")
@@ -18,9 +25,14 @@ struct ConnectionTests {
         let error = await expectAMQPError { try await channels[0].declareQueue("", exclusive: true) }
         #expect(error?.code == .channelClosed)
         #expect(channels[1].isOpen)
+        let events = connection.events()
         await connection.close()
         #expect(!connection.isOpen)
         #expect(await connection.closed() == nil)
+        let seen = try await withTimeout(5, "the closed event") { await collectAll(events) }
+        #expect(seen == [.closed(nil)])
+        // Subscribing after the end still tells how it ended.
+        #expect(await collectAll(connection.events()) == [.closed(nil)])
         let afterClose = await expectAMQPError { _ = try await connection.openChannel() }
         #expect(afterClose?.code == .connectionClosed)
     }

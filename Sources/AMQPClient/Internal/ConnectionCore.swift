@@ -27,6 +27,8 @@ final class ConnectionCore: Sendable {
         var final: (error: AMQPError, byApplication: Bool)?
         var closeWaiters: [CheckedContinuation<AMQPError?, Never>] = []
         var blockedReason: String?
+        var eventSubscribers: [UInt64: AsyncStream<AMQPConnection.Event>.Continuation] = [:]
+        var nextSubscriber: UInt64 = 0
 
         mutating func takePublishWaitersIfRoom(limit: Int) -> [CheckedContinuation<Void, any Error>] {
             guard queuedPublishBytes + heldPublishBytes <= limit else { return [] }
@@ -209,7 +211,32 @@ final class ConnectionCore: Sendable {
     }
 
     func setBlocked(_ reason: String?) {
-        shared.withLock { $0.blockedReason = reason }
+        let subscribers = shared.withLock { shared in
+            shared.blockedReason = reason
+            return Array(shared.eventSubscribers.values)
+        }
+        for subscriber in subscribers { subscriber.yield(reason.map { .blocked(reason: $0) } ?? .unblocked) }
+    }
+
+    /// A new stream of the connection's events; it ends after `.closed`.
+    func events() -> AsyncStream<AMQPConnection.Event> {
+        let (stream, continuation) = AsyncStream.makeStream(of: AMQPConnection.Event.self)
+        let final = shared.withLock { shared -> (error: AMQPError, byApplication: Bool)? in
+            if let final = shared.final { return final }
+            let id = shared.nextSubscriber
+            shared.nextSubscriber += 1
+            shared.eventSubscribers[id] = continuation
+            continuation.onTermination = { [weak self] _ in
+                _ = self?.shared.withLock { $0.eventSubscribers.removeValue(forKey: id) }
+            }
+            if let reason = shared.blockedReason { continuation.yield(.blocked(reason: reason)) }
+            return nil
+        }
+        if let final {
+            continuation.yield(.closed(final.byApplication ? nil : final.error))
+            continuation.finish()
+        }
+        return stream
     }
 
     /// Refuses new commands from now on with `error` (unless already refusing).
@@ -222,19 +249,24 @@ final class ConnectionCore: Sendable {
     /// Records the end of the connection. Returns the commands that were never processed,
     /// which the caller fails.
     func finish(error: AMQPError, byApplication: Bool) -> Deque<Command> {
-        let (commands, publishWaiters, closeWaiters) = shared.withLock { shared in
+        let (commands, publishWaiters, closeWaiters, subscribers) = shared.withLock { shared in
             if shared.refusal == nil { shared.refusal = error }
             shared.final = (error, byApplication)
             defer {
                 shared.commands.removeAll()
                 shared.publishWaiters.removeAll()
                 shared.closeWaiters.removeAll()
+                shared.eventSubscribers.removeAll()
                 shared.queuedPublishBytes = 0
             }
-            return (shared.commands, shared.publishWaiters, shared.closeWaiters)
+            return (shared.commands, shared.publishWaiters, shared.closeWaiters, Array(shared.eventSubscribers.values))
         }
         for waiter in publishWaiters { waiter.resume(throwing: error) }
         for waiter in closeWaiters { waiter.resume(returning: byApplication ? nil : error) }
+        for subscriber in subscribers {
+            subscriber.yield(.closed(byApplication ? nil : error))
+            subscriber.finish()
+        }
         return commands
     }
 }
