@@ -15,7 +15,9 @@ public import ServiceLifecycle
 /// the application sends, reads every frame, and keeps heartbeats going. Any number of tasks
 /// may use the connection and its channels at the same time.
 ///
-/// Close a connection with ``close()`` (or use ``withConnection(to:logger:_:)``). When the
+/// Close a connection with ``close()`` (or use ``withConnection(to:logger:_:)``); keep a
+/// reference to it for as long as its channels are in use, since releasing the last one closes
+/// it. When the
 /// socket fails or the broker closes the connection, every pending call throws, every consumer
 /// sequence ends with that error, and ``closed()`` returns it.
 ///
@@ -28,6 +30,14 @@ public final class AMQPConnection: Sendable {
 
     private init(core: ConnectionCore) {
         self.core = core
+    }
+
+    /// A connection nobody can close any more would keep its thread and socket forever: close it,
+    /// and say so, since its channels stop working too.
+    deinit {
+        guard core.isOpen else { return }
+        core.logger.warning("AMQPConnection released without close(); closing it (its channels close too)")
+        core.beginClose()
     }
 
     /// Opens a connection and logs in. Throws ``AMQPError`` with ``AMQPError/Code/connectionFailed``,
