@@ -45,10 +45,14 @@ public final class AMQPConsumer: AsyncSequence, Sendable {
 
     public struct AsyncIterator: AsyncIteratorProtocol, Sendable {
         let stream: ConsumerStream
+        /// Keeps the consumer alive while it is iterated, also when the sequence was a temporary
+        /// (`for try await delivery in try await channel.consume(…)`).
+        private let consumer: AMQPConsumer
         private let stopOnRelease: StopOnRelease
 
         init(consumer: AMQPConsumer) {
             self.stream = consumer.stream
+            self.consumer = consumer
             self.stopOnRelease = StopOnRelease(channel: consumer.channel, stream: consumer.stream)
         }
 

@@ -12,7 +12,8 @@ struct SampleTests {
         try await purge.openChannel().declareQueue("user_events", durable: true)
         await purge.close()
 
-        // --- README quick start, verbatim but for the URL ---
+        var received = 0
+        // --- README quick start, verbatim but for the URL and the counter ---
         let connection = try await AMQPConnection.connect(url: TestBroker.url)
         let channel = try await connection.openChannel()
         try await channel.declareQueue("user_events", durable: true)
@@ -23,11 +24,13 @@ struct SampleTests {
 
         for try await delivery in try await channel.consume(queue: "user_events") {
             print("received", delivery.bodyString)
+            received += 1
             try await delivery.ack()
             break
         }
         await connection.close()
         // ---
+        #expect(received == 1)
         #expect(!connection.isOpen)
     }
 
