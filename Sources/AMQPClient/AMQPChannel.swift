@@ -252,7 +252,9 @@ public final class AMQPChannel: Sendable {
         try AMQPError.checkShortString(consumerTag, "consumer tag")
         try arguments.validate("argument")
         let tag = consumerTag.isEmpty ? core.makeConsumerTag(channel: id) : consumerTag
-        let stream = ConsumerStream(consumerTag: tag, noAck: noAck)
+        let stream = ConsumerStream(consumerTag: tag, noAck: noAck) { stream, unseen in
+            self.stopOnBroker(stream, unseen: unseen)
+        }
         let method = ClientMethod.basicConsume(
             queue: queue, consumerTag: tag, noAck: noAck, exclusive: exclusive, arguments: arguments)
         _ = try await awaitReply { continuation in .consume(ref, method, stream, continuation) }
@@ -345,7 +347,11 @@ public final class AMQPChannel: Sendable {
 
     /// Called when a consumer's iteration ends: cancel it on the broker and give back what it never saw.
     func consumerStopped(_ stream: ConsumerStream) {
-        guard let unseen = stream.terminate(), !stream.isFinished, isOpen else { return }
+        _ = stream.terminate()
+    }
+
+    private func stopOnBroker(_ stream: ConsumerStream, unseen: [AMQPDelivery]) {
+        guard !stream.isFinished, isOpen else { return }
         let requeue = stream.noAck ? [] : unseen.map(\.deliveryTag)
         try? core.submit(.stopConsumer(ref, stream, requeue: requeue, nil))
     }

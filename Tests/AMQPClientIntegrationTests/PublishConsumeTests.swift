@@ -163,6 +163,39 @@ struct PublishConsumeTests {
         #expect(channel.isOpen)
     }
 
+    @Test("cancelling a task that waits for a delivery cancels the consumer on the broker")
+    func cancellingTheTaskCancelsConsumer() async throws {
+        let connection = try await TestBroker.connect()
+        defer { Task { await connection.close() } }
+        let channel = try await connection.openChannel()
+        let queue = try await channel.declareQueue("", exclusive: true)
+        try await channel.publish("only", routingKey: queue.name)
+        let consumer = try await channel.consume(queue: queue.name)
+        let firstSeen = AsyncStream.makeStream(of: Void.self)
+        let consuming = Task {
+            var received = 0
+            // After the only message, the loop waits in `next()` until the task is cancelled.
+            for try await delivery in consumer {
+                try await delivery.ack()
+                received += 1
+                firstSeen.continuation.yield()
+            }
+            return received
+        }
+        var signals = firstSeen.stream.makeAsyncIterator()
+        _ = await signals.next()
+        consuming.cancel()
+        #expect(try await withTimeout(5, "the loop to end") { try await consuming.value } == 1)
+        let info = try await withTimeout(5, "the consumer to be cancelled on the broker") {
+            while true {
+                let info = try await channel.declareQueue(queue.name, passive: true)
+                if info.consumerCount == 0 { return info }
+                await Task.yield()
+            }
+        }
+        #expect(info.messageCount == 0)
+    }
+
     @Test("a consumer whose queue is deleted ends with consumerCancelled")
     func brokerCancelsConsumer() async throws {
         let connection = try await TestBroker.connect()

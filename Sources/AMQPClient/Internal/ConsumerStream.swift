@@ -32,10 +32,14 @@ final class ConsumerStream: Sendable {
     let consumerTag: String
     let noAck: Bool
     private let state = Mutex(State())
+    /// Runs once when the iterating side stops (loop ended, task cancelled, consumer released),
+    /// with the deliveries it never handed out: cancels the consumer on the broker, requeues them.
+    private let onStop: @Sendable (ConsumerStream, [AMQPDelivery]) -> Void
 
-    init(consumerTag: String, noAck: Bool) {
+    init(consumerTag: String, noAck: Bool, onStop: @escaping @Sendable (ConsumerStream, [AMQPDelivery]) -> Void) {
         self.consumerTag = consumerTag
         self.noAck = noAck
+        self.onStop = onStop
     }
 
     // MARK: I/O thread side
@@ -141,6 +145,7 @@ final class ConsumerStream: Sendable {
             return (buffered, state.waiter)
         }
         waiter?.resume(returning: nil)
+        if let buffered { onStop(self, buffered) }
         return buffered
     }
 
