@@ -350,8 +350,10 @@ public final class AMQPChannel: Sendable {
         _ = stream.terminate()
     }
 
+    /// Cancels the consumer on the broker unless that already happened, and requeues the
+    /// deliveries the application never saw (a closed channel has requeued them already).
     private func stopOnBroker(_ stream: ConsumerStream, unseen: [AMQPDelivery]) {
-        guard !stream.isFinished, isOpen else { return }
+        guard isOpen, !stream.isFinished || !unseen.isEmpty else { return }
         let requeue = stream.noAck ? [] : unseen.map(\.deliveryTag)
         try? core.submit(.stopConsumer(ref, stream, requeue: requeue, nil))
     }

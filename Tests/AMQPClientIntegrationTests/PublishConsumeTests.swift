@@ -196,6 +196,31 @@ struct PublishConsumeTests {
         #expect(info.messageCount == 0)
     }
 
+    @Test("deliveries still buffered after cancel() are requeued when the iteration ends")
+    func bufferedAfterCancelAreRequeued() async throws {
+        let connection = try await TestBroker.connect()
+        defer { Task { await connection.close() } }
+        let channel = try await connection.openChannel()
+        let queue = try await channel.declareQueue("", exclusive: true)
+        for index in 0..<10 { try await channel.publish("m\(index)", routingKey: queue.name) }
+        try await channel.setPrefetch(count: 10)
+        do {
+            let consumer = try await channel.consume(queue: queue.name)
+            var iterator = consumer.makeAsyncIterator()
+            let first = try #require(try await iterator.next(within: 5))
+            try await first.ack()
+            try await consumer.cancel()
+        }
+        let info = try await withTimeout(5, "the unseen deliveries to be requeued") {
+            while true {
+                let info = try await channel.declareQueue(queue.name, passive: true)
+                if info.messageCount == 9 { return info }
+                await Task.yield()
+            }
+        }
+        #expect(info.consumerCount == 0)
+    }
+
     @Test("a consumer whose queue is deleted ends with consumerCancelled")
     func brokerCancelsConsumer() async throws {
         let connection = try await TestBroker.connect()

@@ -70,13 +70,19 @@ extension IOLoop {
             channel.pending.append(PendingReply(replies: method.replies, continuation: continuation))
             send(method, on: channel.id)
         case .stopConsumer(let ref, let stream, let requeue, let continuation):
-            guard let channel = openChannel(ref), channel.consumers[stream.consumerTag] === stream else {
+            guard let channel = openChannel(ref) else {
                 stream.finish(nil)
                 continuation?.resume(returning: .ok(AMQP_BASIC_CANCEL_OK_METHOD))
                 return
             }
-            channel.pending.append(PendingReply(replies: [AMQP_BASIC_CANCEL_OK_METHOD], continuation: continuation))
-            send(.basicCancel(consumerTag: stream.consumerTag), on: channel.id)
+            if channel.consumers[stream.consumerTag] === stream {
+                channel.pending.append(PendingReply(replies: [AMQP_BASIC_CANCEL_OK_METHOD], continuation: continuation))
+                send(.basicCancel(consumerTag: stream.consumerTag), on: channel.id)
+            } else {
+                // Already cancelled (by the application or the broker): only the requeue is left.
+                stream.finish(nil)
+                continuation?.resume(returning: .ok(AMQP_BASIC_CANCEL_OK_METHOD))
+            }
             for deliveryTag in requeue {
                 settleAndSend(.basicReject(deliveryTag: deliveryTag, requeue: true), on: channel)
             }
