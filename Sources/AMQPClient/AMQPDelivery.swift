@@ -22,12 +22,16 @@ public final class AMQPDelivery: Sendable {
     public let consumerTag: String?
     /// For ``AMQPChannel/get(from:noAck:)``: messages left in the queue after this one.
     public let messageCount: UInt32?
+    /// Consumed or fetched with `noAck`: the broker considered it handled when it sent it, and
+    /// it must not be settled.
+    public let isAutoAcknowledged: Bool
 
     let channel: AMQPChannel
 
     init(
         body: [UInt8], properties: AMQPProperties, deliveryTag: UInt64, redelivered: Bool, exchange: String,
-        routingKey: String, consumerTag: String?, messageCount: UInt32?, channel: AMQPChannel
+        routingKey: String, consumerTag: String?, messageCount: UInt32?, isAutoAcknowledged: Bool,
+        channel: AMQPChannel
     ) {
         self.body = body
         self.properties = properties
@@ -37,6 +41,7 @@ public final class AMQPDelivery: Sendable {
         self.routingKey = routingKey
         self.consumerTag = consumerTag
         self.messageCount = messageCount
+        self.isAutoAcknowledged = isAutoAcknowledged
         self.channel = channel
     }
 
@@ -46,7 +51,7 @@ public final class AMQPDelivery: Sendable {
     /// Tells the broker the message was handled and may be forgotten.
     /// - Parameter multiple: also acknowledge every earlier unsettled delivery on this channel.
     public func ack(multiple: Bool = false) async throws(AMQPError) {
-        try channel.send(.basicAck(deliveryTag: deliveryTag, multiple: multiple))
+        try settle(.basicAck(deliveryTag: deliveryTag, multiple: multiple))
     }
 
     /// Tells the broker the message was not handled.
@@ -54,11 +59,19 @@ public final class AMQPDelivery: Sendable {
     ///   - multiple: also settle every earlier unsettled delivery on this channel.
     ///   - requeue: put the message back in its queue (`true`), or drop it or dead-letter it (`false`).
     public func nack(multiple: Bool = false, requeue: Bool = true) async throws(AMQPError) {
-        try channel.send(.basicNack(deliveryTag: deliveryTag, multiple: multiple, requeue: requeue))
+        try settle(.basicNack(deliveryTag: deliveryTag, multiple: multiple, requeue: requeue))
     }
 
     /// Rejects this one message: requeued (`true`), or dropped or dead-lettered (`false`).
     public func reject(requeue: Bool = true) async throws(AMQPError) {
-        try channel.send(.basicReject(deliveryTag: deliveryTag, requeue: requeue))
+        try settle(.basicReject(deliveryTag: deliveryTag, requeue: requeue))
+    }
+
+    private func settle(_ method: ClientMethod) throws(AMQPError) {
+        // Settling an unknown tag would make the broker close the channel (406).
+        guard !isAutoAcknowledged else {
+            throw .invalidArgument("this delivery came with noAck: the broker already counts it as handled")
+        }
+        try channel.send(method)
     }
 }

@@ -252,7 +252,13 @@ struct PublishConsumeTests {
         for index in 0..<3 {
             let delivery = try #require(try await iterator.next(within: 5))
             #expect(delivery.bodyString == "n\(index)")
+            #expect(delivery.isAutoAcknowledged)
+            // Acking it would close the channel (406 unknown delivery tag): refused locally.
+            let error = await expectAMQPError { try await delivery.ack() }
+            #expect(error?.code == .invalidArgument)
         }
+        #expect(channel.isOpen)
+
         await channel.close()
         let check = try await connection.openChannel()
         #expect(try await check.declareQueue(queue.name, passive: true).messageCount == 0)

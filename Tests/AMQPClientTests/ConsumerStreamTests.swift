@@ -57,6 +57,6 @@ struct ConsumerStreamTests {
     static func delivery(_ tag: Int, _ channel: AMQPChannel) -> AMQPDelivery {
         AMQPDelivery(
             body: [], properties: .init(), deliveryTag: UInt64(tag), redelivered: false, exchange: "", routingKey: "q",
-            consumerTag: "t", messageCount: nil, channel: channel)
+            consumerTag: "t", messageCount: nil, isAutoAcknowledged: false, channel: channel)
     }
 }

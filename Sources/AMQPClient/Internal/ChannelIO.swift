@@ -184,11 +184,13 @@ struct ContentAssembly {
         let properties: AMQPProperties
         let body: [UInt8]
 
-        func delivery(channel: AMQPChannel, consumerTag: String?, messageCount: UInt32?) -> AMQPDelivery {
+        func delivery(channel: AMQPChannel, consumerTag: String?, messageCount: UInt32?, autoAcknowledged: Bool)
+            -> AMQPDelivery
+        {
             AMQPDelivery(
                 body: body, properties: properties, deliveryTag: deliveryTag, redelivered: redelivered,
                 exchange: exchange, routingKey: routingKey, consumerTag: consumerTag, messageCount: messageCount,
-                channel: channel)
+                isAutoAcknowledged: autoAcknowledged, channel: channel)
         }
     }
 

@@ -139,7 +139,6 @@ extension IOLoop {
     func completed(_ content: ContentAssembly.Completed, on channel: ChannelIO) {
         switch content.kind {
         case .delivery(let consumerTag):
-            let delivery = content.delivery(channel: channel.handle, consumerTag: consumerTag, messageCount: nil)
             guard let stream = channel.consumers[consumerTag] else {
                 // RabbitMQ may still deliver messages a queue sent before it saw the cancel, even
                 // after cancel-ok. Give them back rather than leave them unacknowledged.
@@ -152,6 +151,8 @@ extension IOLoop {
                 return
             }
             if !stream.noAck { channel.unsettled.delivered(content.deliveryTag) }
+            let delivery = content.delivery(
+                channel: channel.handle, consumerTag: consumerTag, messageCount: nil, autoAcknowledged: stream.noAck)
             switch stream.push(delivery) {
             case .accepted: break
             case .acceptedNeedsWake: streamsToWake.append(stream)
@@ -162,10 +163,10 @@ extension IOLoop {
                 }
             }
         case .get(let messageCount):
-            if let get = channel.oldestPending(answeredBy: AMQP_BASIC_GET_OK_METHOD), channel.pending[get].tracksDelivery {
-                channel.unsettled.delivered(content.deliveryTag)
-            }
-            let delivery = content.delivery(channel: channel.handle, consumerTag: nil, messageCount: messageCount)
+            let tracked = channel.oldestPending(answeredBy: AMQP_BASIC_GET_OK_METHOD).map { channel.pending[$0].tracksDelivery }
+            if tracked == true { channel.unsettled.delivered(content.deliveryTag) }
+            let delivery = content.delivery(
+                channel: channel.handle, consumerTag: nil, messageCount: messageCount, autoAcknowledged: tracked != true)
             channel.resolveNext(.gotDelivery(delivery))
         case .returned(let replyCode, let replyText):
             let error = AMQPError(
