@@ -21,6 +21,22 @@ func rabbitmqctl(_ arguments: String...) async throws {
     guard status == 0 else { throw CtlFailed(arguments: arguments, status: status) }
 }
 
+/// Waits (at most 30 s) for the connection to be blocked or unblocked, from its events.
+func waitUntil(_ connection: AMQPConnection, isBlocked: Bool) async throws {
+    try await withTimeout(30, isBlocked ? "connection.blocked" : "connection.unblocked") {
+        // Subscribe first, then look at the state: no change can slip between the two.
+        let events = connection.events()
+        if (connection.blockedReason != nil) == isBlocked { return }
+        for await event in events {
+            switch event {
+            case .blocked where isBlocked, .unblocked where !isBlocked: return
+            case .closed(let error): throw error ?? AMQPError(code: .connectionClosed, message: "closed")
+            default: continue
+            }
+        }
+    }
+}
+
 struct CtlFailed: Error, CustomStringConvertible {
     let arguments: [String]
     let status: Int32
@@ -57,9 +73,7 @@ struct BrokerAlarmTests {
             // RabbitMQ blocks a connection (and tells it so) when it publishes during the alarm,
             // and stops reading its socket.
             try await publisher.publish("trigger", routingKey: outbox)
-            try await withTimeout(30, "connection.blocked") {
-                while connection.blockedReason == nil { try await Task.sleep(for: .milliseconds(20)) }
-            }
+            try await waitUntil(connection, isBlocked: true)
             // Publishes now wait in the client instead of filling the socket (10 MiB: more than
             // the socket buffers hold), so the connection keeps reading: the dead-lettered
             // messages still arrive.
@@ -77,17 +91,9 @@ struct BrokerAlarmTests {
         }
 
         try await rabbitmqctl("set_vm_memory_high_watermark", "0.4")
-        try await withTimeout(30, "connection.unblocked") {
-            while connection.blockedReason != nil { try await Task.sleep(for: .milliseconds(20)) }
-        }
-        let published = try await withTimeout(30, "the held publishes") {
-            while true {
-                let count = try await publisher.declareQueue(outbox, passive: true).messageCount
-                if count == 101 { return count }
-                try await Task.sleep(for: .milliseconds(20))
-            }
-        }
-        #expect(published == 101)
+        try await waitUntil(connection, isBlocked: false)
+        let outboxInfo = try await publisher.waitForQueue(outbox, within: 30, "the held publishes") { $0.messageCount == 101 }
+        #expect(outboxInfo.messageCount == 101)
         await connection.close()
         let seen = try await withTimeout(5, "the events") { await collectAll(events) }
         #expect(seen.first.map { if case .blocked = $0 { true } else { false } } == true)

@@ -121,9 +121,7 @@ struct ChannelTests {
 
         try await channel.publish(#"{"event":"OrderPlaced","orderId":"123"}"#, exchange: orders, routingKey: "")
         for queue in queues + [auditQueue.name] as [String] {
-            let delivery = try await withTimeout(5) {
-                try await Self.waitForMessage(channel, queue)
-            }
+            let delivery = try await channel.waitForMessage(from: queue)
             #expect(delivery.bodyString.contains("OrderPlaced"))
             #expect(delivery.exchange == orders)
         }
@@ -131,8 +129,7 @@ struct ChannelTests {
         try await channel.unbindExchange(audit, from: orders)
         try await channel.unbindQueue(queues[0], from: orders)
         try await channel.publish("second", exchange: orders, routingKey: "")
-        let stillBound = queues[1]
-        _ = try await withTimeout(5) { try await Self.waitForMessage(channel, stillBound) }
+        _ = try await channel.waitForMessage(from: queues[1])
         #expect(try await channel.get(from: queues[0], noAck: true) == nil)
         #expect(try await channel.get(from: auditQueue.name, noAck: true) == nil)
 
@@ -156,29 +153,15 @@ struct ChannelTests {
         let name = TestBroker.uniqueName()
         try await channel.declareQueue(name, autoDelete: false)
         for index in 0..<5 { try await channel.publish("m\(index)", routingKey: name) }
-        let info = try await withTimeout(5) {
-            while true {
-                let info = try await channel.declareQueue(name, passive: true)
-                if info.messageCount == 5 { return info }
-                await Task.yield()
-            }
-        }
+        let info = try await channel.waitForQueue(name) { $0.messageCount == 5 }
         #expect(info.consumerCount == 0)
         #expect(try await channel.purgeQueue(name) == 5)
         try await channel.publish("again", routingKey: name)
-        _ = try await withTimeout(5) {
-            while try await channel.declareQueue(name, passive: true).messageCount < 1 { await Task.yield() }
-        }
+        try await channel.waitForQueue(name) { $0.messageCount == 1 }
         let error = await expectAMQPError { try await channel.deleteQueue(name, ifEmpty: true) }
         #expect(error?.replyCode == 406)
         let other = try await connection.openChannel()
         #expect(try await other.deleteQueue(name) == 1)
     }
 
-    static func waitForMessage(_ channel: AMQPChannel, _ queue: String) async throws -> AMQPDelivery {
-        while true {
-            if let delivery = try await channel.get(from: queue, noAck: true) { return delivery }
-            await Task.yield()
-        }
-    }
 }

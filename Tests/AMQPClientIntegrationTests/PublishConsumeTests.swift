@@ -129,7 +129,7 @@ struct PublishConsumeTests {
         #expect(try await channel.get(from: queue.name) == nil)
 
         try await channel.publish("second", routingKey: queue.name)
-        let got = try await withTimeout(5) { try await ChannelTests.waitForMessageAck(channel, queue.name) }
+        let got = try await channel.waitForMessage(from: queue.name, noAck: false)
         #expect(got.bodyString == "second")
         #expect(got.messageCount == 0)
         try await got.ack()
@@ -152,13 +152,7 @@ struct PublishConsumeTests {
             }
         }
         // The consumer is gone and the 19 others are ready again.
-        let info = try await withTimeout(5) {
-            while true {
-                let info = try await channel.declareQueue(queue.name, passive: true)
-                if info.consumerCount == 0 && info.messageCount == 19 { return info }
-                await Task.yield()
-            }
-        }
+        let info = try await channel.waitForQueue(queue.name) { $0.consumerCount == 0 && $0.messageCount == 19 }
         #expect(info.messageCount == 19)
         #expect(channel.isOpen)
     }
@@ -186,12 +180,8 @@ struct PublishConsumeTests {
         _ = await signals.next()
         consuming.cancel()
         #expect(try await withTimeout(5, "the loop to end") { try await consuming.value } == 1)
-        let info = try await withTimeout(5, "the consumer to be cancelled on the broker") {
-            while true {
-                let info = try await channel.declareQueue(queue.name, passive: true)
-                if info.consumerCount == 0 { return info }
-                await Task.yield()
-            }
+        let info = try await channel.waitForQueue(queue.name, "the consumer to be cancelled on the broker") {
+            $0.consumerCount == 0
         }
         #expect(info.messageCount == 0)
     }
@@ -211,12 +201,8 @@ struct PublishConsumeTests {
             try await first.ack()
             try await consumer.cancel()
         }
-        let info = try await withTimeout(5, "the unseen deliveries to be requeued") {
-            while true {
-                let info = try await channel.declareQueue(queue.name, passive: true)
-                if info.messageCount == 9 { return info }
-                await Task.yield()
-            }
+        let info = try await channel.waitForQueue(queue.name, "the unseen deliveries to be requeued") {
+            $0.messageCount == 9
         }
         #expect(info.consumerCount == 0)
     }
@@ -265,11 +251,3 @@ struct PublishConsumeTests {
     }
 }
 
-extension ChannelTests {
-    static func waitForMessageAck(_ channel: AMQPChannel, _ queue: String) async throws -> AMQPDelivery {
-        while true {
-            if let delivery = try await channel.get(from: queue) { return delivery }
-            await Task.yield()
-        }
-    }
-}

@@ -93,3 +93,31 @@ extension AMQPConsumer.AsyncIterator {
         }
     }
 }
+
+extension AMQPChannel {
+    /// Polls the queue (passive declare) until `condition` holds, at most `seconds`: the broker
+    /// settles acks, requeues and cancels asynchronously.
+    @discardableResult
+    func waitForQueue(
+        _ name: String, within seconds: Double = 5, _ what: String = "the queue's counts",
+        until condition: @escaping @Sendable (AMQPQueueInfo) -> Bool
+    ) async throws -> AMQPQueueInfo {
+        try await withTimeout(seconds, what) {
+            while true {
+                let info = try await self.declareQueue(name, passive: true)
+                if condition(info) { return info }
+                await Task.yield()
+            }
+        }
+    }
+
+    /// Polls with `basic.get` until a message arrives, at most `seconds`.
+    func waitForMessage(from queue: String, noAck: Bool = true, within seconds: Double = 5) async throws -> AMQPDelivery {
+        try await withTimeout(seconds, "a message in \(queue)") {
+            while true {
+                if let delivery = try await self.get(from: queue, noAck: noAck) { return delivery }
+                await Task.yield()
+            }
+        }
+    }
+}
