@@ -41,9 +41,12 @@ final class ChannelIO {
     /// An ack held back so that the acks after it in the same batch of commands merge into
     /// one `basic.ack` with `multiple`; every delivery up to this tag is settled.
     var deferredAck: UInt64?
-    enum Acknowledgement { case manual, automatic }
-    /// Consumers cancelled on this channel, for deliveries that arrive after their cancel-ok.
-    var cancelledConsumers: [String: Acknowledgement] = [:]
+    /// The most recently cancelled manual-ack consumers, for deliveries that arrive after their
+    /// cancel-ok (those must be requeued). Late deliveries follow the cancel closely, so a short
+    /// memory is enough, and a channel that starts and stops many consumers does not grow.
+    private var cancelledManualAckConsumers: Set<String> = []
+    private var cancelledOrder: Deque<String> = []
+    private static let cancelledMemory = 64
 
     // Publisher confirms: set when confirm.select is sent; the broker numbers publishes from 1.
     var confirmMode = false
@@ -63,7 +66,15 @@ final class ChannelIO {
     }
 
     func retire(_ stream: ConsumerStream) {
-        cancelledConsumers[stream.consumerTag] = stream.noAck ? .automatic : .manual
+        guard !stream.noAck, cancelledManualAckConsumers.insert(stream.consumerTag).inserted else { return }
+        cancelledOrder.append(stream.consumerTag)
+        if cancelledOrder.count > Self.cancelledMemory, let oldest = cancelledOrder.popFirst() {
+            cancelledManualAckConsumers.remove(oldest)
+        }
+    }
+
+    func wasCancelledWithManualAck(_ consumerTag: String) -> Bool {
+        cancelledManualAckConsumers.contains(consumerTag)
     }
 
     var id: UInt16 { handle.ref.id }

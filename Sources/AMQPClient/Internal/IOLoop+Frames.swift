@@ -142,7 +142,7 @@ extension IOLoop {
             guard let stream = channel.consumers[consumerTag] else {
                 // RabbitMQ may still deliver messages a queue sent before it saw the cancel, even
                 // after cancel-ok. Give them back rather than leave them unacknowledged.
-                if channel.cancelledConsumers[consumerTag] == .manual, !closingConnection {
+                if channel.wasCancelledWithManualAck(consumerTag), !closingConnection {
                     channel.unsettled.delivered(content.deliveryTag)
                     settleAndSend(.basicReject(deliveryTag: content.deliveryTag, requeue: true), on: channel)
                 } else {
