@@ -16,6 +16,8 @@ public final class AMQPChannel: Sendable {
     private struct State {
         var closedError: AMQPError?
         var confirmMode = false
+        /// The channel's current incarnation; see ``AMQPDelivery/generation``.
+        var generation: UInt32 = 0
     }
 
     private let state = Mutex(State())
@@ -252,13 +254,13 @@ public final class AMQPChannel: Sendable {
         try AMQPError.checkShortString(consumerTag, "consumer tag")
         try arguments.validate("argument")
         let tag = consumerTag.isEmpty ? core.makeConsumerTag(channel: id) : consumerTag
-        let stream = ConsumerStream(consumerTag: tag, noAck: noAck) { stream, unseen in
+        let stream = ConsumerStream(consumerTag: tag, queue: queue, noAck: noAck) { stream, unseen in
             self.stopOnBroker(stream, unseen: unseen)
         }
         let method = ClientMethod.basicConsume(
             queue: queue, consumerTag: tag, noAck: noAck, exclusive: exclusive, arguments: arguments)
         _ = try await awaitReply { continuation in .consume(ref, method, stream, continuation) }
-        return AMQPConsumer(channel: self, queue: queue, stream: stream)
+        return AMQPConsumer(channel: self, stream: stream)
     }
 
     /// Fetches one message from `queue`, or returns `nil` when it is empty.
@@ -276,13 +278,18 @@ public final class AMQPChannel: Sendable {
     }
 
     /// Acknowledges a delivery by tag; see ``AMQPDelivery/ack(multiple:)``.
+    ///
+    /// Delivery tags start again at 1 when the connection recovers, and a tag always refers to
+    /// the channel's current connection: prefer ``AMQPDelivery/ack(multiple:)``, which knows
+    /// which connection its delivery came on.
     public func ack(deliveryTag: UInt64, multiple: Bool = false) throws(AMQPError) {
-        try send(.basicAck(deliveryTag: deliveryTag, multiple: multiple))
+        try settle(.basicAck(deliveryTag: deliveryTag, multiple: multiple), generation: generation)
     }
 
-    /// Negatively acknowledges a delivery by tag; see ``AMQPDelivery/nack(multiple:requeue:)``.
+    /// Negatively acknowledges a delivery by tag; see ``AMQPDelivery/nack(multiple:requeue:)``
+    /// and, on tags after a recovery, ``ack(deliveryTag:multiple:)``.
     public func nack(deliveryTag: UInt64, multiple: Bool = false, requeue: Bool = true) throws(AMQPError) {
-        try send(.basicNack(deliveryTag: deliveryTag, multiple: multiple, requeue: requeue))
+        try settle(.basicNack(deliveryTag: deliveryTag, multiple: multiple, requeue: requeue), generation: generation)
     }
 
     /// Asks the broker to redeliver every unacknowledged message on this channel.
@@ -312,9 +319,15 @@ public final class AMQPChannel: Sendable {
         }
     }
 
-    func send(_ method: ClientMethod) throws(AMQPError) {
+    func settle(_ method: ClientMethod, generation: UInt32) throws(AMQPError) {
         if let error = closedError { throw error }
-        try core.submit(.send(ref, method))
+        try core.submit(.settle(ref, generation: generation, method))
+    }
+
+    var generation: UInt32 { state.withLock { $0.generation } }
+
+    func setGeneration(_ generation: UInt32) {
+        state.withLock { $0.generation = generation }
     }
 
     private func call(_ method: ClientMethod) async throws(AMQPError) -> ServerMethod {
@@ -354,7 +367,7 @@ public final class AMQPChannel: Sendable {
     /// deliveries the application never saw (a closed channel has requeued them already).
     private func stopOnBroker(_ stream: ConsumerStream, unseen: [AMQPDelivery]) {
         guard isOpen, !stream.isFinished || !unseen.isEmpty else { return }
-        let requeue = stream.noAck ? [] : unseen.map(\.deliveryTag)
+        let requeue = stream.noAck ? [] : unseen
         try? core.submit(.stopConsumer(ref, stream, requeue: requeue, nil))
     }
 

@@ -25,6 +25,12 @@ extension AMQPConnection {
         /// How many bytes of published messages may wait for the connection's I/O thread before
         /// `publish` suspends its caller. Default: 4 MiB.
         public var publishBufferLimit: Int
+        /// More brokers of the same cluster to try, in order, after ``host`` and ``port``: when
+        /// connecting, and on every recovery attempt. Default: none.
+        public var alternateEndpoints: [Endpoint]
+        /// What the connection does when it is lost without the application asking: by default it
+        /// reconnects and restores its channels, topology and consumers. See ``Recovery``.
+        public var recovery: Recovery
 
         public init(
             host: String = "localhost",
@@ -45,6 +51,13 @@ extension AMQPConnection {
             self.closeTimeout = .seconds(5)
             self.connectionName = nil
             self.publishBufferLimit = 4 << 20
+            self.alternateEndpoints = []
+            self.recovery = Recovery()
+        }
+
+        /// Every broker address to try, in order: ``host`` and ``port``, then ``alternateEndpoints``.
+        public var endpoints: [Endpoint] {
+            [Endpoint(host: host, port: port)] + alternateEndpoints
         }
 
         /// Parses an AMQP URI as RabbitMQ specifies it:

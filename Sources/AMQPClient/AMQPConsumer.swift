@@ -14,21 +14,26 @@
 /// channel or connection is closed by the application, and throws when the broker cancels the
 /// consumer (``AMQPError/Code/consumerCancelled``) or closes the channel or connection.
 ///
+/// When the connection is lost and recovers (see ``AMQPConnection/Configuration/Recovery``),
+/// the sequence does not end: the consumer is started again with the same tag and deliveries
+/// continue. Messages that were delivered but not acknowledged before the loss come again
+/// with ``AMQPDelivery/redelivered`` set, so handle messages idempotently.
+///
 /// A consumer is meant to be iterated by one task.
 public final class AMQPConsumer: AsyncSequence, Sendable {
     public typealias Element = AMQPDelivery
 
     /// The tag that identifies this consumer on its channel.
     public let consumerTag: String
-    /// The queue it consumes from.
-    public let queue: String
+    /// The queue it consumes from. A server-named queue gets a new name when the connection
+    /// recovers, and the consumer follows it.
+    public var queue: String { stream.queue }
 
     let channel: AMQPChannel
     let stream: ConsumerStream
 
-    init(channel: AMQPChannel, queue: String, stream: ConsumerStream) {
+    init(channel: AMQPChannel, stream: ConsumerStream) {
         self.channel = channel
-        self.queue = queue
         self.stream = stream
         self.consumerTag = stream.consumerTag
     }

@@ -27,11 +27,15 @@ public final class AMQPDelivery: Sendable {
     public let isAutoAcknowledged: Bool
 
     let channel: AMQPChannel
+    /// Which incarnation of the channel delivered it: after a
+    /// recovery, delivery tags start again at 1, and settling a delivery from before must not
+    /// reach a new delivery with the same tag.
+    let generation: UInt32
 
     init(
         body: [UInt8], properties: AMQPProperties, deliveryTag: UInt64, redelivered: Bool, exchange: String,
         routingKey: String, consumerTag: String?, messageCount: UInt32?, isAutoAcknowledged: Bool,
-        channel: AMQPChannel
+        channel: AMQPChannel, generation: UInt32
     ) {
         self.body = body
         self.properties = properties
@@ -43,12 +47,16 @@ public final class AMQPDelivery: Sendable {
         self.messageCount = messageCount
         self.isAutoAcknowledged = isAutoAcknowledged
         self.channel = channel
+        self.generation = generation
     }
 
     /// The body decoded as UTF-8.
     public var bodyString: String { String(decoding: body, as: UTF8.self) }
 
     /// Tells the broker the message was handled and may be forgotten.
+    ///
+    /// After the connection recovered from a loss, settling a delivery received before it does
+    /// nothing: the broker has already put the message back and delivers it again.
     /// - Parameter multiple: also acknowledge every earlier unsettled delivery on this channel.
     public func ack(multiple: Bool = false) async throws(AMQPError) {
         try settle(.basicAck(deliveryTag: deliveryTag, multiple: multiple))
@@ -72,6 +80,6 @@ public final class AMQPDelivery: Sendable {
         guard !isAutoAcknowledged else {
             throw .invalidArgument("this delivery came with noAck: the broker already counts it as handled")
         }
-        try channel.send(method)
+        try channel.settle(method, generation: generation)
     }
 }

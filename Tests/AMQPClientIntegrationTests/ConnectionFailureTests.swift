@@ -5,13 +5,19 @@ import Testing
 /// Faults injected with ``TCPProxy`` between the client and the broker.
 @Suite("Connection failures")
 struct ConnectionFailureTests {
-    static func connectThroughProxy(heartbeat: Duration = .seconds(60)) async throws -> (TCPProxy, AMQPConnection) {
+    /// A connection through a new proxy. Recovery is off unless asked for: these tests watch
+    /// what a loss does when nothing recovers.
+    static func connectThroughProxy(
+        heartbeat: Duration = .seconds(60),
+        recovery: AMQPConnection.Configuration.Recovery = .disabled
+    ) async throws -> (TCPProxy, AMQPConnection) {
         let broker = try TestBroker.configuration
         let proxy = try TCPProxy(targetPort: broker.port)
         let connection = try await TestBroker.connect {
             $0.host = "127.0.0.1"
             $0.port = proxy.port
             $0.heartbeat = heartbeat
+            $0.recovery = recovery
         }
         return (proxy, connection)
     }
@@ -42,7 +48,7 @@ struct ConnectionFailureTests {
         if case .closed(let closedError) = seen.first { #expect(closedError?.code == .connectionLost) }
     }
 
-    @Test("a cut connection releases every pending call, consumer and confirm")
+    @Test("without recovery, a cut connection releases every pending call, consumer and confirm")
     func cutReleasesWaiters() async throws {
         let (proxy, connection) = try await Self.connectThroughProxy()
         defer { proxy.stop() }
@@ -131,6 +137,7 @@ struct LosslessTests {
         let connection = try await TestBroker.connect {
             $0.host = "127.0.0.1"
             $0.port = proxy.port
+            $0.recovery = .disabled  // the application itself republishes on a new connection
         }
         defer { Task { await connection.close() } }
         let channel = try await connection.openChannel()

@@ -6,10 +6,11 @@ import Glibc
 #endif
 
 /// A TCP proxy on 127.0.0.1 between the client and the broker, for fault injection: it can cut
-/// every connection, black-hole traffic (read and drop it, like a dead network), or heal.
+/// every connection, black-hole traffic (read and drop it, like a dead network), refuse new
+/// connections (accept and close them at once, like a broker that is down), or heal.
 /// Plain blocking sockets on threads of its own, off Swift's concurrency pool.
 final class TCPProxy: Sendable {
-    enum Mode { case forward, blackHole }
+    enum Mode { case forward, blackHole, refuse }
 
     private struct State {
         var mode = Mode.forward
@@ -71,6 +72,10 @@ final class TCPProxy: Sendable {
     }
 
     private func serve(_ client: Int32) {
+        if mode == .refuse {
+            close(client)
+            return
+        }
         let server = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var address = Self.loopback(port: targetPort)
         let connected = withUnsafePointer(to: &address) {

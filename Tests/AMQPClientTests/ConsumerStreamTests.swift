@@ -6,7 +6,7 @@ import Testing
 struct ConsumerStreamTests {
     @Test("the buffer hands out deliveries in order, then ends with the finishing error")
     func orderThenError() async throws {
-        let stream = ConsumerStream(consumerTag: "t", noAck: false) { _, _ in }
+        let stream = ConsumerStream(consumerTag: "t", queue: "q", noAck: false) { _, _ in }
         let channel = try Self.detachedChannel()
         for tag in 1...3 { #expect(stream.push(Self.delivery(tag, channel)) == .accepted) }
         stream.finish(AMQPError(code: .consumerCancelled, message: "gone"))
@@ -16,7 +16,7 @@ struct ConsumerStreamTests {
 
     @Test("a waiting iterator is resumed by a push")
     func waiterResumed() async throws {
-        let stream = ConsumerStream(consumerTag: "t", noAck: false) { _, _ in }
+        let stream = ConsumerStream(consumerTag: "t", queue: "q", noAck: false) { _, _ in }
         let channel = try Self.detachedChannel()
         async let next = stream.next()
         // Push until the waiter has taken one (it may register after the first push).
@@ -31,7 +31,7 @@ struct ConsumerStreamTests {
 
     @Test("terminating returns the unseen deliveries and refuses later ones")
     func terminate() throws {
-        let stream = ConsumerStream(consumerTag: "t", noAck: false) { _, _ in }
+        let stream = ConsumerStream(consumerTag: "t", queue: "q", noAck: false) { _, _ in }
         let channel = try Self.detachedChannel()
         _ = stream.push(Self.delivery(1, channel))
         _ = stream.push(Self.delivery(2, channel))
@@ -42,7 +42,7 @@ struct ConsumerStreamTests {
 
     @Test("cancelling the iterating task ends the sequence")
     func cancellation() async throws {
-        let stream = ConsumerStream(consumerTag: "t", noAck: false) { _, _ in }
+        let stream = ConsumerStream(consumerTag: "t", queue: "q", noAck: false) { _, _ in }
         let task = Task { try await stream.next() }
         task.cancel()
         #expect(try await task.value == nil)
@@ -57,6 +57,6 @@ struct ConsumerStreamTests {
     static func delivery(_ tag: Int, _ channel: AMQPChannel) -> AMQPDelivery {
         AMQPDelivery(
             body: [], properties: .init(), deliveryTag: UInt64(tag), redelivered: false, exchange: "", routingKey: "q",
-            consumerTag: "t", messageCount: nil, isAutoAcknowledged: false, channel: channel)
+            consumerTag: "t", messageCount: nil, isAutoAcknowledged: false, channel: channel, generation: 0)
     }
 }

@@ -52,6 +52,8 @@ final class ChannelIO {
     var confirmMode = false
     private var nextPublishSequence: UInt64 = 1
     private var unconfirmed: Deque<UnconfirmedPublish> = []
+    /// Keep each unconfirmed message whole, to publish it again after a recovery.
+    let keepsUnconfirmedMessages: Bool
 
     private struct UnconfirmedPublish {
         let sequence: UInt64
@@ -59,10 +61,32 @@ final class ChannelIO {
         /// Exchange and routing key of a mandatory publish, to match a `basic.return` to it.
         let mandatoryTarget: (exchange: String, routingKey: String)?
         var returned = false
+        /// The message itself, kept only for republishing after a recovery.
+        let message: PublishRequest?
     }
 
-    init(handle: AMQPChannel) {
+    // What recovery restores on a new connection.
+    /// Increases with every connection the channel is opened on. Settlements carry the
+    /// generation of their delivery and are dropped when it is not the current one.
+    private(set) var generation: UInt32 = 0
+    /// The prefetch set with `basic.qos`, per consumer (`false`) and for the channel (`true`).
+    var prefetch: [Bool: UInt16] = [:]
+    /// How each live consumer was started. A consumer leaves it as soon as it is being
+    /// cancelled, so that a recovery never brings back a consumer the application stopped.
+    var consumerSpecs: [String: ConsumerSpec] = [:]
+
+    struct ConsumerSpec {
+        var queue: String
+        let noAck: Bool
+        let exclusive: Bool
+        let arguments: AMQPFieldTable
+        /// Consumers restore in the order they were started.
+        let order: UInt64
+    }
+
+    init(handle: AMQPChannel, keepsUnconfirmedMessages: Bool) {
         self.handle = handle
+        self.keepsUnconfirmedMessages = keepsUnconfirmedMessages
     }
 
     func retire(_ stream: ConsumerStream) {
@@ -101,7 +125,8 @@ final class ChannelIO {
         unconfirmed.append(
             UnconfirmedPublish(
                 sequence: nextPublishSequence, tracker: request.confirm,
-                mandatoryTarget: request.mandatory ? (request.exchange, request.routingKey) : nil))
+                mandatoryTarget: request.mandatory ? (request.exchange, request.routingKey) : nil,
+                message: keepsUnconfirmedMessages ? request : nil))
         nextPublishSequence += 1
     }
 
@@ -154,6 +179,40 @@ final class ChannelIO {
         for publish in waiting { publish.tracker?.fail(error) }
     }
 
+    /// The connection was lost and the channel will be opened again on a new one: forgets
+    /// everything that belonged to the old connection. Pending requests fail with `error`;
+    /// unconfirmed publishes fail with ``AMQPError/Code/outcomeUnknown`` unless they are kept
+    /// for republishing (see ``takeMessagesToRepublish()``).
+    func resetForNewConnection(lost error: AMQPError) {
+        generation &+= 1
+        handle.setGeneration(generation)
+        failPending(error)
+        content = ContentAssembly()
+        unsettled = UnsettledDeliveries()
+        deferredAck = nil
+        cancelledManualAckConsumers.removeAll()
+        cancelledOrder.removeAll()
+        nextPublishSequence = 1
+        if !keepsUnconfirmedMessages { failUnconfirmed(error) }
+        for (tag, stream) in consumers {
+            if consumerSpecs[tag] == nil || stream.isTerminated {
+                // Stopped by the application: nothing to restore.
+                consumers[tag] = nil
+                consumerSpecs[tag] = nil
+                stream.finish(nil)
+            } else if !stream.noAck {
+                stream.discardBuffered()
+            }
+        }
+    }
+
+    /// The unconfirmed messages kept at the loss, in publish order, for publishing again.
+    func takeMessagesToRepublish() -> [PublishRequest] {
+        let messages = unconfirmed.compactMap(\.message)
+        unconfirmed.removeAll()
+        return messages
+    }
+
     func failPending(_ error: AMQPError) {
         let waiting = pending
         pending.removeAll()
@@ -195,13 +254,13 @@ struct ContentAssembly {
         let properties: AMQPProperties
         let body: [UInt8]
 
-        func delivery(channel: AMQPChannel, consumerTag: String?, messageCount: UInt32?, autoAcknowledged: Bool)
+        func delivery(on channel: ChannelIO, consumerTag: String?, messageCount: UInt32?, autoAcknowledged: Bool)
             -> AMQPDelivery
         {
             AMQPDelivery(
                 body: body, properties: properties, deliveryTag: deliveryTag, redelivered: redelivered,
                 exchange: exchange, routingKey: routingKey, consumerTag: consumerTag, messageCount: messageCount,
-                isAutoAcknowledged: autoAcknowledged, channel: channel)
+                isAutoAcknowledged: autoAcknowledged, channel: channel.handle, generation: channel.generation)
         }
     }
 

@@ -22,13 +22,13 @@ enum Command: Sendable {
     case openChannel(CheckedContinuation<AMQPChannel, any Error>)
     /// A synchronous method: the continuation gets the broker's reply.
     case call(ChannelRef, ClientMethod, ReplyContinuation)
-    /// An asynchronous method (ack, nack, reject): nothing to wait for.
-    case send(ChannelRef, ClientMethod)
+    /// An ack, nack or reject of a delivery from the channel's `generation`: nothing to wait for.
+    case settle(ChannelRef, generation: UInt32, ClientMethod)
     case publish(ChannelRef, PublishRequest)
     /// `basic.consume`, with the stream registered before the method is sent so no delivery is missed.
     case consume(ChannelRef, ClientMethod, ConsumerStream, ReplyContinuation)
     /// `basic.cancel`, then requeue the deliveries the application never saw.
-    case stopConsumer(ChannelRef, ConsumerStream, requeue: [UInt64], ReplyContinuation?)
+    case stopConsumer(ChannelRef, ConsumerStream, requeue: [AMQPDelivery], ReplyContinuation?)
     case closeChannel(ChannelRef, ReplyContinuation)
     case closeConnection
 
@@ -45,7 +45,7 @@ enum Command: Sendable {
             continuation?.resume(throwing: error)
         case .publish(_, let request):
             request.confirm?.fail(error)  // never written: certainly not published
-        case .send, .closeConnection: break
+        case .settle, .closeConnection: break
         }
     }
 }

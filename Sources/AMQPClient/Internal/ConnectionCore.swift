@@ -27,6 +27,10 @@ final class ConnectionCore: Sendable {
         var final: (error: AMQPError, byApplication: Bool)?
         var closeWaiters: [CheckedContinuation<AMQPError?, Never>] = []
         var blockedReason: String?
+        /// The I/O thread is reconnecting; commands wait in `commands` until it is done.
+        var recovering = false
+        /// The application asked to close (the I/O thread checks this while it recovers).
+        var closeRequested = false
         var eventSubscribers: [UInt64: AsyncStream<AMQPConnection.Event>.Continuation] = [:]
         var nextSubscriber: UInt64 = 0
 
@@ -133,8 +137,9 @@ final class ConnectionCore: Sendable {
             guard shared.refusal == nil else { return false }
             shared.commands.append(.closeConnection)
             shared.refusal = .connectionClosedByApplication
+            shared.closeRequested = true
             defer { shared.ioSleeping = false }
-            return shared.ioSleeping
+            return shared.ioSleeping || shared.recovering
         }
         if wake { signal() }
     }
@@ -156,6 +161,10 @@ final class ConnectionCore: Sendable {
 
     var isOpen: Bool { shared.withLock { $0.refusal == nil } }
 
+    var isRecovering: Bool { shared.withLock { $0.recovering } }
+
+    var isCloseRequested: Bool { shared.withLock { $0.closeRequested } }
+
     /// Why the broker blocked publishing on this connection (a memory or disk alarm), or `nil`.
     var blockedReason: String? { shared.withLock { $0.blockedReason } }
 
@@ -171,10 +180,16 @@ final class ConnectionCore: Sendable {
 
     // MARK: I/O thread
 
-    /// Moves the queued commands into `batch` (which must be empty) and releases waiting publishers.
+    /// Moves the queued commands to the end of `batch` and releases waiting publishers.
     func takeCommands(into batch: inout Deque<Command>) {
         let waiters = shared.withLock { shared -> [CheckedContinuation<Void, any Error>] in
-            swap(&batch, &shared.commands)
+            if batch.isEmpty {
+                swap(&batch, &shared.commands)
+            } else {
+                // Left over from a batch a connection loss interrupted: those go first.
+                batch.append(contentsOf: shared.commands)
+                shared.commands.removeAll()
+            }
             shared.queuedPublishBytes = 0
             return shared.takePublishWaitersIfRoom(limit: configuration.publishBufferLimit)
         }
@@ -216,6 +231,22 @@ final class ConnectionCore: Sendable {
             return Array(shared.eventSubscribers.values)
         }
         for subscriber in subscribers { subscriber.yield(reason.map { .blocked(reason: $0) } ?? .unblocked) }
+    }
+
+    func setRecovering(_ recovering: Bool) {
+        shared.withLock { $0.recovering = recovering }
+    }
+
+    /// Waits on the wake-up pipe for at most `timeout`; returns early when something was written to it.
+    func waitForWakeUp(timeout: Duration) {
+        var fd = pollfd(fd: wakeReadFD, events: Int16(POLLIN), revents: 0)
+        _ = poll(&fd, 1, Int32(clamping: max(0, timeout.milliseconds)))
+        didWake(drainWakePipe: fd.revents != 0)
+    }
+
+    func emit(_ event: AMQPConnection.Event) {
+        let subscribers = shared.withLock { Array($0.eventSubscribers.values) }
+        for subscriber in subscribers { subscriber.yield(event) }
     }
 
     /// A new stream of the connection's events; it ends after `.closed`.

@@ -27,19 +27,30 @@ final class ConsumerStream: Sendable {
         var terminated = false
         /// A push found the waiter and asked the I/O thread for a ``wake()``.
         var wakeRequested = false
+        /// The queue consumed from; recovery may rename a server-named queue.
+        var queue: String
     }
 
     let consumerTag: String
     let noAck: Bool
-    private let state = Mutex(State())
+    private let state: Mutex<State>
     /// Runs once when the iterating side stops (loop ended, task cancelled, consumer released),
     /// with the deliveries it never handed out: cancels the consumer on the broker, requeues them.
     private let onStop: @Sendable (ConsumerStream, [AMQPDelivery]) -> Void
 
-    init(consumerTag: String, noAck: Bool, onStop: @escaping @Sendable (ConsumerStream, [AMQPDelivery]) -> Void) {
+    init(
+        consumerTag: String, queue: String, noAck: Bool,
+        onStop: @escaping @Sendable (ConsumerStream, [AMQPDelivery]) -> Void
+    ) {
         self.consumerTag = consumerTag
         self.noAck = noAck
+        self.state = Mutex(State(queue: queue))
         self.onStop = onStop
+    }
+
+    var queue: String {
+        get { state.withLock { $0.queue } }
+        set { state.withLock { $0.queue = newValue } }
     }
 
     // MARK: I/O thread side
@@ -150,4 +161,13 @@ final class ConsumerStream: Sendable {
     }
 
     var isFinished: Bool { state.withLock { $0.finished != nil } }
+
+    /// The iterating side stopped; the consumer must not be restored by a recovery.
+    var isTerminated: Bool { state.withLock { $0.terminated } }
+
+    /// Drops the buffered deliveries the application has not seen: the connection was lost, so
+    /// the broker redelivers them, and they could no longer be acknowledged.
+    func discardBuffered() {
+        state.withLock { $0.buffer.removeAll() }
+    }
 }

@@ -18,8 +18,9 @@ extension IOLoop {
         // Let the kernel pack the batch's frames into as few segments as it can.
         let cork = batch.count > 1
         if cork { setCork(true) }
-        // popFirst moves each command out: no copy of its strings, properties and body.
-        while let command = batch.popFirst() {
+        // popFirst moves each command out: no copy of its strings, properties and body. A lost
+        // connection stops the batch; what is left runs once the connection has recovered.
+        while !recovering, let command = batch.popFirst() {
             if finished {
                 command.fail(finalError ?? .connectionClosedByApplication)
                 continue
@@ -38,7 +39,7 @@ extension IOLoop {
     // MARK: Commands
 
     func run(_ command: Command) {
-        if case .send = command {} else { flushDeferredAcks() }
+        if case .settle = command {} else { flushDeferredAcks() }
         switch command {
         case .publish(let ref, let request):
             guard let channel = openChannel(ref) else {
@@ -46,8 +47,14 @@ extension IOLoop {
                 return
             }
             publish(request, on: channel)
-        case .send(let ref, let method):
+        case .settle(let ref, let generation, let method):
             guard let channel = openChannel(ref) else { return }
+            guard channel.generation == generation else {
+                // From before a recovery: the broker has requeued that delivery already, and
+                // its tag may now name another one.
+                logger.debug("ignoring the settlement of a delivery received before the connection recovered")
+                return
+            }
             settleAndSend(method, on: channel)
         case .call(let ref, let method, let continuation):
             guard let channel = openChannel(ref) else {
@@ -55,8 +62,23 @@ extension IOLoop {
                 return
             }
             var reply = PendingReply(replies: method.replies, continuation: continuation)
-            if case .basicGet(_, noAck: false) = method { reply.tracksDelivery = true }
-            if case .confirmSelect = method { channel.confirmMode = true }
+            let resume = reply.complete
+            switch method {
+            case .basicGet(_, noAck: false): reply.tracksDelivery = true
+            case .confirmSelect: channel.confirmMode = true
+            case .basicQos(let count, let global):
+                reply = PendingReply(replies: method.replies) { [weak channel] result in
+                    if case .success = result { channel?.prefetch[global] = count }
+                    resume(result)
+                }
+            default:
+                if Topology.changes(method) {
+                    reply = PendingReply(replies: method.replies) { [topology] result in
+                        if case .success(let answer) = result { topology.record(method, reply: answer) }
+                        resume(result)
+                    }
+                }
+            }
             channel.pending.append(reply)
             send(method, on: channel.id)
         case .consume(let ref, let method, let stream, let continuation):
@@ -66,8 +88,26 @@ extension IOLoop {
                 continuation.resume(throwing: error)
                 return
             }
-            channel.consumers[stream.consumerTag] = stream
-            channel.pending.append(PendingReply(replies: method.replies, continuation: continuation))
+            let tag = stream.consumerTag
+            channel.consumers[tag] = stream
+            if case .basicConsume(let queue, _, let noAck, let exclusive, let arguments) = method {
+                nextConsumerOrder += 1
+                channel.consumerSpecs[tag] = ChannelIO.ConsumerSpec(
+                    queue: queue, noAck: noAck, exclusive: exclusive, arguments: arguments, order: nextConsumerOrder)
+            }
+            channel.pending.append(
+                PendingReply(replies: method.replies) { [weak channel] result in
+                    if case .failure(let error) = result, let channel, channel.consumers[tag] === stream {
+                        // The connection was lost before consume-ok: no consumer to restore.
+                        channel.consumers[tag] = nil
+                        channel.consumerSpecs[tag] = nil
+                        stream.finish(error)
+                    }
+                    switch result {
+                    case .success(let reply): continuation.resume(returning: reply)
+                    case .failure(let error): continuation.resume(throwing: error)
+                    }
+                })
             send(method, on: channel.id)
         case .stopConsumer(let ref, let stream, let requeue, let continuation):
             guard let channel = openChannel(ref) else {
@@ -76,6 +116,8 @@ extension IOLoop {
                 return
             }
             if channel.consumers[stream.consumerTag] === stream {
+                // Stopped from now on, whatever happens to the connection before cancel-ok.
+                channel.consumerSpecs[stream.consumerTag] = nil
                 channel.pending.append(PendingReply(replies: [AMQP_BASIC_CANCEL_OK_METHOD], continuation: continuation))
                 send(.basicCancel(consumerTag: stream.consumerTag), on: channel.id)
             } else {
@@ -83,8 +125,8 @@ extension IOLoop {
                 stream.finish(nil)
                 continuation?.resume(returning: .ok(AMQP_BASIC_CANCEL_OK_METHOD))
             }
-            for deliveryTag in requeue {
-                settleAndSend(.basicReject(deliveryTag: deliveryTag, requeue: true), on: channel)
+            for delivery in requeue where delivery.generation == channel.generation {
+                settleAndSend(.basicReject(deliveryTag: delivery.deliveryTag, requeue: true), on: channel)
             }
         case .openChannel(let continuation):
             openNewChannel(continuation)
@@ -131,7 +173,9 @@ extension IOLoop {
         }
         nextEpoch &+= 1
         let handle = AMQPChannel(core: core, ref: ChannelRef(id: id, epoch: nextEpoch))
-        let channel = ChannelIO(handle: handle)
+        let recovery = core.configuration.recovery
+        let channel = ChannelIO(
+            handle: handle, keepsUnconfirmedMessages: recovery.isEnabled && recovery.republishUnconfirmed)
         channels[id] = channel
         channel.pending.append(PendingReply(replies: [AMQP_CHANNEL_OPEN_OK_METHOD]) { result in
             switch result {
@@ -177,8 +221,12 @@ extension IOLoop {
         }
         pool.recycle()
         guard status == AMQP_STATUS_OK.rawValue else {
-            request.confirm?.fail(
-                AMQPError(code: .outcomeUnknown, message: "the connection failed while the message was being sent"))
+            if channel.keepsUnconfirmedMessages && channel.confirmMode {
+                channel.published(request)  // republished after the recovery
+            } else {
+                request.confirm?.fail(
+                    AMQPError(code: .outcomeUnknown, message: "the connection failed while the message was being sent"))
+            }
             connectionLost(status)
             return
         }
@@ -236,7 +284,7 @@ extension IOLoop {
         case .publish: true
         case .call(let ref, _, _), .consume(let ref, _, _, _), .stopConsumer(let ref, _, _, _), .closeChannel(let ref, _):
             channelsWithHeldCommands.contains(ref.id)
-        case .send, .openChannel, .closeConnection: false  // settlements never wait
+        case .settle, .openChannel, .closeConnection: false  // settlements never wait
         }
     }
 

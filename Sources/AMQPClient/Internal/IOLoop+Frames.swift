@@ -22,10 +22,7 @@ extension IOLoop {
         else { return }
         socketReadable = false
         if heartbeatsDue { nextHeartbeatService = now + heartbeatServiceInterval }
-        defer {
-            for stream in streamsToWake { stream.wake() }
-            streamsToWake.removeAll(keepingCapacity: true)
-        }
+        defer { wakeStreams() }
         var frame = amqp_frame_t()
         var zero = timeval(tv_sec: 0, tv_usec: 0)
         for _ in 0..<Self.frameBudget {
@@ -36,7 +33,7 @@ extension IOLoop {
                 return
             }
             handle(frame)
-            if finished { return }
+            if finished || recovering { return }
             amqp_maybe_release_buffers_on_channel(connection, frame.channel)
             // Read buffer drained: let poll say when more arrives rather than try a recv now.
             if !heartbeatsDue && amqp_data_in_buffer(connection) == 0 && amqp_frames_enqueued(connection) == 0 { return }
@@ -111,6 +108,7 @@ extension IOLoop {
             closeReasons[id] = (channel.epoch, error)
             channel.finish(consumersWith: error, pendingWith: error)
         case .cancel(let consumerTag, let noWait):
+            channel.consumerSpecs[consumerTag] = nil
             if let stream = channel.consumers.removeValue(forKey: consumerTag) {
                 channel.retire(stream)
                 stream.finish(
@@ -123,6 +121,7 @@ extension IOLoop {
             if let stream = channel.consumers.removeValue(forKey: consumerTag) {
                 channel.retire(stream)
                 stream.finish(nil)
+                forgetAutoDeleteQueueIfUnused(stream.queue)
             }
             channel.resolveNext(method)
         case .ack(let deliveryTag, let multiple):
@@ -152,7 +151,7 @@ extension IOLoop {
             }
             if !stream.noAck { channel.unsettled.delivered(content.deliveryTag) }
             let delivery = content.delivery(
-                channel: channel.handle, consumerTag: consumerTag, messageCount: nil, autoAcknowledged: stream.noAck)
+                on: channel, consumerTag: consumerTag, messageCount: nil, autoAcknowledged: stream.noAck)
             switch stream.push(delivery) {
             case .accepted: break
             case .acceptedNeedsWake: streamsToWake.append(stream)
@@ -166,7 +165,7 @@ extension IOLoop {
             let tracked = channel.oldestPending(answeredBy: AMQP_BASIC_GET_OK_METHOD).map { channel.pending[$0].tracksDelivery }
             if tracked == true { channel.unsettled.delivered(content.deliveryTag) }
             let delivery = content.delivery(
-                channel: channel.handle, consumerTag: nil, messageCount: messageCount, autoAcknowledged: tracked != true)
+                on: channel, consumerTag: nil, messageCount: messageCount, autoAcknowledged: tracked != true)
             channel.resolveNext(.gotDelivery(delivery))
         case .returned(let replyCode, let replyText):
             let error = AMQPError(
@@ -194,8 +193,12 @@ extension IOLoop {
             let error = AMQPError(
                 code: replyCode == 403 ? .accessRefused : .connectionClosed,
                 message: "the broker closed the connection", replyCode: replyCode, replyText: replyText)
-            logger.warning("connection closed by the broker", metadata: ["amqp.error": "\(error)"])
-            tearDown(error, byApplication: closingConnection)
+            if closingConnection {
+                tearDown(error, byApplication: true)
+            } else {
+                logger.warning("connection closed by the broker", metadata: ["amqp.error": "\(error)"])
+                lost(error)
+            }
         case .ok(AMQP_CONNECTION_CLOSE_OK_METHOD):
             tearDown(.connectionClosedByApplication, byApplication: true)
         case .connectionBlocked(let reason):
@@ -209,6 +212,18 @@ extension IOLoop {
         default:
             logger.debug("unexpected method on channel 0", metadata: ["amqp.method": "\(method)"])
         }
+    }
+}
+
+extension IOLoop {
+    /// The broker deletes an auto-delete queue when its last consumer is cancelled: recovery
+    /// must not bring it back.
+    func forgetAutoDeleteQueueIfUnused(_ queue: String) {
+        guard topology.queue(named: queue)?.autoDelete == true else { return }
+        let stillConsumed = channels.values.contains { channel in
+            channel.consumerSpecs.values.contains { $0.queue == queue }
+        }
+        if !stillConsumed { topology.forgetQueue(queue) }
     }
 }
 

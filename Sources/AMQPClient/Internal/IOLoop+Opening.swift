@@ -12,7 +12,24 @@ import Logging
 extension IOLoop {
     // MARK: Opening
 
-    func open() throws(AMQPError) {
+    /// Connects to the configured endpoints in turn until one accepts. Throws the last one's error.
+    func openAnyEndpoint() throws(AMQPError) {
+        var lastError: AMQPError?
+        for endpoint in core.configuration.endpoints {
+            do {
+                try open(endpoint)
+                return
+            } catch {
+                if core.configuration.endpoints.count > 1 {
+                    logger.debug("could not connect", metadata: ["amqp.endpoint": "\(endpoint)", "amqp.error": "\(error)"])
+                }
+                lastError = error
+            }
+        }
+        throw lastError!
+    }
+
+    func open(_ endpoint: AMQPConnection.Configuration.Endpoint) throws(AMQPError) {
         let configuration = core.configuration
         guard let connection = amqp_new_connection() else {
             throw AMQPError(code: .library, message: "librabbitmq could not allocate a connection")
@@ -24,10 +41,10 @@ extension IOLoop {
         }
 
         var timeout = timeval(configuration.connectTimeout)
-        let status = amqp_socket_open_noblock(socket, configuration.host, Int32(configuration.port), &timeout)
+        let status = amqp_socket_open_noblock(socket, endpoint.host, Int32(endpoint.port), &timeout)
         guard status == AMQP_STATUS_OK.rawValue else {
             destroyConnection()
-            throw Self.connectError(status, configuration)
+            throw Self.connectError(status, endpoint)
         }
 
         _ = amqp_set_handshake_timeout(connection, &timeout)
@@ -44,6 +61,9 @@ extension IOLoop {
         channelMax = UInt16(clamping: amqp_get_channel_max(connection))
         if channelMax == 0 { channelMax = UInt16.max }
         heartbeatSeconds = amqp_get_heartbeat(connection)
+        nextHeartbeatService = ContinuousClock.now + heartbeatServiceInterval
+        self.endpoint = endpoint
+        logger[metadataKey: "amqp.endpoint"] = "\(endpoint)"
         logger.debug(
             "AMQP connection open",
             metadata: [
@@ -73,14 +93,14 @@ extension IOLoop {
         return pool.table(properties)
     }
 
-    static func connectError(_ status: Int32, _ configuration: AMQPConnection.Configuration) -> AMQPError {
-        let target = "\(configuration.host):\(configuration.port)"
+    static func connectError(_ status: Int32, _ endpoint: AMQPConnection.Configuration.Endpoint) -> AMQPError {
+        let target = "\(endpoint)"
         switch status {
         case AMQP_STATUS_TIMEOUT.rawValue:
             return AMQPError(code: .connectTimeout, message: "timed out connecting to \(target)", libraryStatus: status)
         case AMQP_STATUS_HOSTNAME_RESOLUTION_FAILED.rawValue:
             return AMQPError(
-                code: .connectionFailed, message: "could not resolve host \(configuration.host)", libraryStatus: status)
+                code: .connectionFailed, message: "could not resolve host \(endpoint.host)", libraryStatus: status)
         default:
             return AMQPError(
                 code: .connectionFailed,

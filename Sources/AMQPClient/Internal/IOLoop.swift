@@ -21,12 +21,22 @@ final class IOLoop {
     var connection: amqp_connection_state_t?
     let pool = CPool()
     var channels: [UInt16: ChannelIO] = [:]
+    /// What the application declared, for recovery to declare again.
+    let topology = Topology()
+    /// The endpoint the current connection goes to.
+    var endpoint: AMQPConnection.Configuration.Endpoint
     var nextEpoch: UInt32 = 0
+    var nextConsumerOrder: UInt64 = 0
     var channelMax: UInt16 = 0
     var heartbeatSeconds: Int32 = 0
     var batch: Deque<Command> = []
     var closeDeadline: ContinuousClock.Instant?
     var finished = false
+    /// Set while the connection is lost and being recovered: why it was lost.
+    var recoveryCause: AMQPError?
+    /// A failure noticed while a recovery attempt talks to the broker; the attempt ends with it.
+    var attemptFailure: AMQPError?
+    var recovering: Bool { recoveryCause != nil }
     var startContinuation: CheckedContinuation<Void, any Error>?
 
     // Commands and settlement
@@ -64,7 +74,7 @@ final class IOLoop {
     private init(core: ConnectionCore) {
         self.core = core
         self.logger = core.logger
-        logger[metadataKey: "amqp.endpoint"] = "\(core.configuration.host):\(core.configuration.port)"
+        self.endpoint = core.configuration.endpoints[0]
     }
 
     /// Starts the I/O thread and returns once the connection is open (or throws why it could not be).
@@ -110,7 +120,7 @@ final class IOLoop {
 
     func threadMain() {
         do {
-            try open()
+            try openAnyEndpoint()
         } catch {
             for command in core.finish(error: error, byApplication: false) { command.fail(error) }
             startContinuation?.resume(throwing: error)
@@ -126,12 +136,16 @@ final class IOLoop {
 
     func runLoop() {
         while !finished {
+            if recovering {
+                recover()
+                continue
+            }
             runCommands()
-            if finished { break }
+            if finished || recovering { continue }
             readFrames()
-            if finished { break }
+            if finished || recovering { continue }
             checkCloseDeadline()
-            if finished { break }
+            if finished || recovering { continue }
             waitForWork()
         }
     }
@@ -199,8 +213,25 @@ final class IOLoop {
                 code: .connectionLost, message: "the connection failed: \(Self.libraryMessage(status))",
                 libraryStatus: status)
         }
-        if !closingConnection { logger.warning("connection lost", metadata: ["amqp.error": "\(error)"]) }
-        tearDown(closingConnection ? .connectionClosedByApplication : error, byApplication: closingConnection)
+        lost(error)
+    }
+
+    /// The connection failed without the application asking (unless it was closing anyway):
+    /// recover if configured to, else end.
+    func lost(_ error: AMQPError) {
+        if recovering {
+            // Talking to the broker during a recovery attempt: that attempt fails.
+            if attemptFailure == nil { attemptFailure = error }
+            return
+        }
+        if closingConnection {
+            tearDown(.connectionClosedByApplication, byApplication: true)
+        } else if core.configuration.recovery.isEnabled {
+            beginRecovery(after: error)
+        } else {
+            logger.warning("connection lost", metadata: ["amqp.error": "\(error)"])
+            tearDown(error, byApplication: false)
+        }
     }
 
     /// Fails or ends everything that waits on this connection, frees librabbitmq's state, and

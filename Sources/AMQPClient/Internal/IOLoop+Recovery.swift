@@ -1,0 +1,331 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CRabbitMQ
+import Logging
+
+// Automatic recovery: reconnecting after a loss the application did not ask for, and restoring
+// channels, topology and consumers on the new connection.
+//
+// It runs on the I/O thread, which does nothing else meanwhile: commands wait in the mailbox
+// and run, in order, once the connection is back. Restoring talks to the broker one method at a
+// time, handling any other frame (deliveries to consumers restored already) as usual.
+
+extension IOLoop {
+    /// Why a method sent during recovery failed.
+    enum RecoveryCallFailure: Error {
+        /// The broker closed the channel (say, a consumer's queue no longer exists).
+        case channelClosed(AMQPError)
+        /// The new connection failed: the attempt ends.
+        case connection(AMQPError)
+    }
+
+    func beginRecovery(after error: AMQPError) {
+        logger.warning("connection lost; recovering", metadata: ["amqp.error": "\(error)"])
+        recoveryCause = error
+        attemptFailure = nil
+        destroyConnection()
+        socketReadable = false
+        closeDeadline = nil
+        closeReasons.removeAll()
+        channelsWithDeferredAck.removeAll()
+        wakeStreams()
+        core.setRecovering(true)
+        core.emit(.connectionLost(error))
+        forgetOldConnection()
+        if blocked {
+            // A new connection starts unblocked; the broker says again if an alarm persists.
+            blocked = false
+            core.setBlocked(nil)
+        }
+    }
+
+    /// Fails what was in flight on the lost connection and readies every channel for a new one.
+    func forgetOldConnection() {
+        let cause = recoveryCause ?? attemptFailure ?? AMQPError(code: .connectionLost, message: "the connection was lost")
+        let error = AMQPError(
+            code: .connectionLost,
+            message: "the connection was lost before the broker replied (\(cause.message)); it is recovering",
+            replyCode: cause.replyCode, replyText: cause.replyText)
+        for (id, channel) in channels {
+            if channel.state == .closing {
+                // The application was closing it: the broker closed it with the connection.
+                channels[id] = nil
+                channel.finish(consumersWith: nil, pendingWith: nil)
+                continue
+            }
+            channel.resetForNewConnection(lost: error)
+        }
+    }
+
+    /// Reconnects until an attempt restores everything, the application closes the connection,
+    /// or ``AMQPConnection/Configuration/Recovery/maximumAttempts`` is reached.
+    func recover() {
+        let recovery = core.configuration.recovery
+        var lastError = recoveryCause ?? AMQPError(code: .connectionLost, message: "the connection was lost")
+        var attempt = 0
+        while true {
+            attempt += 1
+            if let maximum = recovery.maximumAttempts, attempt > maximum {
+                let error = AMQPError(
+                    code: .connectionLost,
+                    message: "gave up recovering the connection after \(maximum) attempts: \(lastError.message)",
+                    replyCode: lastError.replyCode, replyText: lastError.replyText, libraryStatus: lastError.libraryStatus)
+                logger.error("connection recovery gave up", metadata: ["amqp.error": "\(error)"])
+                endRecovery()
+                tearDown(error, byApplication: false)
+                return
+            }
+            if closeRequested(within: recovery.delay(beforeAttempt: attempt)) {
+                endRecovery()
+                tearDown(.connectionClosedByApplication, byApplication: true)
+                return
+            }
+            logger.info("reconnecting", metadata: ["amqp.attempt": "\(attempt)"])
+            core.emit(.recovering(attempt: attempt))
+            do {
+                try openAnyEndpoint()
+                try restore()
+            } catch {
+                destroyConnection()
+                lastError = error
+                logger.warning(
+                    "recovery attempt failed", metadata: ["amqp.attempt": "\(attempt)", "amqp.error": "\(error)"])
+                core.emit(.recoveryFailed(attempt: attempt, error: error))
+                // What this attempt restored belonged to a connection that is gone too.
+                attemptFailure = nil
+                forgetOldConnection()
+                continue
+            }
+            endRecovery()
+            logger.info("connection recovered", metadata: ["amqp.attempt": "\(attempt)"])
+            core.emit(.recovered)
+            return
+        }
+    }
+
+    private func endRecovery() {
+        recoveryCause = nil
+        attemptFailure = nil
+        core.setRecovering(false)
+    }
+
+    /// Waits `delay`, waking early only to notice ``AMQPConnection/close()``. Returns whether the
+    /// application asked to close.
+    private func closeRequested(within delay: Duration) -> Bool {
+        let deadline = ContinuousClock.now + delay
+        while !core.isCloseRequested {
+            let remaining = ContinuousClock.now.duration(to: deadline)
+            if remaining <= .zero { return false }
+            core.waitForWakeUp(timeout: remaining)
+        }
+        return true
+    }
+
+    // MARK: Restoring
+
+    /// Restores, in RabbitMQ's recommended order: channels with their prefetch and confirm
+    /// mode, exchanges, queues, bindings, consumers; then republishes what was unconfirmed.
+    /// Throws when the new connection fails; what the broker refuses is logged and skipped.
+    private func restore() throws(AMQPError) {
+        defer { wakeStreams() }
+        let ordered = channels.values.sorted { $0.id < $1.id }
+        for channel in ordered {
+            try reopenOrAbandon(channel)
+        }
+        if !topology.isEmpty {
+            try restoreTopology()
+        }
+        for channel in ordered where channels[channel.id] === channel {
+            try restoreConsumers(on: channel)
+        }
+        for channel in ordered where channels[channel.id] === channel {
+            for message in channel.takeMessagesToRepublish() {
+                publish(message, on: channel)
+                if let attemptFailure { throw attemptFailure }
+            }
+        }
+    }
+
+    private func reopen(_ channel: ChannelIO) throws(RecoveryCallFailure) {
+        _ = try recoveryCall(.channelOpen, on: channel.id)
+        // Per-consumer prefetch first, as an application sets it before any global one.
+        for (global, count) in channel.prefetch.sorted(by: { !$0.key && $1.key }) {
+            _ = try recoveryCall(.basicQos(prefetchCount: count, global: global), on: channel.id)
+        }
+        if channel.confirmMode {
+            _ = try recoveryCall(.confirmSelect, on: channel.id)
+        }
+    }
+
+    /// Reopens a channel; one the broker refuses to reopen is closed for good with the broker's reason.
+    private func reopenOrAbandon(_ channel: ChannelIO) throws(AMQPError) {
+        do {
+            try reopen(channel)
+        } catch {
+            switch error {
+            case .connection(let error): throw error
+            case .channelClosed(let error):
+                logger.warning(
+                    "could not restore a channel", metadata: ["amqp.channel": "\(channel.id)", "amqp.error": "\(error)"])
+                channels[channel.id] = nil
+                channel.handle.markClosed(error)
+                closeReasons[channel.id] = (channel.epoch, error)
+                channel.finish(consumersWith: error, pendingWith: error)
+            }
+        }
+    }
+
+    private func restoreTopology() throws(AMQPError) {
+        guard let id = freeChannelID() else {
+            logger.error("no free channel number to restore exchanges, queues and bindings on")
+            return
+        }
+        // A channel of its own, unknown to `channels`: a refused declaration closes only it.
+        func openTopologyChannel() throws(AMQPError) {
+            do {
+                _ = try recoveryCall(.channelOpen, on: id)
+            } catch {
+                switch error {
+                case .connection(let error), .channelClosed(let error): throw error
+                }
+            }
+        }
+        func declare(_ method: ClientMethod, _ what: String) throws(AMQPError) -> ServerMethod? {
+            do {
+                return try recoveryCall(method, on: id)
+            } catch {
+                switch error {
+                case .connection(let error): throw error
+                case .channelClosed(let error):
+                    logger.warning("could not restore \(what)", metadata: ["amqp.error": "\(error)"])
+                    try openTopologyChannel()
+                    return nil
+                }
+            }
+        }
+
+        try openTopologyChannel()
+        for exchange in topology.exchanges {
+            _ = try declare(exchange.declaration, "exchange \"\(exchange.name)\"")
+        }
+        for queue in topology.queues {
+            let reply = try declare(queue.declaration, "queue \"\(queue.name)\"")
+            if case .queueDeclareOk(let info) = reply, info.name != queue.name {
+                rename(queue: queue.name, to: info.name)
+            }
+        }
+        for binding in topology.bindings {
+            _ = try declare(binding.declaration, "binding of \"\(binding.destination)\" to \"\(binding.source)\"")
+        }
+        _ = try declare(.channelClose(replyCode: 200, replyText: "Goodbye"), "the recovery channel's close")
+    }
+
+    private func rename(queue oldName: String, to newName: String) {
+        topology.rename(queue: oldName, to: newName)
+        for channel in channels.values {
+            for (tag, spec) in channel.consumerSpecs where spec.queue == oldName {
+                channel.consumerSpecs[tag]?.queue = newName
+                channel.consumers[tag]?.queue = newName
+            }
+        }
+        logger.info("server-named queue renamed by recovery", metadata: ["amqp.queue": "\(oldName)", "amqp.new_queue": "\(newName)"])
+        core.emit(.queueRenamed(from: oldName, to: newName))
+    }
+
+    private func restoreConsumers(on channel: ChannelIO) throws(AMQPError) {
+        for (tag, spec) in channel.consumerSpecs.sorted(by: { $0.value.order < $1.value.order }) {
+            guard let stream = channel.consumers[tag], !stream.isTerminated else {
+                channel.consumerSpecs[tag] = nil
+                channel.consumers.removeValue(forKey: tag)?.finish(nil)
+                continue
+            }
+            do {
+                _ = try recoveryCall(
+                    .basicConsume(
+                        queue: spec.queue, consumerTag: tag, noAck: spec.noAck, exclusive: spec.exclusive,
+                        arguments: spec.arguments),
+                    on: channel.id)
+            } catch {
+                switch error {
+                case .connection(let error): throw error
+                case .channelClosed(let error):
+                    // Say, its queue is gone: this consumer ends; the channel reopens for the others.
+                    logger.warning(
+                        "could not restore a consumer",
+                        metadata: ["amqp.consumer_tag": "\(tag)", "amqp.queue": "\(spec.queue)", "amqp.error": "\(error)"])
+                    channel.consumerSpecs[tag] = nil
+                    channel.consumers[tag] = nil
+                    stream.finish(
+                        AMQPError(
+                            code: .consumerCancelled,
+                            message: "consumer \(tag) could not be restored after the connection recovered: \(error.message)",
+                            replyCode: error.replyCode, replyText: error.replyText))
+                    try reopenOrAbandon(channel)
+                    if channels[channel.id] !== channel { return }
+                }
+            }
+        }
+    }
+
+    // MARK: Talking to the broker during recovery
+
+    /// Sends `method` and waits for its reply, handling every other frame as usual. Bounded by
+    /// ``AMQPConnection/Configuration/connectTimeout``.
+    func recoveryCall(_ method: ClientMethod, on id: UInt16) throws(RecoveryCallFailure) -> ServerMethod {
+        send(method, on: id)
+        if let attemptFailure { throw .connection(attemptFailure) }
+        guard let connection else {
+            throw .connection(AMQPError(code: .connectionLost, message: "the connection was lost during recovery"))
+        }
+        let deadline = ContinuousClock.now + core.configuration.connectTimeout
+        var frame = amqp_frame_t()
+        while true {
+            let remaining = ContinuousClock.now.duration(to: deadline)
+            guard remaining > .zero else {
+                throw .connection(
+                    AMQPError(code: .connectTimeout, message: "the broker did not answer in time during recovery"))
+            }
+            var timeout = timeval(remaining)
+            let status = amqp_simple_wait_frame_noblock(connection, &frame, &timeout)
+            if status == AMQP_STATUS_TIMEOUT.rawValue { continue }
+            guard status == AMQP_STATUS_OK.rawValue else {
+                throw .connection(
+                    AMQPError(
+                        code: .connectionLost, message: "the connection failed during recovery: \(Self.libraryMessage(status))",
+                        libraryStatus: status))
+            }
+            defer { amqp_maybe_release_buffers_on_channel(connection, frame.channel) }
+            if Int32(frame.frame_type) == AMQP_FRAME_METHOD && (frame.channel == id || frame.channel == 0) {
+                let reply = ServerMethod(frame.payload.method)
+                switch reply {
+                case .connectionClose(let replyCode, let replyText, _, _) where frame.channel == 0:
+                    send(.connectionCloseOk, on: 0)
+                    throw .connection(
+                        AMQPError(
+                            code: .connectionClosed, message: "the broker closed the connection during recovery",
+                            replyCode: replyCode, replyText: replyText))
+                case .channelClose(let replyCode, let replyText, let classID, let methodID) where frame.channel == id:
+                    send(.channelCloseOk, on: id)
+                    if let attemptFailure { throw .connection(attemptFailure) }
+                    throw .channelClosed(
+                        .channelClosedByBroker(
+                            channel: id, replyCode: replyCode, replyText: replyText, classID: classID, methodID: methodID))
+                default:
+                    if frame.channel == id, let replyID = reply.replyID, method.replies.contains(replyID) {
+                        return reply
+                    }
+                }
+            }
+            handle(frame)
+            if let attemptFailure { throw .connection(attemptFailure) }
+        }
+    }
+
+    func wakeStreams() {
+        for stream in streamsToWake { stream.wake() }
+        streamsToWake.removeAll(keepingCapacity: true)
+    }
+}
