@@ -103,8 +103,12 @@ public final class AMQPConnection: Sendable {
         }
     }
 
-    /// `false` once the connection is closing or closed.
+    /// `false` once the connection is closing or closed. A connection that is recovering is open.
     public var isOpen: Bool { core.isOpen }
+
+    /// Whether the connection was lost and is reconnecting; see ``Configuration/Recovery``.
+    /// Calls made meanwhile wait for it.
+    public var isRecovering: Bool { core.isRecovering }
 
     /// While the broker blocks publishing on this connection (a memory or disk alarm), the
     /// reason it gave; otherwise `nil`. Publishes made while blocked wait in the connection's

@@ -2,25 +2,6 @@ import AMQPClient
 import Foundation
 import Testing
 
-/// Runs `rabbitmqctl` against the test broker through scripts/broker.sh.
-func rabbitmqctl(_ arguments: String...) async throws {
-    let script = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("scripts/broker.sh")
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/bin/bash")
-    process.arguments = [script.path, "ctl"] + arguments
-    process.standardOutput = FileHandle.nullDevice
-    try process.run()
-    let status = try await withTimeout(60, "rabbitmqctl \(arguments.joined(separator: " "))") {
-        await offThePool {
-            process.waitUntilExit()
-            return process.terminationStatus
-        }
-    }
-    guard status == 0 else { throw CtlFailed(arguments: arguments, status: status) }
-}
-
 /// Waits (at most 30 s) for the connection to be blocked or unblocked, from its events.
 func waitUntil(_ connection: AMQPConnection, isBlocked: Bool) async throws {
     try await withTimeout(30, isBlocked ? "connection.blocked" : "connection.unblocked") {
@@ -35,12 +16,6 @@ func waitUntil(_ connection: AMQPConnection, isBlocked: Bool) async throws {
             }
         }
     }
-}
-
-struct CtlFailed: Error, CustomStringConvertible {
-    let arguments: [String]
-    let status: Int32
-    var description: String { "rabbitmqctl \(arguments.joined(separator: " ")) exited with \(status)" }
 }
 
 /// A memory alarm blocks publishing on the whole broker, so scripts/test.sh runs this suite on

@@ -9,7 +9,8 @@ struct ConnectionFailureTests {
     /// what a loss does when nothing recovers.
     static func connectThroughProxy(
         heartbeat: Duration = .seconds(60),
-        recovery: AMQPConnection.Configuration.Recovery = .disabled
+        recovery: AMQPConnection.Configuration.Recovery = .disabled,
+        _ adjust: (inout AMQPConnection.Configuration) -> Void = { _ in }
     ) async throws -> (TCPProxy, AMQPConnection) {
         let broker = try TestBroker.configuration
         let proxy = try TCPProxy(targetPort: broker.port)
@@ -18,6 +19,7 @@ struct ConnectionFailureTests {
             $0.port = proxy.port
             $0.heartbeat = heartbeat
             $0.recovery = recovery
+            adjust(&$0)
         }
         return (proxy, connection)
     }
@@ -210,6 +212,86 @@ struct LosslessTests {
         let duplicates = seen.values.reduce(0) { $0 + $1 - 1 }
         print("confirmed \(confirmed.count) of \(total) across 3 cuts: \(lost) lost, \(duplicates) duplicates")
         #expect(confirmed.count == total)
+        #expect(lost == 0)
+    }
+
+    @Test("with automatic recovery, 20,000 confirmed persistent publishes survive two proxy cuts and a broker-side close: 0 lost")
+    func recoveryLosesNothing() async throws {
+        let total = 20_000
+        let queue = TestBroker.uniqueName()
+        let setup = try await TestBroker.connect()
+        defer { Task { await setup.close() } }
+        let admin = try await setup.openChannel()
+        try await admin.declareQueue(queue, durable: true)
+        defer { Task { _ = try? await admin.deleteQueue(queue) } }
+        let proxy = try TCPProxy(targetPort: try TestBroker.configuration.port)
+        defer { proxy.stop() }
+        let publisherName = "lossless-publisher-\(UUID().uuidString)"
+        let consumerName = "lossless-consumer-\(UUID().uuidString)"
+        func connect(_ name: String) async throws -> AMQPConnection {
+            try await TestBroker.connect {
+                $0.host = "127.0.0.1"
+                $0.port = proxy.port
+                $0.connectionName = name
+                $0.recovery = .fast(republishUnconfirmed: true)
+            }
+        }
+        let publisher = try await connect(publisherName)
+        defer { Task { await publisher.close() } }
+        let consumer = try await connect(consumerName)
+        defer { Task { await consumer.close() } }
+
+        // The consumer: acks everything, counts every index it sees, until it has seen them all.
+        let consumerChannel = try await consumer.openChannel()
+        try await consumerChannel.setPrefetch(count: 500)
+        let deliveries = try await consumerChannel.consume(queue: queue)
+        let consuming = Task { () throws -> [Int: Int] in
+            var seen: [Int: Int] = [:]
+            for try await delivery in deliveries {
+                seen[Int(delivery.bodyString)!, default: 0] += 1
+                try await delivery.ack()
+                if seen.count == total { break }
+            }
+            return seen
+        }
+
+        // The publisher: a window of up to 1,000 unconfirmed messages, faults injected as it goes.
+        let channel = try await publisher.openChannel()
+        try await channel.enablePublisherConfirms()
+        var confirmations: [AMQPPublishConfirmation] = []
+        var awaited = 0
+        var failed = 0
+        var brokerSideClose: Task<Int, any Error>?
+        for index in 0..<total {
+            switch index {
+            case 5_000, 10_000: proxy.cutAll()
+            case 15_000:
+                brokerSideClose = Task {
+                    try await closeConnectionsFromBroker(named: publisherName)
+                        + closeConnectionsFromBroker(named: consumerName)
+                }
+            default: break
+            }
+            confirmations.append(
+                try await channel.publish("\(index)", routingKey: queue, properties: AMQPProperties(deliveryMode: .persistent)))
+            while confirmations.count - awaited > 1_000 {
+                do { try await confirmations[awaited].confirmed() } catch { failed += 1 }
+                awaited += 1
+            }
+        }
+        while awaited < confirmations.count {
+            do { try await confirmations[awaited].confirmed() } catch { failed += 1 }
+            awaited += 1
+        }
+        let closedFromBroker = try await brokerSideClose?.value ?? 0
+        let seen = try await withTimeout(120, "every message to be consumed") { try await consuming.value }
+        let lost = (0..<total).filter { seen[$0] == nil }.count
+        let duplicates = seen.values.reduce(0) { $0 + $1 - 1 }
+        print(
+            "automatic recovery: \(total) published, \(total - failed) confirmed, 2 proxy cuts + \(closedFromBroker) broker-side closes: \(lost) lost, \(duplicates) duplicates"
+        )
+        #expect(failed == 0)
+        #expect(closedFromBroker == 2)
         #expect(lost == 0)
     }
 }

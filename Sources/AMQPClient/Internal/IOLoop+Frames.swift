@@ -196,7 +196,6 @@ extension IOLoop {
             if closingConnection {
                 tearDown(error, byApplication: true)
             } else {
-                logger.warning("connection closed by the broker", metadata: ["amqp.error": "\(error)"])
                 lost(error)
             }
         case .ok(AMQP_CONNECTION_CLOSE_OK_METHOD):

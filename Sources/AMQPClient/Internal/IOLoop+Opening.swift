@@ -140,11 +140,13 @@ extension IOLoop {
             case AMQP_STATUS_TIMEOUT.rawValue:
                 return AMQPError(
                     code: .connectTimeout, message: "the AMQP handshake did not finish in time", libraryStatus: status)
-            case AMQP_STATUS_CONNECTION_CLOSED.rawValue, AMQP_STATUS_SOCKET_CLOSED.rawValue:
-                // Brokers that do not honour authentication_failure_close just drop the socket.
+            case AMQP_STATUS_CONNECTION_CLOSED.rawValue, AMQP_STATUS_SOCKET_CLOSED.rawValue,
+                AMQP_STATUS_SOCKET_ERROR.rawValue:
+                // RabbitMQ reports refused credentials with a close (authentication_failure_close);
+                // a dropped socket means a broker that is starting, stopping, or not accepting.
                 return AMQPError(
-                    code: .authenticationFailed,
-                    message: "the broker closed the connection during login (wrong credentials or virtual host?)",
+                    code: .connectionFailed,
+                    message: "the broker dropped the connection during the AMQP handshake (is it starting or stopping?)",
                     libraryStatus: status)
             default:
                 return AMQPError(
