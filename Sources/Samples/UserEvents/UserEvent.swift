@@ -52,6 +52,8 @@ public struct BrokerOptions: ParsableArguments {
         let url = url ?? ProcessInfo.processInfo.environment["AMQP_URL"] ?? "amqp://guest:guest@localhost:5672/"
         var configuration = try AMQPConnection.Configuration(url: url)
         configuration.connectionName = connectionName
+        // Recovery is on by default; retry at least every 2 s so a restarted broker is found fast.
+        configuration.recovery.maximumDelay = .seconds(2)
         return configuration
     }
 }

@@ -56,12 +56,21 @@ struct UserEventHandler: Service {
 
         try await cancelWhenGracefulShutdown {
             var received = 0
+            // An event may come twice: redelivered after a lost connection, or published again by
+            // a producer that never saw the broker's confirm. Handle each message id once. (A real
+            // service keeps this in its database, in the same transaction as the handling.)
+            var handled = Set<String>()
             for try await delivery in consumer {
                 guard let event = UserEvent(json: delivery.body) else {
                     // A poison message would come back forever if requeued: drop it (or dead-letter
                     // it, when the queue has a dead-letter exchange).
                     logger.error("rejecting a message that is not a user event", metadata: ["body": "\(delivery.bodyString.prefix(200))"])
                     try await delivery.reject(requeue: false)
+                    continue
+                }
+                if let id = delivery.properties.messageID, !handled.insert(id).inserted {
+                    logger.info("skipping an event handled already", metadata: ["message_id": "\(id)"])
+                    try await delivery.ack()
                     continue
                 }
                 print(" [x] Received \(event.type) userId=\(event.data.userId)")

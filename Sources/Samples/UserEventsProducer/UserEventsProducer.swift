@@ -15,9 +15,16 @@ struct UserEventsProducer: AsyncParsableCommand {
     @Option(help: "How many events to publish, for userIds 12345, 12346, …")
     var count: Int = 1
 
+    @Option(help: "Seconds to wait between events.")
+    var interval: Double = 0
+
     func run() async throws {
         lineBufferStandardOutput()
-        let configuration = try broker.configuration(connectionName: "user-events-producer")
+        var configuration = try broker.configuration(connectionName: "user-events-producer")
+        // If the connection is lost (say, the broker restarts), it reconnects by itself and
+        // publishes again whatever the broker had not confirmed: no event is lost, though one
+        // may arrive twice (the consumer handles that).
+        configuration.recovery.republishUnconfirmed = true
         try await AMQPConnection.withConnection(to: configuration) { connection in
             try await connection.withChannel { channel in
                 // Durable queue + persistent messages: a registration survives a broker restart.
@@ -35,6 +42,7 @@ struct UserEventsProducer: AsyncParsableCommand {
                         appID: "user-events-producer")
                     try await channel.publish(event.json, routingKey: UserEvent.queue, properties: properties).confirmed()
                     print(" [x] Sent \(event.json)")
+                    if interval > 0 && index < count - 1 { try await Task.sleep(for: .seconds(interval)) }
                 }
             }
         }

@@ -18,10 +18,12 @@ func waitUntil(_ connection: AMQPConnection, isBlocked: Bool) async throws {
     }
 }
 
-/// A memory alarm blocks publishing on the whole broker, so scripts/test.sh runs this suite on
-/// its own, after the others (`swift test --filter BrokerAlarmTests`).
-@Suite("Broker alarms", .serialized, .enabled(if: ProcessInfo.processInfo.environment["AMQP_ALARM_TESTS"] == "1"))
-struct BrokerAlarmTests {
+/// Tests that must not share the broker or the process with others: faults that hit the whole
+/// broker (a memory alarm, a restart) would disturb every other test, and the soak test measures
+/// the process's memory. scripts/test.sh runs this suite after the others, one test at a time
+/// (`AMQP_RUN_ALONE_TESTS=1 swift test --filter RunAloneTests`).
+@Suite("Run alone: broker-wide faults and the soak test", .serialized, .enabled(if: ProcessInfo.processInfo.environment["AMQP_RUN_ALONE_TESTS"] == "1"))
+struct RunAloneTests {
     @Test("a memory alarm blocks publishing without wedging the connection; nothing is lost")
     func memoryAlarm() async throws {
         // Room for more held publishes than the socket buffers could take.
