@@ -53,16 +53,41 @@ func withTimeout<T: Sendable>(
             continuation = nil
         }
     }
+    // The timer must not outlive a body that finished in time: thousands of waits would add up.
+    let timer = TimerHandle()
     return try await withCheckedThrowingContinuation { continuation in
         outcome.withLock { $0 = continuation }
         let work = Task {
             do { finish(.success(try await body())) } catch { finish(.failure(error)) }
+            timer.cancel()
         }
-        Task {
+        let sleeper = Task {
             try? await Task.sleep(for: .seconds(seconds))
+            guard !Task.isCancelled else { return }
             finish(.failure(TimedOut(seconds: seconds, what: what)))
             work.cancel()
         }
+        timer.set(sleeper)
+    }
+}
+
+private final class TimerHandle: Sendable {
+    private let task = Mutex<(task: Task<Void, Never>?, cancelled: Bool)>((nil, false))
+
+    func set(_ task: Task<Void, Never>) {
+        let cancelled = self.task.withLock { state in
+            state.task = task
+            return state.cancelled
+        }
+        if cancelled { task.cancel() }
+    }
+
+    func cancel() {
+        let task = self.task.withLock { state in
+            state.cancelled = true
+            return state.task
+        }
+        task?.cancel()
     }
 }
 
