@@ -17,11 +17,16 @@ public import ServiceLifecycle
 ///
 /// Close a connection with ``close()`` (or use ``withConnection(to:logger:_:)``); keep a
 /// reference to it for as long as its channels are in use, since releasing the last one closes
-/// it. When the
-/// socket fails or the broker closes the connection, every pending call throws, every consumer
-/// sequence ends with that error, and ``closed()`` returns it.
+/// it.
 ///
-/// As a `Service`, a connection runs until graceful shutdown and then closes itself.
+/// When the socket fails or the broker closes the connection, the connection recovers by
+/// itself: it reconnects and restores its channels, topology and consumers (see
+/// ``Configuration/Recovery`` and ``events()``). With recovery disabled, or once it gives up,
+/// every pending call throws, every consumer sequence ends with the error, and ``closed()``
+/// returns it.
+///
+/// As a `Service`, a connection runs until graceful shutdown and then closes itself; it
+/// throws if the connection fails for good.
 public final class AMQPConnection: Sendable {
     let core: ConnectionCore
 
@@ -123,8 +128,9 @@ public final class AMQPConnection: Sendable {
         _ = await core.waitUntilClosed()
     }
 
-    /// The connection's events, from now on: a connection already blocked starts with `.blocked`.
-    /// The sequence ends after `.closed`. Each call returns a new, independent sequence.
+    /// The connection's events, from now on: blocked and unblocked, each step of a recovery,
+    /// and the end. A connection already blocked starts with `.blocked`. The sequence ends after
+    /// `.closed`. Each call returns a new, independent sequence.
     ///
     /// ```swift
     /// for await event in connection.events() {
