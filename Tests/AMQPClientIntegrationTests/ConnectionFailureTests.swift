@@ -50,6 +50,31 @@ struct ConnectionFailureTests {
         if case .closed(let closedError) = seen.first { #expect(closedError?.code == .connectionLost) }
     }
 
+    @Test("a broker that stops reading is declared dead within about two heartbeats, even while a write is blocked")
+    func frozenPeerDetected() async throws {
+        let (proxy, connection) = try await Self.connectThroughProxy(heartbeat: .seconds(2))
+        defer { proxy.stop() }
+        let channel = try await connection.openChannel()
+        let queue = try await channel.declareQueue("", exclusive: true).name
+
+        proxy.mode = .freeze
+        let start = ContinuousClock.now
+        // Enough to fill every socket buffer on the way: the I/O thread then blocks in send.
+        let publishing = Task {
+            let body = [UInt8](repeating: 0x2A, count: 1 << 20)
+            while true { try await channel.publish(body, routingKey: queue) }
+        }
+        defer { publishing.cancel() }
+        let error = try await withTimeout(20, "the frozen peer to be noticed") { await connection.closed() }
+        let elapsed = ContinuousClock.now - start
+        print("frozen peer declared dead after \(elapsed): \(error.map { "\($0)" } ?? "no error")")
+        #expect(error?.code == .connectionLost)
+        #expect(error?.message.contains("stopped reading") == true)
+        #expect(elapsed < .seconds(7))
+        let publishError = await expectAMQPError { try await publishing.value }
+        #expect(publishError?.code == .connectionLost)
+    }
+
     @Test("without recovery, a cut connection releases every pending call, consumer and confirm")
     func cutReleasesWaiters() async throws {
         let (proxy, connection) = try await Self.connectThroughProxy()

@@ -6,11 +6,12 @@ import Glibc
 #endif
 
 /// A TCP proxy on 127.0.0.1 between the client and the broker, for fault injection: it can cut
-/// every connection, black-hole traffic (read and drop it, like a dead network), refuse new
-/// connections (accept and close them at once, like a broker that is down), or heal.
+/// every connection, black-hole traffic (read and drop it, like a dead network), freeze (stop
+/// reading, like a hung broker, so that the client's writes block once the buffers are full),
+/// refuse new connections (accept and close them at once, like a broker that is down), or heal.
 /// Plain blocking sockets on threads of its own, off Swift's concurrency pool.
 final class TCPProxy: Sendable {
-    enum Mode { case forward, blackHole, refuse }
+    enum Mode { case forward, blackHole, freeze, refuse }
 
     private struct State {
         var mode = Mode.forward
@@ -97,6 +98,8 @@ final class TCPProxy: Sendable {
     private func pump(from source: Int32, to destination: Int32) {
         var buffer = [UInt8](repeating: 0, count: 64 << 10)
         while true {
+            // Frozen: read nothing. (The proxy's own threads poll the mode; no test waits on this.)
+            while mode == .freeze && !state.withLock({ $0.stopped }) { usleep(10_000) }
             let count = buffer.withUnsafeMutableBytes { read(source, $0.baseAddress, $0.count) }
             guard count > 0 else { break }
             if mode == .blackHole { continue }  // the bytes vanish, as on a dead network

@@ -87,6 +87,8 @@ extension IOLoop {
             core.emit(.recovering(attempt: attempt))
             do {
                 try openAnyEndpoint()
+                beginStallWatch()
+                defer { stallWatch.end() }
                 try restore()
             } catch {
                 destroyConnection()

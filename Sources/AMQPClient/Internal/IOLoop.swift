@@ -37,6 +37,7 @@ final class IOLoop {
     /// A failure noticed while a recovery attempt talks to the broker; the attempt ends with it.
     var attemptFailure: AMQPError?
     var recovering: Bool { recoveryCause != nil }
+    let stallWatch = StallWatch()
     var startContinuation: CheckedContinuation<Void, any Error>?
 
     // Commands and settlement
@@ -75,6 +76,7 @@ final class IOLoop {
         self.core = core
         self.logger = core.logger
         self.endpoint = core.configuration.endpoints[0]
+        if core.configuration.heartbeat > .zero { stallWatch.register() }
     }
 
     /// Starts the I/O thread and returns once the connection is open (or throws why it could not be).
@@ -140,14 +142,22 @@ final class IOLoop {
                 recover()
                 continue
             }
+            beginStallWatch()
             runCommands()
-            if finished || recovering { continue }
-            readFrames()
-            if finished || recovering { continue }
-            checkCloseDeadline()
-            if finished || recovering { continue }
-            waitForWork()
+            if !finished && !recovering { readFrames() }
+            if !finished && !recovering { checkCloseDeadline() }
+            stallWatch.end()
+            if !finished && !recovering { waitForWork() }
         }
+    }
+
+    /// Marks a stretch of work in librabbitmq, which may block writing to a peer that stopped
+    /// reading; see ``StallWatch``.
+    func beginStallWatch() {
+        guard heartbeatSeconds > 0, let connection else { return }
+        let socket = amqp_get_sockfd(connection)
+        guard socket >= 0 else { return }
+        stallWatch.begin(socket: socket, limit: .seconds(2 * Int(heartbeatSeconds)))
     }
 
     func waitForWork() {
@@ -205,7 +215,12 @@ final class IOLoop {
 
     func connectionLost(_ status: Int32) {
         let error: AMQPError
-        if status == AMQP_STATUS_HEARTBEAT_TIMEOUT.rawValue {
+        if let stuck = stallWatch.takeFired() {
+            error = AMQPError(
+                code: .connectionLost,
+                message: "the broker stopped reading: a write made no progress for \(stuck.components.seconds) s",
+                libraryStatus: status)
+        } else if status == AMQP_STATUS_HEARTBEAT_TIMEOUT.rawValue {
             error = AMQPError(
                 code: .connectionLost, message: "the broker stopped answering heartbeats", libraryStatus: status)
         } else {
@@ -252,6 +267,7 @@ final class IOLoop {
     }
 
     func destroyConnection() {
+        stallWatch.end()  // before the socket closes: the watchdog must not touch a reused fd
         if let connection {
             amqp_destroy_connection(connection)
             self.connection = nil
