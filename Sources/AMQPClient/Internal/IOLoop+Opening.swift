@@ -62,6 +62,7 @@ extension IOLoop {
         if channelMax == 0 { channelMax = UInt16.max }
         heartbeatSeconds = amqp_get_heartbeat(connection)
         nextHeartbeatService = ContinuousClock.now + heartbeatServiceInterval
+        lastFrameAt = ContinuousClock.now
         self.endpoint = endpoint
         logger[metadataKey: "amqp.endpoint"] = "\(endpoint)"
         logger.debug(

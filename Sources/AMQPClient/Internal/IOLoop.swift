@@ -38,6 +38,8 @@ final class IOLoop {
     var attemptFailure: AMQPError?
     var recovering: Bool { recoveryCause != nil }
     let stallWatch = StallWatch()
+    /// When the last frame (other than a heartbeat, which librabbitmq keeps to itself) arrived.
+    var lastFrameAt = ContinuousClock.now
     var startContinuation: CheckedContinuation<Void, any Error>?
 
     // Commands and settlement
@@ -157,7 +159,7 @@ final class IOLoop {
         guard heartbeatSeconds > 0, let connection else { return }
         let socket = amqp_get_sockfd(connection)
         guard socket >= 0 else { return }
-        stallWatch.begin(socket: socket, limit: .seconds(2 * Int(heartbeatSeconds)))
+        stallWatch.begin(socket: socket, heartbeat: .seconds(Int(heartbeatSeconds)), lastFrame: lastFrameAt)
     }
 
     func waitForWork() {
@@ -218,7 +220,7 @@ final class IOLoop {
         if let stuck = stallWatch.takeFired() {
             error = AMQPError(
                 code: .connectionLost,
-                message: "the broker stopped reading: a write made no progress for \(stuck.components.seconds) s",
+                message: "the broker stopped reading: a write was blocked and nothing arrived for \(stuck.components.seconds) s",
                 libraryStatus: status)
         } else if status == AMQP_STATUS_HEARTBEAT_TIMEOUT.rawValue {
             error = AMQPError(

@@ -10,13 +10,19 @@ import Synchronization
 /// librabbitmq writes without a deadline. When the peer stops reading (a frozen broker) and the
 /// socket buffers fill up, the I/O thread blocks in `send` and can no longer notice missed
 /// heartbeats. The I/O thread marks each stretch of work; a shared watchdog thread shuts down
-/// the socket of a stretch that lasts longer than two heartbeat intervals, which makes the
-/// blocked call fail and the connection count as lost.
+/// the socket when a stretch has lasted half a heartbeat interval and no frame has arrived for
+/// two intervals (librabbitmq's own rule for a dead peer), which makes the blocked call fail
+/// and the connection count as lost.
 final class StallWatch: Sendable {
     private struct Stretch {
         let since: ContinuousClock.Instant
         let socket: Int32
-        let limit: Duration
+        let heartbeat: Duration
+        let lastFrame: ContinuousClock.Instant
+
+        func isStuck(at now: ContinuousClock.Instant) -> Bool {
+            now - since > heartbeat / 2 && now - lastFrame > heartbeat * 2
+        }
     }
 
     private struct State {
@@ -29,9 +35,12 @@ final class StallWatch: Sendable {
     /// lock) before it destroys the connection, so the watchdog never shuts down a reused fd.
     private let state = Mutex(State())
 
-    /// The I/O thread starts work that may block in librabbitmq on `socket`.
-    func begin(socket: Int32, limit: Duration) {
-        state.withLock { $0.stretch = Stretch(since: .now, socket: socket, limit: limit) }
+    /// The I/O thread starts work that may block in librabbitmq on `socket`; the last frame
+    /// from the broker arrived at `lastFrame`.
+    func begin(socket: Int32, heartbeat: Duration, lastFrame: ContinuousClock.Instant) {
+        state.withLock {
+            $0.stretch = Stretch(since: .now, socket: socket, heartbeat: heartbeat, lastFrame: lastFrame)
+        }
     }
 
     /// The I/O thread's work is done (or its connection is about to be destroyed).
@@ -39,7 +48,7 @@ final class StallWatch: Sendable {
         state.withLock { $0.stretch = nil }
     }
 
-    /// Whether the watchdog cut the connection (and for how long it was stuck); resets it.
+    /// Whether the watchdog cut the connection (and how long the broker had been silent); resets it.
     func takeFired() -> Duration? {
         state.withLock { state in
             defer { state.fired = nil }
@@ -50,9 +59,10 @@ final class StallWatch: Sendable {
     /// Run by the watchdog thread.
     fileprivate func shutDownIfStuck() {
         state.withLock { state in
-            guard let stretch = state.stretch, ContinuousClock.now - stretch.since > stretch.limit else { return }
+            let now = ContinuousClock.now
+            guard let stretch = state.stretch, stretch.isStuck(at: now) else { return }
             shutdown(stretch.socket, Int32(SHUT_RDWR))
-            state.fired = stretch.limit
+            state.fired = now - stretch.lastFrame
             state.stretch = nil
         }
     }
@@ -63,7 +73,7 @@ final class StallWatch: Sendable {
     }
 }
 
-/// The one thread that checks every ``StallWatch`` twice a second. It runs only while some
+/// The one thread that checks every ``StallWatch`` four times a second. It runs only while some
 /// connection with heartbeats exists.
 enum StallWatchdog {
     private struct Entry: Sendable {
@@ -106,7 +116,7 @@ enum StallWatchdog {
 
     private static func run() {
         while true {
-            usleep(500_000)
+            usleep(250_000)
             let watches = registry.withLock { registry -> [StallWatch]? in
                 registry.entries.removeAll { $0.watch == nil }
                 if registry.entries.isEmpty {
