@@ -1,7 +1,7 @@
 import CRabbitMQ
 
 /// A method the client sends, as plain Swift values. It is turned into librabbitmq's
-/// C structs only on the I/O thread, inside ``encodeAndSend(_:channel:pool:)``.
+/// C structs only on the I/O thread, inside ``encode(into:channel:pool:)``.
 enum ClientMethod: Sendable {
     case channelOpen
     case channelClose(replyCode: UInt16, replyText: String)
@@ -56,11 +56,12 @@ enum ClientMethod: Sendable {
         }
     }
 
-    /// Builds the C struct in `pool` and writes the method. Returns librabbitmq's status.
-    func encodeAndSend(_ connection: amqp_connection_state_t, channel: amqp_channel_t, pool: CPool) -> Int32 {
+    /// Builds the C struct in `pool` and encodes the method frame into `writer`. Returns
+    /// librabbitmq's status.
+    func encode(into writer: FrameWriter, channel: amqp_channel_t, pool: CPool) -> Int32 {
         func send<T>(_ id: amqp_method_number_t, _ method: T) -> Int32 {
             var method = method
-            return withUnsafeMutablePointer(to: &method) { amqp_send_method(connection, channel, id, $0) }
+            return withUnsafeMutablePointer(to: &method) { writer.appendMethod(channel: channel, id: id, decoded: $0) }
         }
         func bool(_ value: Bool) -> amqp_boolean_t { value ? 1 : 0 }
         let empty = amqp_bytes_t(len: 0, bytes: nil)

@@ -15,9 +15,6 @@ extension IOLoop {
         core.takeCommands(into: &batch)
         if !blocked && !held.isEmpty { releaseHeld() }
         guard !batch.isEmpty else { return }
-        // Let the kernel pack the batch's frames into as few segments as it can.
-        let cork = batch.count > 1
-        if cork { setCork(true) }
         // popFirst moves each command out: no copy of its strings, properties and body. A lost
         // connection stops the batch; what is left runs once the connection has recovered.
         while !recovering, let command = batch.popFirst() {
@@ -33,7 +30,7 @@ extension IOLoop {
         }
         if blocked { core.setHeldPublishBytes(heldPublishBytes) }
         flushDeferredAcks()
-        if cork { setCork(false) }
+        flushOutbound()
     }
 
     // MARK: Commands
@@ -196,46 +193,76 @@ extension IOLoop {
         return nil
     }
 
+    /// Encodes a method into the outgoing buffer; it goes out with the rest of the batch.
     func send(_ method: ClientMethod, on channel: UInt16) {
-        guard let connection else { return }
-        let status = method.encodeAndSend(connection, channel: channel, pool: pool)
+        guard connection != nil else { return }
+        let status = method.encode(into: writer, channel: channel, pool: pool)
         pool.recycle()
-        if status != AMQP_STATUS_OK.rawValue { connectionLost(status) }
+        if status != AMQP_STATUS_OK.rawValue {
+            connectionLost(status)
+        } else if writer.count >= FrameWriter.flushThreshold {
+            flushOutbound()
+        }
     }
 
+    /// Writes the outgoing buffer to the socket. Returns `false` when the connection failed.
+    @discardableResult
+    func flushOutbound() -> Bool {
+        guard !writer.isEmpty else { return true }
+        guard let connection, !finished else {
+            writer.discard()
+            return false
+        }
+        let socket = amqp_get_sockfd(connection)
+        let stallLimit: Duration? = heartbeatSeconds > 0 ? .seconds(2 * Int(heartbeatSeconds)) : nil
+        let status =
+            socket < 0 ? AMQP_STATUS_SOCKET_CLOSED.rawValue : writer.flush(to: socket, stallLimit: stallLimit)
+        guard status == AMQP_STATUS_OK.rawValue else {
+            writer.discard()
+            if status == AMQP_STATUS_TIMEOUT.rawValue, let stallLimit {
+                lost(
+                    AMQPError(
+                        code: .connectionLost,
+                        message: "the broker stopped reading: a write made no progress for \(stallLimit.components.seconds) s",
+                        libraryStatus: status))
+            } else {
+                connectionLost(status)
+            }
+            return false
+        }
+        return true
+    }
+
+    /// Encodes a publish (method, content header, body frames) into the outgoing buffer.
     func publish(_ request: PublishRequest, on channel: ChannelIO) {
-        guard let connection else { return }
+        guard connection != nil else { return }
         let channelID = channel.id
         var properties = pool.properties(request.properties)
-        var exchange = request.exchange
-        var routingKey = request.routingKey
-        let status = exchange.withUTF8 { exchange in
-            routingKey.withUTF8 { routingKey in
-                request.body.withUnsafeBytes { body in
-                    amqp_basic_publish(
-                        connection, channelID, Self.bytes(exchange), Self.bytes(routingKey),
-                        request.mandatory ? 1 : 0, 0, &properties,
-                        amqp_bytes_t(len: body.count, bytes: UnsafeMutableRawPointer(mutating: body.baseAddress)))
-                }
-            }
+        var publish = amqp_basic_publish_t(
+            ticket: 0, exchange: pool.bytes(request.exchange), routing_key: pool.bytes(request.routingKey),
+            mandatory: request.mandatory ? 1 : 0, immediate: 0)
+        var status = writer.appendMethod(channel: channelID, id: AMQP_BASIC_PUBLISH_METHOD, decoded: &publish)
+        if status == AMQP_STATUS_OK.rawValue {
+            status = writer.appendHeader(channel: channelID, properties: &properties, bodySize: request.body.count)
+        }
+        if status == AMQP_STATUS_OK.rawValue {
+            request.body.withUnsafeBytes { writer.appendBody(channel: channelID, $0) }
         }
         pool.recycle()
-        guard status == AMQP_STATUS_OK.rawValue else {
+        // A failed flush has already dealt with the loss; this message went down with the buffer.
+        let flushFailed =
+            status == AMQP_STATUS_OK.rawValue && writer.count >= FrameWriter.flushThreshold && !flushOutbound()
+        guard status == AMQP_STATUS_OK.rawValue && !flushFailed else {
             if channel.keepsUnconfirmedMessages && channel.confirmMode {
                 channel.published(request)  // republished after the recovery
             } else {
                 request.confirm?.fail(
                     AMQPError(code: .outcomeUnknown, message: "the connection failed while the message was being sent"))
             }
-            connectionLost(status)
+            if !flushFailed { connectionLost(status) }
             return
         }
         channel.published(request)
-    }
-
-    @inline(__always)
-    static func bytes(_ buffer: UnsafeBufferPointer<UInt8>) -> amqp_bytes_t {
-        amqp_bytes_t(len: buffer.count, bytes: UnsafeMutableRawPointer(mutating: buffer.baseAddress))
     }
 
     // MARK: Settling deliveries
@@ -312,16 +339,5 @@ extension IOLoop {
         channelsWithHeldCommands.removeAll()
         heldPublishBytes = 0
         for command in commands { command.fail(error) }
-    }
-
-    func setCork(_ on: Bool) {
-        #if os(Linux)
-        guard let connection, !finished else { return }
-        let socket = amqp_get_sockfd(connection)
-        guard socket >= 0 else { return }
-        var value: Int32 = on ? 1 : 0
-        let tcpCork: Int32 = 3  // TCP_CORK in <netinet/tcp.h>, which Glibc's module does not export
-        _ = setsockopt(socket, Int32(IPPROTO_TCP), tcpCork, &value, socklen_t(MemoryLayout<Int32>.size))
-        #endif
     }
 }

@@ -191,6 +191,7 @@ extension IOLoop {
         switch method {
         case .connectionClose(let replyCode, let replyText, _, _):
             send(.connectionCloseOk, on: 0)
+            flushOutbound()
             let error = AMQPError(
                 code: replyCode == 403 ? .accessRefused : .connectionClosed,
                 message: "the broker closed the connection", replyCode: replyCode, replyText: replyText)

@@ -61,6 +61,9 @@ extension IOLoop {
         channelMax = UInt16(clamping: amqp_get_channel_max(connection))
         if channelMax == 0 { channelMax = UInt16.max }
         heartbeatSeconds = amqp_get_heartbeat(connection)
+        let frameMax = Int(amqp_get_frame_max(connection))
+        writer.frameMax = frameMax > 0 ? frameMax : 131_072
+        writer.discard()
         nextHeartbeatService = ContinuousClock.now + heartbeatServiceInterval
         lastFrameAt = ContinuousClock.now
         self.endpoint = endpoint

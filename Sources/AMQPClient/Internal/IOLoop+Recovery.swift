@@ -26,6 +26,7 @@ extension IOLoop {
         logger.warning("connection lost; recovering", metadata: ["amqp.error": "\(error)"])
         recoveryCause = error
         attemptFailure = nil
+        writer.discard()
         destroyConnection()
         socketReadable = false
         closeDeadline = nil
@@ -85,6 +86,7 @@ extension IOLoop {
             }
             logger.info("reconnecting", metadata: ["amqp.attempt": "\(attempt)"])
             core.emit(.recovering(attempt: attempt))
+            attemptFailure = nil
             do {
                 try openAnyEndpoint()
                 beginStallWatch()
@@ -149,6 +151,8 @@ extension IOLoop {
                 if let attemptFailure { throw attemptFailure }
             }
         }
+        flushOutbound()
+        if let attemptFailure { throw attemptFailure }
     }
 
     private func reopen(_ channel: ChannelIO) throws(RecoveryCallFailure) {
@@ -278,6 +282,7 @@ extension IOLoop {
     /// ``AMQPConnection/Configuration/connectTimeout``.
     func recoveryCall(_ method: ClientMethod, on id: UInt16) throws(RecoveryCallFailure) -> ServerMethod {
         send(method, on: id)
+        flushOutbound()
         if let attemptFailure { throw .connection(attemptFailure) }
         guard let connection else {
             throw .connection(AMQPError(code: .connectionLost, message: "the connection was lost during recovery"))
@@ -322,6 +327,7 @@ extension IOLoop {
                 }
             }
             handle(frame)
+            flushOutbound()
             if let attemptFailure { throw .connection(attemptFailure) }
         }
     }

@@ -20,6 +20,8 @@ final class IOLoop {
     var logger: Logger
     var connection: amqp_connection_state_t?
     let pool = CPool()
+    /// Outgoing frames, written to the socket once per batch of commands or frames.
+    let writer = FrameWriter()
     var channels: [UInt16: ChannelIO] = [:]
     /// What the application declared, for recovery to declare again.
     let topology = Topology()
@@ -146,7 +148,10 @@ final class IOLoop {
             }
             beginStallWatch()
             runCommands()
-            if !finished && !recovering { readFrames() }
+            if !finished && !recovering {
+                readFrames()
+                flushOutbound()  // acks, requeues and close-oks the frames called for
+            }
             if !finished && !recovering { checkCloseDeadline() }
             stallWatch.end()
             if !finished && !recovering { waitForWork() }
@@ -269,6 +274,7 @@ final class IOLoop {
     }
 
     func destroyConnection() {
+        writer.discard()
         stallWatch.end()  // before the socket closes: the watchdog must not touch a reused fd
         if let connection {
             amqp_destroy_connection(connection)

@@ -1,0 +1,163 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CRabbitMQ
+
+/// Encodes outgoing frames into one buffer and writes it to the socket in as few `send` calls
+/// as possible: a batch of publishes and acks costs one system call, where librabbitmq's
+/// `amqp_basic_publish` makes three per message (method, header, body).
+///
+/// The methods and properties are encoded by librabbitmq's own encoders
+/// (`amqp_encode_method`, `amqp_encode_properties`); only the framing (type, channel, size,
+/// frame end) is written here. ``flush(to:stallLimit:)`` always writes the whole buffer, so
+/// frames never interleave with the ones librabbitmq writes itself (heartbeats). Used only on
+/// the connection's I/O thread.
+final class FrameWriter {
+    private static let headerSize = 7  // type (1), channel (2), payload size (4)
+    private static let frameEnd: UInt8 = 0xCE
+    /// Flush once this much is buffered, so a long batch does not hold memory or delay the first frame.
+    static let flushThreshold = 128 * 1024
+
+    private var storage: UnsafeMutableRawPointer
+    private var capacity: Int
+    private(set) var count = 0
+    /// The negotiated frame_max: the largest frame, header and frame end included.
+    var frameMax = 131_072
+
+    init() {
+        capacity = 256 * 1024
+        storage = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 8)
+    }
+
+    deinit {
+        storage.deallocate()
+    }
+
+    var isEmpty: Bool { count == 0 }
+
+    /// Drops what was buffered (the connection it was meant for is gone).
+    func discard() {
+        count = 0
+    }
+
+    // MARK: Encoding
+
+    /// Appends a method frame. Returns librabbitmq's status: an error when the arguments do
+    /// not fit in a frame.
+    func appendMethod(channel: UInt16, id: amqp_method_number_t, decoded: UnsafeMutableRawPointer) -> Int32 {
+        reserve(frameMax)
+        let start = count
+        let payload = storage + start + Self.headerSize
+        store32(id, at: payload)
+        let available = frameMax - Self.headerSize - 1 - 4
+        let encoded = amqp_encode_method(id, decoded, amqp_bytes_t(len: available, bytes: payload + 4))
+        guard encoded >= 0 else { return encoded }
+        finishFrame(type: UInt8(AMQP_FRAME_METHOD), channel: channel, at: start, payloadSize: Int(encoded) + 4)
+        return AMQP_STATUS_OK.rawValue
+    }
+
+    /// Appends the content header frame of a `basic` message.
+    func appendHeader(channel: UInt16, properties: UnsafeMutablePointer<amqp_basic_properties_t>, bodySize: Int) -> Int32 {
+        reserve(frameMax)
+        let start = count
+        let payload = storage + start + Self.headerSize
+        store16(UInt16(AMQP_BASIC_CLASS), at: payload)
+        store16(0, at: payload + 2)  // weight
+        store64(UInt64(bodySize), at: payload + 4)
+        let available = frameMax - Self.headerSize - 1 - 12
+        let encoded = amqp_encode_properties(
+            UInt16(AMQP_BASIC_CLASS), properties, amqp_bytes_t(len: available, bytes: payload + 12))
+        guard encoded >= 0 else { return encoded }
+        finishFrame(type: UInt8(AMQP_FRAME_HEADER), channel: channel, at: start, payloadSize: Int(encoded) + 12)
+        return AMQP_STATUS_OK.rawValue
+    }
+
+    /// Appends the body, split into as many body frames as frame_max requires.
+    func appendBody(channel: UInt16, _ body: UnsafeRawBufferPointer) {
+        let largestFragment = frameMax - Self.headerSize - 1
+        var offset = 0
+        while offset < body.count {
+            let fragment = min(largestFragment, body.count - offset)
+            reserve(Self.headerSize + fragment + 1)
+            let start = count
+            (storage + start + Self.headerSize).copyMemory(from: body.baseAddress! + offset, byteCount: fragment)
+            finishFrame(type: UInt8(AMQP_FRAME_BODY), channel: channel, at: start, payloadSize: fragment)
+            offset += fragment
+        }
+    }
+
+    private func finishFrame(type: UInt8, channel: UInt16, at start: Int, payloadSize: Int) {
+        let frame = storage + start
+        frame.storeBytes(of: type, as: UInt8.self)
+        store16(channel, at: frame + 1)
+        store32(UInt32(payloadSize), at: frame + 3)
+        (frame + Self.headerSize + payloadSize).storeBytes(of: Self.frameEnd, as: UInt8.self)
+        count = start + Self.headerSize + payloadSize + 1
+    }
+
+    private func reserve(_ bytes: Int) {
+        guard count + bytes > capacity else { return }
+        var newCapacity = capacity * 2
+        while count + bytes > newCapacity { newCapacity *= 2 }
+        let grown = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 8)
+        grown.copyMemory(from: storage, byteCount: count)
+        storage.deallocate()
+        storage = grown
+        capacity = newCapacity
+    }
+
+    private func store16(_ value: UInt16, at pointer: UnsafeMutableRawPointer) {
+        pointer.storeBytes(of: value.bigEndian, toByteOffset: 0, as: UInt16.self)
+    }
+
+    private func store32(_ value: UInt32, at pointer: UnsafeMutableRawPointer) {
+        pointer.storeBytes(of: value.bigEndian, toByteOffset: 0, as: UInt32.self)
+    }
+
+    private func store64(_ value: UInt64, at pointer: UnsafeMutableRawPointer) {
+        pointer.storeBytes(of: value.bigEndian, toByteOffset: 0, as: UInt64.self)
+    }
+
+    // MARK: Writing
+
+    /// Writes everything buffered to `socket` (non-blocking, as librabbitmq opens it), waiting
+    /// for room while the peer reads. Returns `AMQP_STATUS_TIMEOUT` after `stallLimit` without
+    /// progress (a peer that stopped reading; `nil` waits as long as it takes), else
+    /// librabbitmq's status.
+    func flush(to socket: Int32, stallLimit: Duration?) -> Int32 {
+        var written = 0
+        defer {
+            count = 0
+            // A one-off large batch should not pin its memory.
+            if capacity > 4 * 1024 * 1024 { shrink() }
+        }
+        while written < count {
+            let sent = send(socket, storage + written, count - written, Int32(MSG_NOSIGNAL))
+            if sent > 0 {
+                written += sent
+                continue
+            }
+            guard sent < 0 else { return AMQP_STATUS_SOCKET_ERROR.rawValue }
+            switch errno {
+            case EINTR:
+                continue
+            case EAGAIN, EWOULDBLOCK:
+                var descriptor = pollfd(fd: socket, events: Int16(POLLOUT), revents: 0)
+                let ready = poll(&descriptor, 1, stallLimit.map { Int32(clamping: $0.milliseconds) } ?? -1)
+                if ready == 0 { return AMQP_STATUS_TIMEOUT.rawValue }
+                if ready < 0 && errno != EINTR { return AMQP_STATUS_SOCKET_ERROR.rawValue }
+            default:
+                return AMQP_STATUS_SOCKET_ERROR.rawValue
+            }
+        }
+        return AMQP_STATUS_OK.rawValue
+    }
+
+    private func shrink() {
+        storage.deallocate()
+        capacity = 256 * 1024
+        storage = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 8)
+    }
+}
