@@ -336,6 +336,9 @@ struct UnsettledDeliveries {
         }
     }
 
+    /// How many deliveries wait to be settled (a few settled out of order may still count).
+    var count: Int { tags.count }
+
     /// Whether every delivery with a tag up to `tag` is settled.
     func allSettled(upTo tag: UInt64) -> Bool {
         (tags.first ?? .max) > tag

@@ -21,6 +21,9 @@ final class ConnectionCore: Sendable {
         var publishWaiters: [CheckedContinuation<Void, any Error>] = []
         /// The I/O thread is (about to be) in `poll` and needs a byte on the pipe to wake.
         var ioSleeping = false
+        /// The I/O thread sleeps for at most a millisecond: an ack, nack or reject can wait for it
+        /// to wake by itself, so a run of them costs one wake-up and one write.
+        var settlementsMayWait = false
         /// Once set, new commands are refused with this error.
         var refusal: AMQPError?
         /// Set when the I/O thread has finished; `byApplication` tells a requested close from a failure.
@@ -76,8 +79,10 @@ final class ConnectionCore: Sendable {
         let wake = try shared.withLock { shared throws(AMQPError) -> Bool in
             if let refusal = shared.refusal { throw refusal }
             shared.commands.append(command)
-            defer { shared.ioSleeping = false }
-            return shared.ioSleeping
+            guard shared.ioSleeping else { return false }
+            if case .settle = command, shared.settlementsMayWait { return false }
+            shared.ioSleeping = false
+            return true
         }
         if wake { signal() }
     }
@@ -210,10 +215,12 @@ final class ConnectionCore: Sendable {
     }
 
     /// Marks the I/O thread as about to sleep, unless commands are already waiting.
-    func prepareToSleep() -> Bool {
+    /// `settlementsMayWait`: it sleeps briefly, and settlements need not wake it.
+    func prepareToSleep(settlementsMayWait: Bool) -> Bool {
         shared.withLock { shared in
             guard shared.commands.isEmpty else { return false }
             shared.ioSleeping = true
+            shared.settlementsMayWait = settlementsMayWait
             return true
         }
     }

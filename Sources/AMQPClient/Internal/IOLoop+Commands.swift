@@ -52,6 +52,7 @@ extension IOLoop {
                 logger.debug("ignoring the settlement of a delivery received before the connection recovered")
                 return
             }
+            lastSettlementAt = .now
             settleAndSend(method, on: channel)
         case .call(let ref, let method, let continuation):
             guard let channel = openChannel(ref) else {

@@ -75,6 +75,8 @@ final class IOLoop {
     static let frameBudget = 256
     /// Consumers whose waiting iterator gets its deliveries once the current batch is read.
     var streamsToWake: [ConsumerStream] = []
+    /// When the application last acked, nacked or rejected a delivery.
+    var lastSettlementAt = ContinuousClock.now - .seconds(1)
 
     private init(core: ConnectionCore) {
         self.core = core
@@ -171,7 +173,8 @@ final class IOLoop {
         guard let connection else { return }
         if amqp_frames_enqueued(connection) != 0 || amqp_data_in_buffer(connection) != 0 { return }
         if !blocked && !held.isEmpty { return }  // unblocked: release the held publishes first
-        guard core.prepareToSleep() else { return }
+        let settlementsMayWait = settlementsCanWait()
+        guard core.prepareToSleep(settlementsMayWait: settlementsMayWait) else { return }
         let socket = amqp_get_sockfd(connection)
         guard socket >= 0 else {
             core.didWake(drainWakePipe: true)
@@ -182,10 +185,27 @@ final class IOLoop {
             pollfd(fd: socket, events: Int16(POLLIN), revents: 0),
             pollfd(fd: core.wakeFileDescriptor, events: Int16(POLLIN), revents: 0),
         ]
-        _ = poll(&fds, 2, pollTimeoutMilliseconds())
+        _ = poll(&fds, 2, settlementsMayWait ? 1 : pollTimeoutMilliseconds())
         socketReadable = fds[0].revents != 0  // data, or an error or hang-up for librabbitmq to report
         core.didWake(drainWakePipe: fds[1].revents != 0)
     }
+
+    /// Whether acks may wait up to a millisecond for the I/O thread to wake by itself. Only
+    /// while a consumer is acking right now (a millisecond poll costs nothing then), and not
+    /// with a small prefetch: there the broker waits for each ack before it delivers more,
+    /// while a prefetch of hundreds keeps it busy for far longer than a millisecond.
+    func settlementsCanWait() -> Bool {
+        guard ContinuousClock.now - lastSettlementAt < .milliseconds(5) else { return false }
+        var waiting = false
+        for channel in channels.values where channel.unsettled.count > 0 {
+            let limit = channel.prefetch.values.filter { $0 > 0 }.min() ?? .max
+            if limit < Self.smallPrefetch { return false }
+            waiting = true
+        }
+        return waiting
+    }
+
+    static let smallPrefetch: UInt16 = 100
 
     /// Wakes in time to send a heartbeat (librabbitmq sends one only when called) and to
     /// notice a close that took too long.
