@@ -115,12 +115,9 @@ struct ConnectionFailureTests {
 struct LosslessTests {
     @Test("deliveries not acked before a cut come back redelivered; acked ones do not")
     func unackedAreRedelivered() async throws {
-        let setup = try await TestBroker.connect()
-        defer { Task { await setup.close() } }
-        let queue = TestBroker.uniqueName()
-        let admin = try await setup.openChannel()
-        try await admin.declareQueue(queue, autoDelete: false)
-        defer { Task { _ = try? await admin.deleteQueue(queue) } }
+        let scratch = try await ScratchQueue.make()
+        defer { scratch.remove() }
+        let (queue, admin) = (scratch.name, scratch.channel)
         for index in 0..<10 { try await admin.publish("m\(index)", routingKey: queue) }
 
         let (proxy, connection) = try await ConnectionFailureTests.connectThroughProxy()
@@ -197,17 +194,14 @@ struct LosslessTests {
     @Test("confirmed persistent publishes survive three connection cuts: 0 lost")
     func confirmedPublishesSurviveCuts() async throws {
         let total = 20_000
-        let queue = TestBroker.uniqueName()
-        let setup = try await TestBroker.connect()
-        defer { Task { await setup.close() } }
-        let admin = try await setup.openChannel()
-        try await admin.declareQueue(queue, durable: true)
-        defer { Task { _ = try? await admin.deleteQueue(queue) } }
+        let scratch = try await ScratchQueue.make(durable: true)
+        defer { scratch.remove() }
+        let (queue, admin) = (scratch.name, scratch.channel)
         let proxy = try TCPProxy(targetPort: try TestBroker.configuration.port)
         defer { proxy.stop() }
 
         // The application's side of the contract: what was not confirmed is published again on
-        // a new connection. (Automatic recovery will do this for you.)
+        // a new connection. (Automatic recovery does it by itself: see recoveryLosesNothing.)
         var pending = Array(0..<total)
         var confirmed = Set<Int>()
         var sessions = 0
@@ -225,7 +219,7 @@ struct LosslessTests {
 
         // Every confirmed index is in the queue at least once.
         let available = Int(try await admin.declareQueue(queue, passive: true).messageCount)
-        let reader = try await setup.openChannel()
+        let reader = try await scratch.connection.openChannel()
         try await reader.setPrefetch(count: 1000)
         var iterator = try await reader.consume(queue: queue).makeAsyncIterator()
         var seen = [Int: Int]()
@@ -244,12 +238,9 @@ struct LosslessTests {
     @Test("with automatic recovery, 20,000 confirmed persistent publishes survive two proxy cuts and a broker-side close: 0 lost")
     func recoveryLosesNothing() async throws {
         let total = 20_000
-        let queue = TestBroker.uniqueName()
-        let setup = try await TestBroker.connect()
-        defer { Task { await setup.close() } }
-        let admin = try await setup.openChannel()
-        try await admin.declareQueue(queue, durable: true)
-        defer { Task { _ = try? await admin.deleteQueue(queue) } }
+        let scratch = try await ScratchQueue.make(durable: true)
+        defer { scratch.remove() }
+        let queue = scratch.name
         let proxy = try TCPProxy(targetPort: try TestBroker.configuration.port)
         defer { proxy.stop() }
         let publisherName = "lossless-publisher-\(UUID().uuidString)"

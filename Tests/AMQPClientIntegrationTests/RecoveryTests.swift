@@ -99,12 +99,9 @@ struct RecoveryTests {
 
     @Test("deliveries from before the loss are redelivered; acking the old ones does nothing; prefetch is restored")
     func staleDeliveries() async throws {
-        let admin = try await TestBroker.connect()
-        defer { Task { await admin.close() } }
-        let adminChannel = try await admin.openChannel()
-        let queue = TestBroker.uniqueName()
-        try await adminChannel.declareQueue(queue)
-        defer { Task { _ = try? await adminChannel.deleteQueue(queue) } }
+        let scratch = try await ScratchQueue.make()
+        defer { scratch.remove() }
+        let (queue, adminChannel) = (scratch.name, scratch.channel)
         for index in 0..<5 { try await adminChannel.publish("m\(index)", routingKey: queue) }
 
         let (proxy, connection) = try await ConnectionFailureTests.connectThroughProxy(recovery: .fast())
@@ -210,12 +207,9 @@ struct RecoveryTests {
 
     @Test("with republishUnconfirmed, messages pending at the loss are published again and confirmed")
     func republishesUnconfirmed() async throws {
-        let admin = try await TestBroker.connect()
-        defer { Task { await admin.close() } }
-        let adminChannel = try await admin.openChannel()
-        let queue = TestBroker.uniqueName()
-        try await adminChannel.declareQueue(queue)
-        defer { Task { _ = try? await adminChannel.deleteQueue(queue) } }
+        let scratch = try await ScratchQueue.make()
+        defer { scratch.remove() }
+        let (queue, adminChannel) = (scratch.name, scratch.channel)
 
         let (proxy, connection) = try await ConnectionFailureTests.connectThroughProxy(
             recovery: .fast(republishUnconfirmed: true))

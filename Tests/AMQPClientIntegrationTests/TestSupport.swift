@@ -32,6 +32,29 @@ enum TestBroker {
     }
 }
 
+/// A queue of the test's own, on a connection of its own, for setting up and checking what the
+/// connection under test did. `defer { scratch.remove() }` deletes the queue, then closes.
+struct ScratchQueue: Sendable {
+    let name: String
+    let connection: AMQPConnection
+    let channel: AMQPChannel
+
+    static func make(durable: Bool = false, _ prefix: String = #function) async throws -> ScratchQueue {
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        let name = TestBroker.uniqueName(prefix)
+        try await channel.declareQueue(name, durable: durable)
+        return ScratchQueue(name: name, connection: connection, channel: channel)
+    }
+
+    func remove() {
+        Task {
+            _ = try? await channel.deleteQueue(name)
+            await connection.close()
+        }
+    }
+}
+
 struct TimedOut: Error, CustomStringConvertible {
     let seconds: Double
     let what: String
