@@ -75,6 +75,53 @@ struct PublishConsumeTests {
         try await delivery.ack()
     }
 
+    @Test("paced publishes from several tasks, written straight to the socket or by the I/O thread, stay whole and in order")
+    func pacedPublishesFromManyTasks() async throws {
+        let connection = try await TestBroker.connect()
+        defer { Task { await connection.close() } }
+        let consumerChannel = try await connection.openChannel()
+        try await consumerChannel.setPrefetch(count: 200)
+        let publishers = 4
+        let perPublisher = 600
+        var queues: [String] = []
+        for _ in 0..<publishers { queues.append(try await consumerChannel.declareQueue("", exclusive: true).name) }
+        // Deliveries keep arriving on the same connection, so its I/O thread keeps waking while
+        // tasks write sporadic publishes themselves.
+        var consumers: [Task<[Int], any Error>] = []
+        for queue in queues {
+            let consumer = try await consumerChannel.consume(queue: queue)
+            consumers.append(
+                Task {
+                    var received: [Int] = []
+                    for try await delivery in consumer {
+                        received.append(Int(delivery.bodyString)!)
+                        try await delivery.ack()
+                        if received.count == perPublisher { break }
+                    }
+                    return received
+                })
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for queue in queues {
+                group.addTask {
+                    let channel = try await connection.openChannel()
+                    for index in 0..<perPublisher {
+                        try await channel.publish(String(index), routingKey: queue)
+                        // Pauses (load shaping, not synchronisation) make many publishes
+                        // sporadic: those take the direct path when the I/O thread is idle.
+                        if index % 2 == 0 { try await Task.sleep(for: .microseconds(500)) }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        for consumer in consumers {
+            let received = try await withTimeout(30, "the paced publishes") { try await consumer.value }
+            #expect(received == Array(0..<perPublisher))
+        }
+        #expect(connection.isOpen)
+    }
+
     @Test("10,000 messages published on one channel are consumed exactly once, in order, on another")
     func tenThousandInOrder() async throws {
         let connection = try await TestBroker.connect()

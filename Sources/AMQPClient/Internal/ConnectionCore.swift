@@ -37,6 +37,16 @@ final class ConnectionCore: Sendable {
         var eventSubscribers: [UInt64: AsyncStream<AMQPConnection.Event>.Continuation] = [:]
         var nextSubscriber: UInt64 = 0
 
+        // Direct publishes (see ``DirectPublisher``)
+        /// The open connection's socket and frame_max, or -1 while there is none.
+        var socket: Int32 = -1
+        var frameMax = 131_072
+        /// A task is writing a direct publish; the I/O thread waits for it before it goes on.
+        var directClaimed = false
+        /// A direct publish left bytes the I/O thread must write before anything else.
+        var directRemainder = false
+        var lastPublishAt = ContinuousClock.now
+
         mutating func takePublishWaitersIfRoom(limit: Int) -> [CheckedContinuation<Void, any Error>] {
             guard queuedPublishBytes + heldPublishBytes <= limit else { return [] }
             defer { publishWaiters.removeAll() }
@@ -50,6 +60,13 @@ final class ConnectionCore: Sendable {
     private let wakeReadFD: Int32
     private let wakeWriteFD: Int32
     private let consumerTagCounter = Atomic<UInt64>(0)
+    let directPublisher = DirectPublisher()
+    /// A publish that follows the previous one by more than this is sporadic: it goes straight
+    /// to the socket when it can. Closer ones are batched by the I/O thread, fewer writes in all.
+    static let sporadicPublishGap = Duration.microseconds(50)
+    /// Larger bodies always go through the I/O thread: they are about throughput, and one that
+    /// does not fit the socket buffer at once would leave most of itself for the I/O thread anyway.
+    static let directPublishMaxBody = 16 * 1024
 
     init(configuration: AMQPConnection.Configuration, logger: Logger) throws(AMQPError) {
         self.configuration = configuration
@@ -96,21 +113,55 @@ final class ConnectionCore: Sendable {
         }
     }
 
-    /// Queues a publish. Suspends while more than `publishBufferLimit` bytes are waiting for
-    /// the I/O thread, so a fast publisher cannot grow memory without bound.
+    private enum PublishRoute {
+        case direct(socket: Int32, frameMax: Int)
+        case queued(wake: Bool, mustWait: Bool)
+    }
+
+    /// Publishes a message: straight to the socket when it is sporadic and the I/O thread is
+    /// idle (see ``DirectPublisher``), else through the I/O thread. Suspends while more than
+    /// `publishBufferLimit` bytes are waiting for the I/O thread, so a fast publisher cannot grow
+    /// memory without bound.
     func publish(_ channel: ChannelRef, _ request: PublishRequest) async throws(AMQPError) {
         let cost = Self.publishCost(request)
         let limit = configuration.publishBufferLimit
-        let (wake, mustWait) = try shared.withLock { shared throws(AMQPError) -> (Bool, Bool) in
+        let now = ContinuousClock.now
+        let route = try shared.withLock { shared throws(AMQPError) -> PublishRoute in
             if let refusal = shared.refusal { throw refusal }
+            let sporadic = now - shared.lastPublishAt > Self.sporadicPublishGap
+            shared.lastPublishAt = now
+            // The I/O thread sleeps with nothing queued: nothing can come before this publish.
+            if sporadic && request.confirm == nil && request.body.count <= Self.directPublishMaxBody
+                && shared.ioSleeping && shared.commands.isEmpty
+                && !shared.directClaimed && !shared.directRemainder && !shared.recovering
+                && shared.blockedReason == nil && shared.socket >= 0
+            {
+                shared.directClaimed = true
+                return .direct(socket: shared.socket, frameMax: shared.frameMax)
+            }
             shared.commands.append(.publish(channel, request))
             shared.queuedPublishBytes += cost
             defer { shared.ioSleeping = false }
-            return (shared.ioSleeping, shared.queuedPublishBytes + shared.heldPublishBytes > limit)
+            return .queued(
+                wake: shared.ioSleeping, mustWait: shared.queuedPublishBytes + shared.heldPublishBytes > limit)
         }
-        if wake { signal() }
-        if mustWait {
-            try await waitForPublishCapacity()
+        switch route {
+        case .direct(let socket, let frameMax):
+            let outcome = directPublisher.publish(request, channel: channel.id, socket: socket, frameMax: frameMax)
+            let wake = shared.withLock { shared -> Bool in
+                shared.directClaimed = false
+                guard case .remainder = outcome else { return false }
+                shared.directRemainder = true
+                defer { shared.ioSleeping = false }
+                return shared.ioSleeping
+            }
+            if wake { signal() }
+            if case .failed(let status) = outcome { throw .unencodable(status) }
+        case .queued(let wake, let mustWait):
+            if wake { signal() }
+            if mustWait {
+                try await waitForPublishCapacity()
+            }
         }
     }
 
@@ -225,11 +276,43 @@ final class ConnectionCore: Sendable {
         }
     }
 
-    func didWake(drainWakePipe: Bool) {
-        shared.withLock { $0.ioSleeping = false }
-        guard drainWakePipe else { return }
-        var buffer = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-        while withUnsafeMutableBytes(of: &buffer, { read(wakeReadFD, $0.baseAddress, $0.count) }) > 0 {}
+    /// The I/O thread woke: waits for a direct publish in progress to finish, and returns
+    /// whether one left bytes that the I/O thread must write before anything else.
+    @discardableResult
+    func didWake(drainWakePipe: Bool) -> Bool {
+        var remainder = false
+        // A direct publish takes microseconds (encode, one non-blocking send): wait it out.
+        while shared.withLock({ shared -> Bool in
+            if shared.directClaimed { return true }
+            shared.ioSleeping = false
+            remainder = shared.directRemainder
+            shared.directRemainder = false
+            return false
+        }) {
+            sched_yield()
+        }
+        if drainWakePipe {
+            var buffer = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+            while withUnsafeMutableBytes(of: &buffer, { read(wakeReadFD, $0.baseAddress, $0.count) }) > 0 {}
+        }
+        return remainder
+    }
+
+    /// I/O thread: a connection is open on `socket`; direct publishes may use it while the thread sleeps.
+    func connectionOpened(socket: Int32, frameMax: Int) {
+        shared.withLock { shared in
+            shared.socket = socket
+            shared.frameMax = frameMax
+        }
+    }
+
+    /// I/O thread (awake, so no direct publish is in progress): the socket is about to close.
+    func connectionClosing() {
+        shared.withLock { shared in
+            shared.socket = -1
+            shared.directRemainder = false
+        }
+        directPublisher.discard()
     }
 
     func setBlocked(_ reason: String?) {
@@ -244,7 +327,8 @@ final class ConnectionCore: Sendable {
         shared.withLock { $0.recovering = recovering }
     }
 
-    /// Waits on the wake-up pipe for at most `timeout`; returns early when something was written to it.
+    /// Waits on the wake-up pipe for at most `timeout`; returns early when something was written
+    /// to it. (No direct publish happens meanwhile: the connection is recovering.)
     func waitForWakeUp(timeout: Duration) {
         var fd = pollfd(fd: wakeReadFD, events: Int16(POLLIN), revents: 0)
         _ = poll(&fd, 1, Int32(clamping: max(0, timeout.milliseconds)))

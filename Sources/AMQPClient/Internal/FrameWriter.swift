@@ -42,6 +42,11 @@ final class FrameWriter {
         count = 0
     }
 
+    /// Drops what was appended after `mark` (a message whose frames could not all be encoded).
+    func truncate(to mark: Int) {
+        count = min(count, mark)
+    }
+
     // MARK: Encoding
 
     /// Appends a method frame. Returns librabbitmq's status: an error when the arguments do
@@ -155,9 +160,43 @@ final class FrameWriter {
         return AMQP_STATUS_OK.rawValue
     }
 
+    /// Writes what the socket takes without waiting. Returns whether everything went; what
+    /// did not stays buffered, from its first unwritten byte, for ``flush(to:stallLimit:)``.
+    /// A socket error also leaves the bytes buffered: the flush that follows reports it.
+    func sendWithoutWaiting(to socket: Int32) -> Bool {
+        var written = 0
+        while written < count {
+            let sent = send(socket, storage + written, count - written, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            if sent > 0 {
+                written += sent
+            } else if sent < 0 && errno == EINTR {
+                continue
+            } else {
+                break
+            }
+        }
+        if written == count {
+            count = 0
+            return true
+        }
+        memmove(storage, storage + written, count - written)  // the regions may overlap
+        count -= written
+        return false
+    }
+
     private func shrink() {
         storage.deallocate()
         capacity = 256 * 1024
         storage = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 8)
+    }
+}
+
+extension AMQPError {
+    /// A write to the broker made no progress for `limit`: it stopped reading.
+    static func stalledWrite(_ limit: Duration) -> AMQPError {
+        AMQPError(
+            code: .connectionLost,
+            message: "the broker stopped reading: a write made no progress for \(limit.components.seconds) s",
+            libraryStatus: AMQP_STATUS_TIMEOUT.rawValue)
     }
 }

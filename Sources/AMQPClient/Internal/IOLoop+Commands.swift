@@ -221,11 +221,7 @@ extension IOLoop {
         guard status == AMQP_STATUS_OK.rawValue else {
             writer.discard()
             if status == AMQP_STATUS_TIMEOUT.rawValue, let stallLimit {
-                lost(
-                    AMQPError(
-                        code: .connectionLost,
-                        message: "the broker stopped reading: a write made no progress for \(stallLimit.components.seconds) s",
-                        libraryStatus: status))
+                lost(.stalledWrite(stallLimit))
             } else {
                 connectionLost(status)
             }
@@ -242,14 +238,20 @@ extension IOLoop {
         var publish = amqp_basic_publish_t(
             ticket: 0, exchange: pool.bytes(request.exchange), routing_key: pool.bytes(request.routingKey),
             mandatory: request.mandatory ? 1 : 0, immediate: 0)
+        let mark = writer.count
         var status = writer.appendMethod(channel: channelID, id: AMQP_BASIC_PUBLISH_METHOD, decoded: &publish)
         if status == AMQP_STATUS_OK.rawValue {
             status = writer.appendHeader(channel: channelID, properties: &properties, bodySize: request.body.count)
         }
-        if status == AMQP_STATUS_OK.rawValue {
-            request.body.withUnsafeBytes { writer.appendBody(channel: channelID, $0) }
-        }
         pool.recycle()
+        guard status == AMQP_STATUS_OK.rawValue else {
+            // Nothing of it goes out: a method frame without its header would break the connection.
+            writer.truncate(to: mark)
+            request.confirm?.fail(.unencodable(status))
+            logger.error("a message could not be encoded", metadata: ["amqp.error": "\(AMQPError.unencodable(status))"])
+            return
+        }
+        request.body.withUnsafeBytes { writer.appendBody(channel: channelID, $0) }
         // A failed flush has already dealt with the loss; this message went down with the buffer.
         let flushFailed =
             status == AMQP_STATUS_OK.rawValue && writer.count >= FrameWriter.flushThreshold && !flushOutbound()

@@ -64,6 +64,7 @@ extension IOLoop {
         let frameMax = Int(amqp_get_frame_max(connection))
         writer.frameMax = frameMax > 0 ? frameMax : 131_072
         writer.discard()
+        core.connectionOpened(socket: amqp_get_sockfd(connection), frameMax: writer.frameMax)
         nextHeartbeatService = ContinuousClock.now + heartbeatServiceInterval
         lastFrameAt = ContinuousClock.now
         self.endpoint = endpoint

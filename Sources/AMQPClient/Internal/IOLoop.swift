@@ -187,7 +187,20 @@ final class IOLoop {
         ]
         _ = poll(&fds, 2, settlementsMayWait ? 1 : pollTimeoutMilliseconds())
         socketReadable = fds[0].revents != 0  // data, or an error or hang-up for librabbitmq to report
-        core.didWake(drainWakePipe: fds[1].revents != 0)
+        if core.didWake(drainWakePipe: fds[1].revents != 0) {
+            flushDirectRemainder(socket: socket)
+        }
+    }
+
+    /// Writes what a direct publish left on the socket's doorstep, before anything else goes out.
+    func flushDirectRemainder(socket: Int32) {
+        let stallLimit: Duration? = heartbeatSeconds > 0 ? .seconds(2 * Int(heartbeatSeconds)) : nil
+        let status = core.directPublisher.flushRemainder(to: socket, stallLimit: stallLimit)
+        if status == AMQP_STATUS_TIMEOUT.rawValue, let stallLimit {
+            lost(.stalledWrite(stallLimit))
+        } else if status != AMQP_STATUS_OK.rawValue {
+            connectionLost(status)
+        }
     }
 
     /// Whether acks may wait up to a millisecond for the I/O thread to wake by itself. Only
@@ -295,6 +308,7 @@ final class IOLoop {
 
     func destroyConnection() {
         writer.discard()
+        core.connectionClosing()
         stallWatch.end()  // before the socket closes: the watchdog must not touch a reused fd
         if let connection {
             amqp_destroy_connection(connection)

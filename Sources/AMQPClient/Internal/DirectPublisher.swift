@@ -1,0 +1,72 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CRabbitMQ
+
+/// Writes a publish straight to the socket from the publishing task, while the I/O thread
+/// sleeps: a sporadic publish then costs no thread hand-off, which is most of its latency.
+///
+/// Only for a publish that needs nothing from the I/O thread's state: no confirm to track, no
+/// held commands, nothing queued before it. The write never blocks: what the socket does not
+/// take at once stays here, and the I/O thread writes it before anything else.
+///
+/// `@unchecked Sendable` is sound because of the claim protocol in ``ConnectionCore``: a task
+/// uses this object only between claiming it (under the core's lock, and only while the I/O
+/// thread sleeps in `poll`) and releasing it; the I/O thread uses it only after it woke and saw,
+/// under the same lock, that no claim is held, and no task can claim it while the I/O thread is
+/// awake. So exactly one thread touches it at a time, and the lock orders their accesses.
+final class DirectPublisher: @unchecked Sendable {
+    private let writer = FrameWriter()
+    private let pool = CPool()
+
+    enum Outcome {
+        /// Everything is on the socket.
+        case written
+        /// Some bytes are left for the I/O thread to write.
+        case remainder
+        /// The frames could not be encoded (nothing was written).
+        case failed(Int32)
+    }
+
+    /// Encodes the publish and writes as much of it as the socket takes without waiting.
+    func publish(_ request: PublishRequest, channel: UInt16, socket: Int32, frameMax: Int) -> Outcome {
+        writer.frameMax = frameMax
+        var properties = pool.properties(request.properties)
+        var method = amqp_basic_publish_t(
+            ticket: 0, exchange: pool.bytes(request.exchange), routing_key: pool.bytes(request.routingKey),
+            mandatory: request.mandatory ? 1 : 0, immediate: 0)
+        var status = writer.appendMethod(channel: channel, id: AMQP_BASIC_PUBLISH_METHOD, decoded: &method)
+        if status == AMQP_STATUS_OK.rawValue {
+            status = writer.appendHeader(channel: channel, properties: &properties, bodySize: request.body.count)
+        }
+        pool.recycle()
+        guard status == AMQP_STATUS_OK.rawValue else {
+            writer.discard()
+            return .failed(status)
+        }
+        request.body.withUnsafeBytes { writer.appendBody(channel: channel, $0) }
+        return writer.sendWithoutWaiting(to: socket) ? .written : .remainder
+    }
+
+    /// I/O thread: writes what a direct publish left, waiting as long as ``FrameWriter/flush(to:stallLimit:)`` does.
+    func flushRemainder(to socket: Int32, stallLimit: Duration?) -> Int32 {
+        writer.flush(to: socket, stallLimit: stallLimit)
+    }
+
+    /// I/O thread: the connection is gone, and so is what was left for it.
+    func discard() {
+        writer.discard()
+    }
+}
+
+extension AMQPError {
+    /// librabbitmq could not encode a message's frames (say, headers too large for a frame).
+    static func unencodable(_ status: Int32) -> AMQPError {
+        AMQPError(
+            code: .invalidArgument,
+            message: "the message could not be encoded: \(String(cString: amqp_error_string2(status)))",
+            libraryStatus: status)
+    }
+}
