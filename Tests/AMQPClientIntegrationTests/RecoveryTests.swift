@@ -258,6 +258,31 @@ struct RecoveryTests {
         #expect(info.name != queue)
     }
 
+    @Test("connecting and recovering try each endpoint in turn")
+    func endpointsInTurn() async throws {
+        let broker = try TestBroker.configuration
+        let first = try TCPProxy(targetPort: broker.port)
+        defer { first.stop() }
+        let second = try TCPProxy(targetPort: broker.port)
+        defer { second.stop() }
+        // A closed port first: connecting goes on to the next endpoint, the first proxy.
+        let viaEndpoints = try await TestBroker.connect {
+            $0.host = "127.0.0.1"
+            $0.port = 1
+            $0.alternateEndpoints = [.init(host: "127.0.0.1", port: first.port), .init(host: "127.0.0.1", port: second.port)]
+            $0.recovery = .fast()
+        }
+        defer { Task { await viaEndpoints.close() } }
+        let watcher = EventWatcher(viaEndpoints)
+        let channel = try await viaEndpoints.openChannel()
+        // The first proxy goes down for good: recovery reaches the broker through the second.
+        first.mode = .refuse
+        first.cutAll()
+        try await watcher.recovered()
+        try await channel.declareQueue("", exclusive: true)
+        #expect(viaEndpoints.isOpen)
+    }
+
     @Test("recovery gives up after maximumAttempts, closes the connection, and fails what waited")
     func givesUp() async throws {
         let (proxy, connection) = try await ConnectionFailureTests.connectThroughProxy(
