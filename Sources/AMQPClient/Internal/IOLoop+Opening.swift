@@ -67,7 +67,6 @@ extension IOLoop {
         core.connectionOpened(socket: amqp_get_sockfd(connection), frameMax: writer.frameMax)
         nextHeartbeatService = ContinuousClock.now + heartbeatServiceInterval
         lastFrameAt = ContinuousClock.now
-        self.endpoint = endpoint
         logger[metadataKey: "amqp.endpoint"] = "\(endpoint)"
         logger.debug(
             "AMQP connection open",

@@ -26,7 +26,6 @@ extension IOLoop {
         logger.warning("connection lost; recovering", metadata: ["amqp.error": "\(error)"])
         recoveryCause = error
         attemptFailure = nil
-        writer.discard()
         destroyConnection()
         socketReadable = false
         closeDeadline = nil

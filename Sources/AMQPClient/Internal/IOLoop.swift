@@ -25,8 +25,6 @@ final class IOLoop {
     var channels: [UInt16: ChannelIO] = [:]
     /// What the application declared, for recovery to declare again.
     let topology = Topology()
-    /// The endpoint the current connection goes to.
-    var endpoint: AMQPConnection.Configuration.Endpoint
     var nextEpoch: UInt32 = 0
     var nextConsumerOrder: UInt64 = 0
     var channelMax: UInt16 = 0
@@ -81,7 +79,6 @@ final class IOLoop {
     private init(core: ConnectionCore) {
         self.core = core
         self.logger = core.logger
-        self.endpoint = core.configuration.endpoints[0]
         if core.configuration.heartbeat > .zero { stallWatch.register() }
     }
 
