@@ -32,8 +32,6 @@ final class ConnectionCore: Sendable {
         var blockedReason: String?
         /// The I/O thread is reconnecting; commands wait in `commands` until it is done.
         var recovering = false
-        /// The application asked to close (the I/O thread checks this while it recovers).
-        var closeRequested = false
         var eventSubscribers: [UInt64: AsyncStream<AMQPConnection.Event>.Continuation] = [:]
         var nextSubscriber: UInt64 = 0
 
@@ -193,7 +191,6 @@ final class ConnectionCore: Sendable {
             guard shared.refusal == nil else { return false }
             shared.commands.append(.closeConnection)
             shared.refusal = .connectionClosedByApplication
-            shared.closeRequested = true
             defer { shared.ioSleeping = false }
             return shared.ioSleeping || shared.recovering
         }
@@ -218,8 +215,6 @@ final class ConnectionCore: Sendable {
     var isOpen: Bool { shared.withLock { $0.refusal == nil } }
 
     var isRecovering: Bool { shared.withLock { $0.recovering } }
-
-    var isCloseRequested: Bool { shared.withLock { $0.closeRequested } }
 
     /// Why the broker blocked publishing on this connection (a memory or disk alarm), or `nil`.
     var blockedReason: String? { shared.withLock { $0.blockedReason } }

@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import CRabbitMQ
 
 /// Writes a publish straight to the socket from the publishing task, while the I/O thread
@@ -33,20 +28,8 @@ final class DirectPublisher: @unchecked Sendable {
     /// Encodes the publish and writes as much of it as the socket takes without waiting.
     func publish(_ request: PublishRequest, channel: UInt16, socket: Int32, frameMax: Int) -> Outcome {
         writer.frameMax = frameMax
-        var properties = pool.properties(request.properties)
-        var method = amqp_basic_publish_t(
-            ticket: 0, exchange: pool.bytes(request.exchange), routing_key: pool.bytes(request.routingKey),
-            mandatory: request.mandatory ? 1 : 0, immediate: 0)
-        var status = writer.appendMethod(channel: channel, id: AMQP_BASIC_PUBLISH_METHOD, decoded: &method)
-        if status == AMQP_STATUS_OK.rawValue {
-            status = writer.appendHeader(channel: channel, properties: &properties, bodySize: request.body.count)
-        }
-        pool.recycle()
-        guard status == AMQP_STATUS_OK.rawValue else {
-            writer.discard()
-            return .failed(status)
-        }
-        request.body.withUnsafeBytes { writer.appendBody(channel: channel, $0) }
+        let status = writer.appendPublish(request, channel: channel, pool: pool)
+        guard status == AMQP_STATUS_OK.rawValue else { return .failed(status) }
         return writer.sendWithoutWaiting(to: socket) ? .written : .remainder
     }
 

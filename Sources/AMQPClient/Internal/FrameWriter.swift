@@ -42,9 +42,26 @@ final class FrameWriter {
         count = 0
     }
 
-    /// Drops what was appended after `mark` (a message whose frames could not all be encoded).
-    func truncate(to mark: Int) {
-        count = min(count, mark)
+    /// Appends a publish: its method, content header and body frames. When the properties do
+    /// not fit in a frame, nothing of it stays buffered (a method frame without its header would
+    /// break the connection). Returns librabbitmq's status.
+    func appendPublish(_ request: PublishRequest, channel: UInt16, pool: CPool) -> Int32 {
+        var properties = pool.properties(request.properties)
+        var method = amqp_basic_publish_t(
+            ticket: 0, exchange: pool.bytes(request.exchange), routing_key: pool.bytes(request.routingKey),
+            mandatory: request.mandatory ? 1 : 0, immediate: 0)
+        let mark = count
+        var status = appendMethod(channel: channel, id: AMQP_BASIC_PUBLISH_METHOD, decoded: &method)
+        if status == AMQP_STATUS_OK.rawValue {
+            status = appendHeader(channel: channel, properties: &properties, bodySize: request.body.count)
+        }
+        pool.recycle()
+        guard status == AMQP_STATUS_OK.rawValue else {
+            count = mark
+            return status
+        }
+        request.body.withUnsafeBytes { appendBody(channel: channel, $0) }
+        return status
     }
 
     // MARK: Encoding

@@ -215,13 +215,12 @@ extension IOLoop {
             return false
         }
         let socket = amqp_get_sockfd(connection)
-        let stallLimit: Duration? = heartbeatSeconds > 0 ? .seconds(2 * Int(heartbeatSeconds)) : nil
         let status =
-            socket < 0 ? AMQP_STATUS_SOCKET_CLOSED.rawValue : writer.flush(to: socket, stallLimit: stallLimit)
+            socket < 0 ? AMQP_STATUS_SOCKET_CLOSED.rawValue : writer.flush(to: socket, stallLimit: writeStallLimit)
         guard status == AMQP_STATUS_OK.rawValue else {
             writer.discard()
-            if status == AMQP_STATUS_TIMEOUT.rawValue, let stallLimit {
-                lost(.stalledWrite(stallLimit))
+            if status == AMQP_STATUS_TIMEOUT.rawValue, let writeStallLimit {
+                lost(.stalledWrite(writeStallLimit))
             } else {
                 connectionLost(status)
             }
@@ -233,36 +232,20 @@ extension IOLoop {
     /// Encodes a publish (method, content header, body frames) into the outgoing buffer.
     func publish(_ request: PublishRequest, on channel: ChannelIO) {
         guard connection != nil else { return }
-        let channelID = channel.id
-        var properties = pool.properties(request.properties)
-        var publish = amqp_basic_publish_t(
-            ticket: 0, exchange: pool.bytes(request.exchange), routing_key: pool.bytes(request.routingKey),
-            mandatory: request.mandatory ? 1 : 0, immediate: 0)
-        let mark = writer.count
-        var status = writer.appendMethod(channel: channelID, id: AMQP_BASIC_PUBLISH_METHOD, decoded: &publish)
-        if status == AMQP_STATUS_OK.rawValue {
-            status = writer.appendHeader(channel: channelID, properties: &properties, bodySize: request.body.count)
-        }
-        pool.recycle()
+        let status = writer.appendPublish(request, channel: channel.id, pool: pool)
         guard status == AMQP_STATUS_OK.rawValue else {
-            // Nothing of it goes out: a method frame without its header would break the connection.
-            writer.truncate(to: mark)
             request.confirm?.fail(.unencodable(status))
             logger.error("a message could not be encoded", metadata: ["amqp.error": "\(AMQPError.unencodable(status))"])
             return
         }
-        request.body.withUnsafeBytes { writer.appendBody(channel: channelID, $0) }
-        // A failed flush has already dealt with the loss; this message went down with the buffer.
-        let flushFailed =
-            status == AMQP_STATUS_OK.rawValue && writer.count >= FrameWriter.flushThreshold && !flushOutbound()
-        guard status == AMQP_STATUS_OK.rawValue && !flushFailed else {
-            if channel.keepsUnconfirmedMessages && channel.confirmMode {
+        if writer.count >= FrameWriter.flushThreshold && !flushOutbound() {
+            // The failed flush has dealt with the loss already; this message went down with the buffer.
+            if recovering && channel.keepsUnconfirmedMessages && channel.confirmMode {
                 channel.published(request)  // republished after the recovery
             } else {
                 request.confirm?.fail(
                     AMQPError(code: .outcomeUnknown, message: "the connection failed while the message was being sent"))
             }
-            if !flushFailed { connectionLost(status) }
             return
         }
         channel.published(request)

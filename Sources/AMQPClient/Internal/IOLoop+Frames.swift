@@ -32,7 +32,6 @@ extension IOLoop {
                 connectionLost(status)
                 return
             }
-            lastFrameAt = now
             handle(frame)
             if finished || recovering { return }
             amqp_maybe_release_buffers_on_channel(connection, frame.channel)

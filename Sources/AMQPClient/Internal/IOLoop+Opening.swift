@@ -66,7 +66,6 @@ extension IOLoop {
         writer.discard()
         core.connectionOpened(socket: amqp_get_sockfd(connection), frameMax: writer.frameMax)
         nextHeartbeatService = ContinuousClock.now + heartbeatServiceInterval
-        lastFrameAt = ContinuousClock.now
         logger[metadataKey: "amqp.endpoint"] = "\(endpoint)"
         logger.debug(
             "AMQP connection open",

@@ -88,8 +88,6 @@ extension IOLoop {
             attemptFailure = nil
             do {
                 try openAnyEndpoint()
-                beginStallWatch()
-                defer { stallWatch.end() }
                 try restore()
             } catch {
                 destroyConnection()
@@ -119,7 +117,7 @@ extension IOLoop {
     /// application asked to close.
     private func closeRequested(within delay: Duration) -> Bool {
         let deadline = ContinuousClock.now + delay
-        while !core.isCloseRequested {
+        while core.isOpen {  // only close() refuses commands while the connection recovers
             let remaining = ContinuousClock.now.duration(to: deadline)
             if remaining <= .zero { return false }
             core.waitForWakeUp(timeout: remaining)

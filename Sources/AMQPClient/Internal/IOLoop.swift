@@ -37,9 +37,6 @@ final class IOLoop {
     /// A failure noticed while a recovery attempt talks to the broker; the attempt ends with it.
     var attemptFailure: AMQPError?
     var recovering: Bool { recoveryCause != nil }
-    let stallWatch = StallWatch()
-    /// When the last frame (other than a heartbeat, which librabbitmq keeps to itself) arrived.
-    var lastFrameAt = ContinuousClock.now
     var startContinuation: CheckedContinuation<Void, any Error>?
 
     // Commands and settlement
@@ -79,7 +76,6 @@ final class IOLoop {
     private init(core: ConnectionCore) {
         self.core = core
         self.logger = core.logger
-        if core.configuration.heartbeat > .zero { stallWatch.register() }
     }
 
     /// Starts the I/O thread and returns once the connection is open (or throws why it could not be).
@@ -145,25 +141,21 @@ final class IOLoop {
                 recover()
                 continue
             }
-            beginStallWatch()
             runCommands()
             if !finished && !recovering {
                 readFrames()
                 flushOutbound()  // acks, requeues and close-oks the frames called for
             }
             if !finished && !recovering { checkCloseDeadline() }
-            stallWatch.end()
             if !finished && !recovering { waitForWork() }
         }
     }
 
-    /// Marks a stretch of work in librabbitmq, which may block writing to a peer that stopped
-    /// reading; see ``StallWatch``.
-    func beginStallWatch() {
-        guard heartbeatSeconds > 0, let connection else { return }
-        let socket = amqp_get_sockfd(connection)
-        guard socket >= 0 else { return }
-        stallWatch.begin(socket: socket, heartbeat: .seconds(Int(heartbeatSeconds)), lastFrame: lastFrameAt)
+    /// How long a write may make no progress before the peer counts as dead (it stopped
+    /// reading): two heartbeat intervals, librabbitmq's own rule for a silent peer. Without
+    /// heartbeats, writes wait as long as it takes.
+    var writeStallLimit: Duration? {
+        heartbeatSeconds > 0 ? .seconds(2 * Int(heartbeatSeconds)) : nil
     }
 
     func waitForWork() {
@@ -191,10 +183,9 @@ final class IOLoop {
 
     /// Writes what a direct publish left on the socket's doorstep, before anything else goes out.
     func flushDirectRemainder(socket: Int32) {
-        let stallLimit: Duration? = heartbeatSeconds > 0 ? .seconds(2 * Int(heartbeatSeconds)) : nil
-        let status = core.directPublisher.flushRemainder(to: socket, stallLimit: stallLimit)
-        if status == AMQP_STATUS_TIMEOUT.rawValue, let stallLimit {
-            lost(.stalledWrite(stallLimit))
+        let status = core.directPublisher.flushRemainder(to: socket, stallLimit: writeStallLimit)
+        if status == AMQP_STATUS_TIMEOUT.rawValue, let writeStallLimit {
+            lost(.stalledWrite(writeStallLimit))
         } else if status != AMQP_STATUS_OK.rawValue {
             connectionLost(status)
         }
@@ -208,8 +199,7 @@ final class IOLoop {
         guard ContinuousClock.now - lastSettlementAt < .milliseconds(5) else { return false }
         var waiting = false
         for channel in channels.values where channel.unsettled.count > 0 {
-            let limit = channel.prefetch.values.filter { $0 > 0 }.min() ?? .max
-            if limit < Self.smallPrefetch { return false }
+            if channel.prefetch.values.contains(where: { $0 > 0 && $0 < Self.smallPrefetch }) { return false }
             waiting = true
         }
         return waiting
@@ -252,12 +242,7 @@ final class IOLoop {
 
     func connectionLost(_ status: Int32) {
         let error: AMQPError
-        if let stuck = stallWatch.takeFired() {
-            error = AMQPError(
-                code: .connectionLost,
-                message: "the broker stopped reading: a write was blocked and nothing arrived for \(stuck.components.seconds) s",
-                libraryStatus: status)
-        } else if status == AMQP_STATUS_HEARTBEAT_TIMEOUT.rawValue {
+        if status == AMQP_STATUS_HEARTBEAT_TIMEOUT.rawValue {
             error = AMQPError(
                 code: .connectionLost, message: "the broker stopped answering heartbeats", libraryStatus: status)
         } else {
@@ -306,7 +291,6 @@ final class IOLoop {
     func destroyConnection() {
         writer.discard()
         core.connectionClosing()
-        stallWatch.end()  // before the socket closes: the watchdog must not touch a reused fd
         if let connection {
             amqp_destroy_connection(connection)
             self.connection = nil
