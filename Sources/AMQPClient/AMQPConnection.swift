@@ -108,6 +108,33 @@ public final class AMQPConnection: Sendable {
         }
     }
 
+    /// The connection's I/O thread as a task executor, for consumers that want each delivery
+    /// as soon as the socket has it.
+    ///
+    /// By default a consumer's task runs on Swift's global executor, and each delivery that finds
+    /// it waiting costs one thread wake-up to hand over. A task that prefers this executor runs
+    /// on the I/O thread itself, between reading frames: deliveries, acks and replies need no
+    /// hand-off. That roughly halves the wrapper's share of a publish-to-deliver round trip, and
+    /// the CPU of consumers that process one message at a time.
+    ///
+    /// ```swift
+    /// try await withTaskExecutorPreference(connection.taskExecutor) {
+    ///     for try await delivery in try await channel.consume(queue: "user_events") {
+    ///         try await handle(delivery)  // awaits other services freely; must not block
+    ///         try await delivery.ack()
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// Only do short, non-blocking work there: while code runs on the I/O thread, no channel
+    /// of the connection reads or writes, and heartbeats wait too (a stall of two heartbeat
+    /// intervals makes the broker drop the connection). Awaiting is fine: the thread is free
+    /// while the task is suspended. Blocking calls, long computations and blocking locks
+    /// belong elsewhere; the connection logs a warning when its thread was held for 100 ms.
+    ///
+    /// Once the connection has closed, such tasks run on the global executor.
+    public var taskExecutor: any TaskExecutor { core }
+
     /// `false` once the connection is closing or closed. A connection that is recovering is open.
     public var isOpen: Bool { core.isOpen }
 

@@ -45,6 +45,12 @@ final class ConnectionCore: Sendable {
         var directRemainder = false
         var lastPublishAt = ContinuousClock.now
 
+        // The connection as a task executor (see ``AMQPConnection/taskExecutor``)
+        /// Jobs of tasks that prefer the I/O thread, for it to run between reads.
+        var jobs: Deque<UnownedJob> = []
+        /// The I/O thread has ended: jobs go to the global executor instead.
+        var executorStopped = false
+
         mutating func takePublishWaitersIfRoom(limit: Int) -> [CheckedContinuation<Void, any Error>] {
             guard queuedPublishBytes + heldPublishBytes <= limit else { return [] }
             defer { publishWaiters.removeAll() }
@@ -264,7 +270,7 @@ final class ConnectionCore: Sendable {
     /// `settlementsMayWait`: it sleeps briefly, and settlements need not wake it.
     func prepareToSleep(settlementsMayWait: Bool) -> Bool {
         shared.withLock { shared in
-            guard shared.commands.isEmpty else { return false }
+            guard shared.commands.isEmpty && shared.jobs.isEmpty else { return false }
             shared.ioSleeping = true
             shared.settlementsMayWait = settlementsMayWait
             return true
@@ -330,6 +336,23 @@ final class ConnectionCore: Sendable {
         didWake(drainWakePipe: fd.revents != 0)
     }
 
+    /// I/O thread: moves the jobs enqueued so far to `batch` (which is empty).
+    func takeJobs(into batch: inout Deque<UnownedJob>) {
+        shared.withLock { shared in
+            if !shared.jobs.isEmpty { swap(&batch, &shared.jobs) }
+        }
+    }
+
+    /// I/O thread, as it ends: from now on jobs go to the global executor. Returns those that
+    /// were still waiting, for the caller to hand on there too.
+    func stopExecutor() -> Deque<UnownedJob> {
+        shared.withLock { shared in
+            shared.executorStopped = true
+            defer { shared.jobs.removeAll() }
+            return shared.jobs
+        }
+    }
+
     func emit(_ event: AMQPConnection.Event) {
         let subscribers = shared.withLock { Array($0.eventSubscribers.values) }
         for subscriber in subscribers { subscriber.yield(event) }
@@ -385,6 +408,28 @@ final class ConnectionCore: Sendable {
             subscriber.finish()
         }
         return commands
+    }
+}
+
+/// The I/O thread runs the jobs of tasks that prefer it between reading frames and sleeping,
+/// so a consumer whose task prefers it gets each delivery without waking another thread.
+extension ConnectionCore: TaskExecutor {
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        enum Route { case queued, wake, global }
+        let route = shared.withLock { shared -> Route in
+            if shared.executorStopped { return .global }
+            shared.jobs.append(job)
+            // A recovering I/O thread waits on the pipe between attempts, and runs jobs then.
+            guard shared.ioSleeping || shared.recovering else { return .queued }
+            shared.ioSleeping = false
+            return .wake
+        }
+        switch route {
+        case .queued: break
+        case .wake: signal()
+        case .global: globalConcurrentExecutor.enqueue(ExecutorJob(job))
+        }
     }
 }
 

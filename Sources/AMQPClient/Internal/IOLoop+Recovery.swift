@@ -121,6 +121,7 @@ extension IOLoop {
             let remaining = ContinuousClock.now.duration(to: deadline)
             if remaining <= .zero { return false }
             core.waitForWakeUp(timeout: remaining)
+            runJobs()
         }
         return true
     }

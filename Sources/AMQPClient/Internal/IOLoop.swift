@@ -73,6 +73,10 @@ final class IOLoop {
     /// When the application last acked, nacked or rejected a delivery.
     var lastSettlementAt = ContinuousClock.now - .seconds(1)
 
+    // Running tasks (see ``AMQPConnection/taskExecutor``)
+    var jobBatch: Deque<UnownedJob> = []
+    var lastLongJobWarning: ContinuousClock.Instant?
+
     private init(core: ConnectionCore) {
         self.core = core
         self.logger = core.logger
@@ -120,6 +124,9 @@ final class IOLoop {
     }
 
     func threadMain() {
+        camqp_set_thread_name("amqp-io")
+        // Tasks that still prefer this thread when it ends go on without it.
+        defer { for job in core.stopExecutor() { globalConcurrentExecutor.enqueue(ExecutorJob(job)) } }
         do {
             try openAnyEndpoint()
         } catch {
@@ -146,6 +153,7 @@ final class IOLoop {
                 readFrames()
                 flushOutbound()  // acks, requeues and close-oks the frames called for
             }
+            if !finished { runJobs() }  // tasks that prefer this thread, resumed by those frames
             if !finished && !recovering { checkCloseDeadline() }
             if !finished && !recovering { waitForWork() }
         }
@@ -236,6 +244,32 @@ final class IOLoop {
                 self.closeDeadline = min(self.closeDeadline ?? deadline, deadline)
             }
         }
+    }
+
+    // MARK: Running tasks
+
+    /// Runs the jobs enqueued so far by tasks that prefer this thread; those they enqueue in
+    /// turn wait for the next turn of the loop, so frames and heartbeats are never shut out.
+    func runJobs() {
+        core.takeJobs(into: &jobBatch)
+        guard !jobBatch.isEmpty else { return }
+        let start = ContinuousClock.now
+        let executor = core.asUnownedTaskExecutor()
+        while let job = jobBatch.popFirst() { job.runSynchronously(on: executor) }
+        let elapsed = ContinuousClock.now - start
+        if elapsed >= Self.longJobBatch { warnAboutLongJobs(elapsed) }
+    }
+
+    /// Jobs that run this long hold up every channel's frames, and heartbeats.
+    static let longJobBatch = Duration.milliseconds(100)
+
+    func warnAboutLongJobs(_ elapsed: Duration) {
+        let now = ContinuousClock.now
+        if let last = lastLongJobWarning, now - last < .seconds(10) { return }
+        lastLongJobWarning = now
+        logger.warning(
+            "code running on the connection's task executor held its I/O thread; move blocking or long work off it",
+            metadata: ["amqp.held_for": "\(elapsed)"])
     }
 
     // MARK: Ending

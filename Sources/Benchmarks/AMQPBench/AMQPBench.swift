@@ -62,12 +62,14 @@ struct Bench {
     let options: AMQPBench
 
     struct Throughput {
-        let name: String
+        var name: String
         let messages: Int
         let sdk: (AMQPChannel, String) async throws -> Void
         let rawC: @Sendable (RawConnection, String) -> Int32
         /// Fills the queue before the timed part (consume workloads).
         let prefill: Int
+        /// The SDK side runs with the connection's I/O thread as its task executor.
+        var onIOExecutor = false
     }
 
     func throughputWorkloads() -> [Throughput] {
@@ -118,6 +120,14 @@ struct Bench {
                         raw_bench_consume(connection.pointer, queue, prefetch, ackEvery, UInt64(count))
                     },
                     prefill: count))
+        }
+        // Patterns that wait for the broker on every message, where the hand-off between the
+        // I/O thread and the task dominates, once more with the task on the I/O thread.
+        for name in ["publish-confirm-window1", "consume-ack-prefetch1"] {
+            guard var workload = workloads.first(where: { $0.name == name }) else { continue }
+            workload.name += Self.ioExecutorSuffix
+            workload.onIOExecutor = true
+            workloads.append(workload)
         }
         return workloads
     }
@@ -194,21 +204,27 @@ struct Bench {
                     workload.name, "cpu_us_per_msg", sdk: sdk.cpu.seconds * 1e6 / n, rawC: rawC.cpu.seconds * 1e6 / n)
                 log("round \(round + 1) \(workload.name): SDK \(Int(n / sdk.wall.seconds))/s, C \(Int(n / rawC.wall.seconds))/s")
             }
-            if included("latency") {
+            for onIOExecutor in [false, true] {
+                let name = "roundtrip-latency" + (onIOExecutor ? Self.ioExecutorSuffix : "")
+                guard included(name) else { continue }
                 let queue = "amqp-bench.latency"
                 try await admin.declareQueue(queue)
                 try await admin.purgeQueue(queue)
                 var sdk: Histogram<UInt64>?
                 var rawC: Histogram<UInt64>?
                 for isSDK in sdkFirst ? [true, false] : [false, true] {
-                    if isSDK { sdk = try await latencySDK(queue) } else { rawC = try await latencyRawC(queue) }
+                    if isSDK {
+                        sdk = try await latencySDK(queue, onIOExecutor: onIOExecutor)
+                    } else {
+                        rawC = try await latencyRawC(queue)
+                    }
                 }
                 for (metric, percentile) in [("latency_p50_us", 50.0), ("latency_p99_us", 99.0), ("latency_p99.9_us", 99.9)] {
                     report.add(
-                        "roundtrip-latency", metric, sdk: Double(sdk!.valueAtPercentile(percentile)) / 1000,
+                        name, metric, sdk: Double(sdk!.valueAtPercentile(percentile)) / 1000,
                         rawC: Double(rawC!.valueAtPercentile(percentile)) / 1000)
                 }
-                log("round \(round + 1) latency: SDK p50 \(sdk!.valueAtPercentile(50) / 1000)µs, C p50 \(rawC!.valueAtPercentile(50) / 1000)µs")
+                log("round \(round + 1) \(name): SDK p50 \(sdk!.valueAtPercentile(50) / 1000)µs, C p50 \(rawC!.valueAtPercentile(50) / 1000)µs")
             }
         }
         if included("memory") {
@@ -217,10 +233,14 @@ struct Bench {
         return report
     }
 
+    static let ioExecutorSuffix = "-on-io-executor"
+
     private func runSDK(_ workload: Throughput, _ queue: String) async throws -> Usage {
         let connection = try await AMQPConnection.connect(to: configuration)
         let channel = try await connection.openChannel()
-        let usage = try await Usage.measure { try await workload.sdk(channel, queue) }
+        let usage = try await withTaskExecutorPreference(workload.onIOExecutor ? connection.taskExecutor : nil) {
+            try await Usage.measure { try await workload.sdk(channel, queue) }
+        }
         await connection.close()
         return usage
     }
@@ -254,24 +274,29 @@ struct Bench {
         guard status == 0 else { throw BenchError("prefill failed") }
     }
 
-    private func latencySDK(_ queue: String) async throws -> Histogram<UInt64> {
+    /// `onIOExecutor`: the measuring task runs on the consuming connection's I/O thread.
+    private func latencySDK(_ queue: String, onIOExecutor: Bool) async throws -> Histogram<UInt64> {
         let publisher = try await AMQPConnection.connect(to: configuration)
         let consumerConnection = try await AMQPConnection.connect(to: configuration)
         defer { Task { await publisher.close(); await consumerConnection.close() } }
         let publishChannel = try await publisher.openChannel()
         let consumer = try await consumerConnection.openChannel().consume(queue: queue, noAck: true)
-        var iterator = consumer.makeAsyncIterator()
-        var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
-        let body = [UInt8](repeating: 0x61, count: 256)
-        let clock = ContinuousClock()
-        for _ in 0..<options.latencyMessages {
-            let start = clock.now
-            try await publishChannel.publish(body, routingKey: queue)
-            guard try await iterator.next() != nil else { throw BenchError("consumer ended") }
-            let elapsed = clock.now - start
-            _ = histogram.record(UInt64(elapsed.seconds * 1e9))
+        let count = options.latencyMessages
+        return try await withTaskExecutorPreference(onIOExecutor ? consumerConnection.taskExecutor : nil) {
+            var iterator = consumer.makeAsyncIterator()
+            var histogram = Histogram<UInt64>(
+                highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+            let body = [UInt8](repeating: 0x61, count: 256)
+            let clock = ContinuousClock()
+            for _ in 0..<count {
+                let start = clock.now
+                try await publishChannel.publish(body, routingKey: queue)
+                guard try await iterator.next() != nil else { throw BenchError("consumer ended") }
+                let elapsed = clock.now - start
+                _ = histogram.record(UInt64(elapsed.seconds * 1e9))
+            }
+            return histogram
         }
-        return histogram
     }
 
     private func latencyRawC(_ queue: String) async throws -> Histogram<UInt64> {
