@@ -64,6 +64,8 @@ final class ConnectionCore: Sendable {
     private let wakeReadFD: Int32
     private let wakeWriteFD: Int32
     private let consumerTagCounter = Atomic<UInt64>(0)
+    /// Whether `jobs` may hold something: the I/O thread checks it every turn without the lock.
+    private let jobsPending = Atomic<Bool>(false)
     let directPublisher = DirectPublisher()
     /// A publish that follows the previous one by more than this is sporadic: it goes straight
     /// to the socket when it can. Closer ones are batched by the I/O thread, fewer writes in all.
@@ -338,8 +340,12 @@ final class ConnectionCore: Sendable {
 
     /// I/O thread: moves the jobs enqueued so far to `batch` (which is empty).
     func takeJobs(into batch: inout Deque<UnownedJob>) {
+        // A job enqueued just after this check keeps the thread from sleeping (prepareToSleep)
+        // and is taken on the next turn.
+        guard jobsPending.load(ordering: .acquiring) else { return }
         shared.withLock { shared in
-            if !shared.jobs.isEmpty { swap(&batch, &shared.jobs) }
+            swap(&batch, &shared.jobs)
+            jobsPending.store(false, ordering: .relaxed)
         }
     }
 
@@ -420,6 +426,7 @@ extension ConnectionCore: TaskExecutor {
         let route = shared.withLock { shared -> Route in
             if shared.executorStopped { return .global }
             shared.jobs.append(job)
+            jobsPending.store(true, ordering: .releasing)
             // A recovering I/O thread waits on the pipe between attempts, and runs jobs then.
             guard shared.ioSleeping || shared.recovering else { return .queued }
             shared.ioSleeping = false
