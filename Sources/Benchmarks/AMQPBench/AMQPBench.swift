@@ -123,7 +123,7 @@ struct Bench {
         }
         // Patterns that wait for the broker on every message, where the hand-off between the
         // I/O thread and the task dominates, once more with the task on the I/O thread.
-        for name in ["publish-confirm-window1", "consume-ack-prefetch1"] {
+        for name in ["publish-confirm-window1", "consume-ack-prefetch1", "consume-noack"] {
             guard var workload = workloads.first(where: { $0.name == name }) else { continue }
             workload.name += Self.ioExecutorSuffix
             workload.onIOExecutor = true
