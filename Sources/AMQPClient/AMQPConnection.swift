@@ -114,8 +114,9 @@ public final class AMQPConnection: Sendable {
     /// By default a consumer's task runs on Swift's global executor, and each delivery that finds
     /// it waiting costs one thread wake-up to hand over. A task that prefers this executor runs
     /// on the I/O thread itself, between reading frames: deliveries, acks and replies need no
-    /// hand-off. That roughly halves the wrapper's share of a publish-to-deliver round trip, and
-    /// the CPU of consumers that process one message at a time.
+    /// hand-off. In `amqp-bench` that brings a publish-to-deliver round trip from 1.2–1.35 ×
+    /// raw librabbitmq to about 1.05 ×, and takes about a third off the CPU of consumers that
+    /// wait for every message.
     ///
     /// ```swift
     /// try await withTaskExecutorPreference(connection.taskExecutor) {

@@ -13,6 +13,8 @@
 
 #if defined(__linux__)
 #include <sys/prctl.h>
+#elif defined(__APPLE__)
+#include <pthread.h>
 #endif
 
 // amqp_login_with_properties is variadic, which Swift cannot call.
@@ -32,6 +34,8 @@ static inline amqp_rpc_reply_t camqp_login_plain(amqp_connection_state_t state,
 static inline void camqp_set_thread_name(const char *name) {
 #if defined(__linux__)
     prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
+#elif defined(__APPLE__)
+    pthread_setname_np(name);
 #else
     (void)name;
 #endif
