@@ -72,9 +72,8 @@ struct Bench {
         var onIOExecutor = false
     }
 
-    func throughputWorkloads() -> [Throughput] {
+    func throughputWorkloads(messages n: Int) -> [Throughput] {
         var workloads: [Throughput] = []
-        let n = options.messages
         for (label, size) in [("16B", 16), ("256B", 256), ("4KiB", 4096), ("64KiB", 65536)] {
             let count = size >= 65536 ? max(n / 10, 1) : n
             workloads.append(
@@ -182,9 +181,10 @@ struct Bench {
         let admin = try await setup.openChannel()
         defer { Task { await setup.close() } }
 
+        try await warmUp(admin: admin)
         for round in 0..<options.rounds {
             let sdkFirst = round % 2 == 0
-            for workload in throughputWorkloads() where included(workload.name) {
+            for workload in throughputWorkloads(messages: options.messages) where included(workload.name) {
                 var results: [Bool: Usage] = [:]
                 for isSDK in sdkFirst ? [true, false] : [false, true] {
                     // A fresh queue per run, and a moment for the broker to finish deleting the
@@ -234,6 +234,22 @@ struct Bench {
     }
 
     static let ioExecutorSuffix = "-on-io-executor"
+
+    /// Publishes and consumes a little through both sides, untimed, so that whichever runs
+    /// first in round 1 does not pay for a cold process and a cold broker.
+    private func warmUp(admin: AMQPChannel) async throws {
+        let warmUpNames: Set = ["publish-256B", "consume-ack-prefetch100"]
+        for workload in throughputWorkloads(messages: max(options.messages / 10, 1000))
+        where warmUpNames.contains(workload.name) {
+            let queue = "amqp-bench.warm-up"
+            for isSDK in [true, false] {
+                try await admin.declareQueue(queue)
+                if workload.prefill > 0 { try await prefill(queue, workload.prefill) }
+                _ = try await isSDK ? runSDK(workload, queue) : runRawC(workload, queue)
+                try await admin.deleteQueue(queue)
+            }
+        }
+    }
 
     private func runSDK(_ workload: Throughput, _ queue: String) async throws -> Usage {
         let connection = try await AMQPConnection.connect(to: configuration)
