@@ -149,6 +149,7 @@ struct RecoveryTests {
         let deletedExchange = TestBroker.uniqueName()
         let keptQueue = TestBroker.uniqueName()
         let autoDeleteQueue = TestBroker.uniqueName()
+        let autoDeleteExchange = TestBroker.uniqueName()
         try await channel.declareExchange(deletedExchange, type: .topic)
         try await channel.declareQueue(deletedQueue)
         try await channel.bindQueue(deletedQueue, to: deletedExchange, routingKey: "#")
@@ -158,6 +159,9 @@ struct RecoveryTests {
         try await channel.consume(queue: keptQueue).cancel()
         try await channel.declareQueue(autoDeleteQueue, autoDelete: true)
         try await channel.consume(queue: autoDeleteQueue).cancel()  // the broker deletes the queue
+        try await channel.declareExchange(autoDeleteExchange, type: .fanout, autoDelete: true)
+        try await channel.bindQueue(keptQueue, to: autoDeleteExchange)
+        try await channel.unbindQueue(keptQueue, from: autoDeleteExchange)  // the broker deletes the exchange
 
         proxy.cutAll()
         try await watcher.recovered()
@@ -168,10 +172,12 @@ struct RecoveryTests {
             let error = await expectAMQPError { try await checker.openChannel().declareQueue(missing, passive: true) }
             #expect(error?.replyCode == 404, "queue \(missing) came back")
         }
-        let exchangeError = await expectAMQPError {
-            try await checker.openChannel().declareExchange(deletedExchange, type: .topic, passive: true)
+        for missing in [deletedExchange, autoDeleteExchange] {
+            let error = await expectAMQPError {
+                try await checker.openChannel().declareExchange(missing, type: .topic, passive: true)
+            }
+            #expect(error?.replyCode == 404, "exchange \(missing) came back")
         }
-        #expect(exchangeError?.replyCode == 404)
         let kept = try await checker.openChannel().declareQueue(keptQueue, passive: true)
         #expect(kept.consumerCount == 0)
         try await channel.deleteQueue(keptQueue)

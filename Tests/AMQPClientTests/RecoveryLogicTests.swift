@@ -70,4 +70,37 @@ struct RecoveryLogicTests {
         topology.record(.queueDelete(name: "payments", ifUnused: false, ifEmpty: false), reply: .messageCount(0, 0))
         #expect(topology.queues.map(\.name) == ["amq.gen-2"])
     }
+
+    @Test("an auto-delete exchange is forgotten when its last binding as a source goes, as RabbitMQ deletes it")
+    func autoDeleteExchanges() {
+        let topology = Topology()
+        func declareExchange(_ name: String, autoDelete: Bool) {
+            topology.record(
+                .exchangeDeclare(
+                    name: name, type: "fanout", passive: false, durable: false, autoDelete: autoDelete,
+                    isInternal: false, arguments: [:]),
+                reply: .ok(0))
+        }
+        declareExchange("events", autoDelete: true)
+        declareExchange("orders", autoDelete: true)
+        declareExchange("audit", autoDelete: false)
+        for queue in ["payments", "inventory"] {
+            topology.record(
+                .queueDeclare(name: queue, passive: false, durable: true, exclusive: false, autoDelete: false, arguments: [:]),
+                reply: .queueDeclareOk(AMQPQueueInfo(name: queue, messageCount: 0, consumerCount: 0)))
+        }
+        topology.record(.exchangeBind(destination: "orders", source: "events", routingKey: "", arguments: [:]), reply: .ok(0))
+        topology.record(.queueBind(queue: "payments", exchange: "orders", routingKey: "", arguments: [:]), reply: .ok(0))
+        topology.record(.queueBind(queue: "inventory", exchange: "orders", routingKey: "", arguments: [:]), reply: .ok(0))
+        topology.record(.queueBind(queue: "inventory", exchange: "audit", routingKey: "", arguments: [:]), reply: .ok(0))
+
+        // One of two bindings goes: "orders" stays.
+        topology.record(.queueUnbind(queue: "payments", exchange: "orders", routingKey: "", arguments: [:]), reply: .ok(0))
+        #expect(topology.exchanges.map(\.name) == ["events", "orders", "audit"])
+        // Its last binding goes with the queue: "orders" goes, and with it the binding from
+        // "events", its last, so "events" goes too. "audit" is not auto-delete.
+        topology.record(.queueDelete(name: "inventory", ifUnused: false, ifEmpty: false), reply: .messageCount(0, 0))
+        #expect(topology.exchanges.map(\.name) == ["audit"])
+        #expect(topology.bindings.isEmpty)
+    }
 }

@@ -69,8 +69,7 @@ final class Topology {
                     name: name, type: type, durable: durable, autoDelete: autoDelete, isInternal: isInternal,
                     arguments: arguments))
         case .exchangeDelete(let name, _):
-            exchanges.removeAll { $0.name == name }
-            bindings.removeAll { $0.source == name || ($0.destinationKind == .exchange && $0.destination == name) }
+            forgetExchange(name)
         case .queueDeclare(let name, let passive, let durable, let exclusive, let autoDelete, let arguments):
             guard !passive, case .queueDeclareOk(let info) = reply else { return }
             queues.removeAll { $0.name == info.name }
@@ -83,15 +82,11 @@ final class Topology {
         case .queueBind(let queue, let exchange, let routingKey, let arguments):
             add(Binding(destinationKind: .queue, destination: queue, source: exchange, routingKey: routingKey, arguments: arguments))
         case .queueUnbind(let queue, let exchange, let routingKey, let arguments):
-            bindings.removeAll {
-                $0 == Binding(destinationKind: .queue, destination: queue, source: exchange, routingKey: routingKey, arguments: arguments)
-            }
+            remove(Binding(destinationKind: .queue, destination: queue, source: exchange, routingKey: routingKey, arguments: arguments))
         case .exchangeBind(let destination, let source, let routingKey, let arguments):
             add(Binding(destinationKind: .exchange, destination: destination, source: source, routingKey: routingKey, arguments: arguments))
         case .exchangeUnbind(let destination, let source, let routingKey, let arguments):
-            bindings.removeAll {
-                $0 == Binding(destinationKind: .exchange, destination: destination, source: source, routingKey: routingKey, arguments: arguments)
-            }
+            remove(Binding(destinationKind: .exchange, destination: destination, source: source, routingKey: routingKey, arguments: arguments))
         default:
             break
         }
@@ -110,6 +105,28 @@ final class Topology {
         if !bindings.contains(binding) { bindings.append(binding) }
     }
 
+    private func remove(_ binding: Binding) {
+        bindings.removeAll { $0 == binding }
+        forgetIfUnboundAutoDelete(binding.source)
+    }
+
+    /// The exchange is gone, and with it every binding from or to it.
+    private func forgetExchange(_ name: String) {
+        exchanges.removeAll { $0.name == name }
+        let sources = Set(bindings.lazy.filter { $0.destinationKind == .exchange && $0.destination == name }.map(\.source))
+        bindings.removeAll { $0.source == name || ($0.destinationKind == .exchange && $0.destination == name) }
+        for source in sources { forgetIfUnboundAutoDelete(source) }
+    }
+
+    /// RabbitMQ deletes an auto-delete exchange once its last binding as a source is removed:
+    /// forget it then too, so recovery does not bring it back.
+    private func forgetIfUnboundAutoDelete(_ name: String) {
+        guard exchanges.contains(where: { $0.name == name && $0.autoDelete }),
+            !bindings.contains(where: { $0.source == name })
+        else { return }
+        forgetExchange(name)
+    }
+
     func queue(named name: String) -> Queue? {
         queues.first { $0.name == name }
     }
@@ -117,7 +134,9 @@ final class Topology {
     /// The queue is gone (deleted, or an auto-delete queue lost its last consumer).
     func forgetQueue(_ name: String) {
         queues.removeAll { $0.name == name }
+        let sources = Set(bindings.lazy.filter { $0.destinationKind == .queue && $0.destination == name }.map(\.source))
         bindings.removeAll { $0.destinationKind == .queue && $0.destination == name }
+        for source in sources { forgetIfUnboundAutoDelete(source) }
     }
 
     /// A server-named queue got a new name when it was declared again: its bindings follow it.
