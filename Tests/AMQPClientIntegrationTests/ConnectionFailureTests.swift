@@ -235,8 +235,10 @@ struct LosslessTests {
         #expect(lost == 0)
     }
 
-    @Test("with automatic recovery, 20,000 confirmed persistent publishes survive two proxy cuts and a broker-side close: 0 lost")
-    func recoveryLosesNothing() async throws {
+    @Test(
+        "with automatic recovery, 20,000 confirmed persistent publishes survive two proxy cuts and a broker-side close: 0 lost",
+        arguments: [false, true])
+    func recoveryLosesNothing(onIOExecutors: Bool) async throws {
         let total = 20_000
         let scratch = try await ScratchQueue.make(durable: true)
         defer { scratch.remove() }
@@ -262,7 +264,8 @@ struct LosslessTests {
         let consumerChannel = try await consumer.openChannel()
         try await consumerChannel.setPrefetch(count: 500)
         let deliveries = try await consumerChannel.consume(queue: queue)
-        let consuming = Task { () throws -> [Int: Int] in
+        // Also with publisher and consumer each on its connection's I/O thread, through the cuts.
+        let consuming = Task(executorPreference: onIOExecutors ? consumer.taskExecutor : nil) { () throws -> [Int: Int] in
             var seen: [Int: Int] = [:]
             for try await delivery in deliveries {
                 seen[Int(delivery.bodyString)!, default: 0] += 1
@@ -279,33 +282,35 @@ struct LosslessTests {
         var awaited = 0
         var failed = 0
         var brokerSideClose: Task<Int, any Error>?
-        for index in 0..<total {
-            switch index {
-            case 5_000, 10_000: proxy.cutAll()
-            case 15_000:
-                brokerSideClose = Task {
-                    try await closeConnectionsFromBroker(named: publisherName)
-                        + closeConnectionsFromBroker(named: consumerName)
+        try await withTaskExecutorPreference(onIOExecutors ? publisher.taskExecutor : nil) {
+            for index in 0..<total {
+                switch index {
+                case 5_000, 10_000: proxy.cutAll()
+                case 15_000:
+                    brokerSideClose = Task(executorPreference: globalConcurrentExecutor) {  // not on an I/O thread
+                        try await closeConnectionsFromBroker(named: publisherName)
+                            + closeConnectionsFromBroker(named: consumerName)
+                    }
+                default: break
                 }
-            default: break
+                confirmations.append(
+                    try await channel.publish("\(index)", routingKey: queue, properties: AMQPProperties(deliveryMode: .persistent)))
+                while confirmations.count - awaited > 1_000 {
+                    do { try await confirmations[awaited].confirmed() } catch { failed += 1 }
+                    awaited += 1
+                }
             }
-            confirmations.append(
-                try await channel.publish("\(index)", routingKey: queue, properties: AMQPProperties(deliveryMode: .persistent)))
-            while confirmations.count - awaited > 1_000 {
+            while awaited < confirmations.count {
                 do { try await confirmations[awaited].confirmed() } catch { failed += 1 }
                 awaited += 1
             }
-        }
-        while awaited < confirmations.count {
-            do { try await confirmations[awaited].confirmed() } catch { failed += 1 }
-            awaited += 1
         }
         let closedFromBroker = try await brokerSideClose?.value ?? 0
         let seen = try await withTimeout(120, "every message to be consumed") { try await consuming.value }
         let lost = (0..<total).filter { seen[$0] == nil }.count
         let duplicates = seen.values.reduce(0) { $0 + $1 - 1 }
         print(
-            "automatic recovery: \(total) published, \(total - failed) confirmed, 2 proxy cuts + \(closedFromBroker) broker-side closes: \(lost) lost, \(duplicates) duplicates"
+            "automatic recovery\(onIOExecutors ? " on the I/O threads" : ""): \(total) published, \(total - failed) confirmed, 2 proxy cuts + \(closedFromBroker) broker-side closes: \(lost) lost, \(duplicates) duplicates"
         )
         #expect(failed == 0)
         #expect(closedFromBroker == 2)
