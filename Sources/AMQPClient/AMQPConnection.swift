@@ -115,7 +115,7 @@ public final class AMQPConnection: Sendable {
     /// it waiting costs one thread wake-up to hand over. A task that prefers this executor runs
     /// on the I/O thread itself, between reading frames: deliveries, acks and replies need no
     /// hand-off. In `amqp-bench` that brings a publish-to-deliver round trip from 1.2–1.35 ×
-    /// raw librabbitmq to about 1.05 ×, and takes about a third off the CPU of consumers that
+    /// raw librabbitmq to 1.05–1.1 ×, and takes about a third off the CPU of consumers that
     /// wait for every message.
     ///
     /// ```swift
