@@ -38,7 +38,7 @@ final class ConnectionCore: Sendable {
         // Direct publishes (see ``DirectPublisher``)
         /// The open connection's socket and frame_max, or -1 while there is none.
         var socket: Int32 = -1
-        var frameMax = 131_072
+        var frameMax = 0
         /// A task is writing a direct publish; the I/O thread waits for it before it goes on.
         var directClaimed = false
         /// A direct publish left bytes the I/O thread must write before anything else.
@@ -50,6 +50,14 @@ final class ConnectionCore: Sendable {
         var jobs: Deque<UnownedJob> = []
         /// The I/O thread has ended: jobs go to the global executor instead.
         var executorStopped = false
+
+        /// Whoever queued work for the I/O thread calls this once: `true` means it must write to
+        /// the wake-up pipe (the thread sleeps, or waits between recovery attempts when
+        /// `orRecovering`). Only the first caller after the thread went to sleep gets `true`.
+        mutating func takeWakeUp(orRecovering: Bool = false) -> Bool {
+            defer { ioSleeping = false }
+            return ioSleeping || (orRecovering && recovering)
+        }
 
         mutating func takePublishWaitersIfRoom(limit: Int) -> [CheckedContinuation<Void, any Error>] {
             guard queuedPublishBytes + heldPublishBytes <= limit else { return [] }
@@ -102,10 +110,8 @@ final class ConnectionCore: Sendable {
         let wake = try shared.withLock { shared throws(AMQPError) -> Bool in
             if let refusal = shared.refusal { throw refusal }
             shared.commands.append(command)
-            guard shared.ioSleeping else { return false }
             if case .settle = command, shared.settlementsMayWait { return false }
-            shared.ioSleeping = false
-            return true
+            return shared.takeWakeUp()
         }
         if wake { signal() }
     }
@@ -147,9 +153,8 @@ final class ConnectionCore: Sendable {
             }
             shared.commands.append(.publish(channel, request))
             shared.queuedPublishBytes += cost
-            defer { shared.ioSleeping = false }
             return .queued(
-                wake: shared.ioSleeping, mustWait: shared.queuedPublishBytes + shared.heldPublishBytes > limit)
+                wake: shared.takeWakeUp(), mustWait: shared.queuedPublishBytes + shared.heldPublishBytes > limit)
         }
         switch route {
         case .direct(let socket, let frameMax):
@@ -158,8 +163,7 @@ final class ConnectionCore: Sendable {
                 shared.directClaimed = false
                 guard case .remainder = outcome else { return false }
                 shared.directRemainder = true
-                defer { shared.ioSleeping = false }
-                return shared.ioSleeping
+                return shared.takeWakeUp()
             }
             if wake { signal() }
             if case .failed(let status) = outcome { throw .unencodable(status) }
@@ -199,8 +203,7 @@ final class ConnectionCore: Sendable {
             guard shared.refusal == nil else { return false }
             shared.commands.append(.closeConnection)
             shared.refusal = .connectionClosedByApplication
-            defer { shared.ioSleeping = false }
-            return shared.ioSleeping || shared.recovering
+            return shared.takeWakeUp(orRecovering: true)
         }
         if wake { signal() }
     }
@@ -428,9 +431,7 @@ extension ConnectionCore: TaskExecutor {
             shared.jobs.append(job)
             jobsPending.store(true, ordering: .releasing)
             // A recovering I/O thread waits on the pipe between attempts, and runs jobs then.
-            guard shared.ioSleeping || shared.recovering else { return .queued }
-            shared.ioSleeping = false
-            return .wake
+            return shared.takeWakeUp(orRecovering: true) ? .wake : .queued
         }
         switch route {
         case .queued: break

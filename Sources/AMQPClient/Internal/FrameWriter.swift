@@ -24,10 +24,13 @@ final class FrameWriter {
     private var capacity: Int
     private(set) var count = 0
     /// The negotiated frame_max: the largest frame, header and frame end included.
-    var frameMax = 131_072
+    var frameMax = Int(AMQP_DEFAULT_FRAME_SIZE)
+
+    /// Room for a frame_max-sized frame, and a batch of small ones, without growing.
+    private static let initialCapacity = 256 * 1024
 
     init() {
-        capacity = 256 * 1024
+        capacity = Self.initialCapacity
         storage = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 8)
     }
 
@@ -203,7 +206,7 @@ final class FrameWriter {
 
     private func shrink() {
         storage.deallocate()
-        capacity = 256 * 1024
+        capacity = Self.initialCapacity
         storage = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 8)
     }
 }

@@ -219,11 +219,7 @@ extension IOLoop {
             socket < 0 ? AMQP_STATUS_SOCKET_CLOSED.rawValue : writer.flush(to: socket, stallLimit: writeStallLimit)
         guard status == AMQP_STATUS_OK.rawValue else {
             writer.discard()
-            if status == AMQP_STATUS_TIMEOUT.rawValue, let writeStallLimit {
-                lost(.stalledWrite(writeStallLimit))
-            } else {
-                connectionLost(status)
-            }
+            writeFailed(status)
             return false
         }
         return true

@@ -62,7 +62,7 @@ extension IOLoop {
         if channelMax == 0 { channelMax = UInt16.max }
         heartbeatSeconds = amqp_get_heartbeat(connection)
         let frameMax = Int(amqp_get_frame_max(connection))
-        writer.frameMax = frameMax > 0 ? frameMax : 131_072
+        writer.frameMax = frameMax > 0 ? frameMax : Int(AMQP_DEFAULT_FRAME_SIZE)
         writer.discard()
         core.connectionOpened(socket: amqp_get_sockfd(connection), frameMax: writer.frameMax)
         nextHeartbeatService = ContinuousClock.now + heartbeatServiceInterval

@@ -192,9 +192,14 @@ final class IOLoop {
     /// Writes what a direct publish left on the socket's doorstep, before anything else goes out.
     func flushDirectRemainder(socket: Int32) {
         let status = core.directPublisher.flushRemainder(to: socket, stallLimit: writeStallLimit)
+        if status != AMQP_STATUS_OK.rawValue { writeFailed(status) }
+    }
+
+    /// A write of ours failed: a stall past ``writeStallLimit`` means the peer stopped reading.
+    func writeFailed(_ status: Int32) {
         if status == AMQP_STATUS_TIMEOUT.rawValue, let writeStallLimit {
             lost(.stalledWrite(writeStallLimit))
-        } else if status != AMQP_STATUS_OK.rawValue {
+        } else {
             connectionLost(status)
         }
     }
