@@ -1,9 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-import CRabbitMQ
 import Logging
 
 // Automatic recovery: reconnecting after a loss the application did not ask for, and restoring
@@ -23,14 +17,14 @@ extension IOLoop {
     }
 
     func beginRecovery(after error: AMQPError) {
-        logger.warning("connection lost; recovering", metadata: ["amqp.error": "\(error)"])
+        logger.warning("connection lost; recovering", metadata: [LoggingKeys.error: "\(error)"])
         recoveryCause = error
         attemptFailure = nil
         destroyConnection()
         socketReadable = false
         closeDeadline = nil
         closeReasons.removeAll()
-        channelsWithDeferredAck.removeAll()
+        channelsWithHeldAck.removeAll()
         wakeStreams()
         core.setRecovering(true)
         core.emit(.connectionLost(error))
@@ -73,7 +67,7 @@ extension IOLoop {
                     code: .connectionLost,
                     message: "gave up recovering the connection after \(maximum) attempts: \(lastError.message)",
                     replyCode: lastError.replyCode, replyText: lastError.replyText, libraryStatus: lastError.libraryStatus)
-                logger.error("connection recovery gave up", metadata: ["amqp.error": "\(error)"])
+                logger.error("connection recovery gave up", metadata: [LoggingKeys.error: "\(error)"])
                 endRecovery()
                 tearDown(error, byApplication: false)
                 return
@@ -83,7 +77,7 @@ extension IOLoop {
                 tearDown(.connectionClosedByApplication, byApplication: true)
                 return
             }
-            logger.info("reconnecting", metadata: ["amqp.attempt": "\(attempt)"])
+            logger.debug("reconnecting", metadata: [LoggingKeys.attempt: "\(attempt)"])
             core.emit(.recovering(attempt: attempt))
             attemptFailure = nil
             do {
@@ -93,7 +87,7 @@ extension IOLoop {
                 destroyConnection()
                 lastError = error
                 logger.warning(
-                    "recovery attempt failed", metadata: ["amqp.attempt": "\(attempt)", "amqp.error": "\(error)"])
+                    "recovery attempt failed", metadata: [LoggingKeys.attempt: "\(attempt)", LoggingKeys.error: "\(error)"])
                 core.emit(.recoveryFailed(attempt: attempt, error: error))
                 // What this attempt restored belonged to a connection that is gone too.
                 attemptFailure = nil
@@ -101,7 +95,7 @@ extension IOLoop {
                 continue
             }
             endRecovery()
-            logger.info("connection recovered", metadata: ["amqp.attempt": "\(attempt)"])
+            logger.debug("connection recovered", metadata: [LoggingKeys.attempt: "\(attempt)"])
             core.emit(.recovered)
             return
         }
@@ -144,7 +138,7 @@ extension IOLoop {
             try restoreConsumers(on: channel)
         }
         for channel in ordered where channels[channel.id] === channel {
-            for message in channel.takeMessagesToRepublish() {
+            for message in channel.confirms.takeMessagesToRepublish() {
                 publish(message, on: channel)
                 if let attemptFailure { throw attemptFailure }
             }
@@ -159,7 +153,7 @@ extension IOLoop {
         for (global, count) in channel.prefetch.sorted(by: { !$0.key && $1.key }) {
             _ = try recoveryCall(.basicQos(prefetchCount: count, global: global), on: channel.id)
         }
-        if channel.confirmMode {
+        if channel.confirms.isSelected {
             _ = try recoveryCall(.confirmSelect, on: channel.id)
         }
     }
@@ -173,7 +167,8 @@ extension IOLoop {
             case .connection(let error): throw error
             case .channelClosed(let error):
                 logger.warning(
-                    "could not restore a channel", metadata: ["amqp.channel": "\(channel.id)", "amqp.error": "\(error)"])
+                    "could not restore a channel",
+                    metadata: [LoggingKeys.channel: "\(channel.id)", LoggingKeys.error: "\(error)"])
                 channels[channel.id] = nil
                 channel.handle.markClosed(error)
                 closeReasons[channel.id] = (channel.epoch, error)
@@ -204,7 +199,7 @@ extension IOLoop {
                 switch error {
                 case .connection(let error): throw error
                 case .channelClosed(let error):
-                    logger.warning("could not restore \(what)", metadata: ["amqp.error": "\(error)"])
+                    logger.warning("could not restore \(what)", metadata: [LoggingKeys.error: "\(error)"])
                     try openTopologyChannel()
                     return nil
                 }
@@ -230,28 +225,18 @@ extension IOLoop {
     private func rename(queue oldName: String, to newName: String) {
         topology.rename(queue: oldName, to: newName)
         for channel in channels.values {
-            for (tag, spec) in channel.consumerSpecs where spec.queue == oldName {
-                channel.consumerSpecs[tag]?.queue = newName
-                channel.consumers[tag]?.queue = newName
-            }
+            channel.renameQueue(oldName, to: newName)
         }
-        logger.info("server-named queue renamed by recovery", metadata: ["amqp.queue": "\(oldName)", "amqp.new_queue": "\(newName)"])
+        logger.debug(
+            "server-named queue renamed by recovery",
+            metadata: [LoggingKeys.queue: "\(oldName)", LoggingKeys.newQueue: "\(newName)"])
         core.emit(.queueRenamed(from: oldName, to: newName))
     }
 
     private func restoreConsumers(on channel: ChannelIO) throws(AMQPError) {
-        for (tag, spec) in channel.consumerSpecs.sorted(by: { $0.value.order < $1.value.order }) {
-            guard let stream = channel.consumers[tag], !stream.isTerminated else {
-                channel.consumerSpecs[tag] = nil
-                channel.consumers.removeValue(forKey: tag)?.finish(nil)
-                continue
-            }
+        for (tag, stream, spec) in channel.consumersToRestore() {
             do {
-                _ = try recoveryCall(
-                    .basicConsume(
-                        queue: spec.queue, consumerTag: tag, noAck: spec.noAck, exclusive: spec.exclusive,
-                        arguments: spec.arguments),
-                    on: channel.id)
+                _ = try recoveryCall(spec.consumeMethod(consumerTag: tag), on: channel.id)
             } catch {
                 switch error {
                 case .connection(let error): throw error
@@ -259,8 +244,10 @@ extension IOLoop {
                     // Say, its queue is gone: this consumer ends; the channel reopens for the others.
                     logger.warning(
                         "could not restore a consumer",
-                        metadata: ["amqp.consumer_tag": "\(tag)", "amqp.queue": "\(spec.queue)", "amqp.error": "\(error)"])
-                    channel.consumerSpecs[tag] = nil
+                        metadata: [
+                            LoggingKeys.consumerTag: "\(tag)", LoggingKeys.queue: "\(spec.queue)",
+                            LoggingKeys.error: "\(error)",
+                        ])
                     channel.consumers[tag] = nil
                     stream.finish(
                         AMQPError(
@@ -286,25 +273,24 @@ extension IOLoop {
             throw .connection(AMQPError(code: .connectionLost, message: "the connection was lost during recovery"))
         }
         let deadline = ContinuousClock.now + core.configuration.connectTimeout
-        var frame = amqp_frame_t()
         while true {
             let remaining = ContinuousClock.now.duration(to: deadline)
             guard remaining > .zero else {
                 throw .connection(
                     AMQPError(code: .connectTimeout, message: "the broker did not answer in time during recovery"))
             }
-            var timeout = timeval(remaining)
-            let status = amqp_simple_wait_frame_noblock(connection, &frame, &timeout)
-            if status == AMQP_STATUS_TIMEOUT.rawValue { continue }
-            guard status == AMQP_STATUS_OK.rawValue else {
+            let frame: ReceivedFrame
+            switch connection.nextFrame(timeout: remaining) {
+            case .timedOut: continue
+            case .failed(let error):
                 throw .connection(
                     AMQPError(
-                        code: .connectionLost, message: "the connection failed during recovery: \(Self.libraryMessage(status))",
-                        libraryStatus: status))
+                        code: error.code, message: "during recovery: \(error.message)",
+                        libraryStatus: error.libraryStatus))
+            case .frame(let received): frame = received
             }
-            defer { amqp_maybe_release_buffers_on_channel(connection, frame.channel) }
-            if Int32(frame.frame_type) == AMQP_FRAME_METHOD && (frame.channel == id || frame.channel == 0) {
-                let reply = ServerMethod(frame.payload.method)
+            defer { connection.releaseBuffers(channel: frame.channel) }
+            if case .method(let reply) = frame.payload, frame.channel == id || frame.channel == 0 {
                 switch reply {
                 case .connectionClose(let replyCode, let replyText, _, _) where frame.channel == 0:
                     send(.connectionCloseOk, on: 0)

@@ -1,5 +1,3 @@
-import CRabbitMQ
-
 /// Writes a publish straight to the socket from the publishing task, while the I/O thread
 /// sleeps: a sporadic publish then costs no thread hand-off, which is most of its latency.
 ///
@@ -14,7 +12,6 @@ import CRabbitMQ
 /// awake. So exactly one thread touches it at a time, and the lock orders their accesses.
 final class DirectPublisher: @unchecked Sendable {
     private let writer = FrameWriter()
-    private let pool = CPool()
 
     enum Outcome {
         /// Everything is on the socket.
@@ -22,34 +19,24 @@ final class DirectPublisher: @unchecked Sendable {
         /// Some bytes are left for the I/O thread to write.
         case remainder
         /// The frames could not be encoded (nothing was written).
-        case failed(Int32)
+        case failed(LibraryStatus)
     }
 
     /// Encodes the publish and writes as much of it as the socket takes without waiting.
     func publish(_ request: PublishRequest, channel: UInt16, socket: Int32, frameMax: Int) -> Outcome {
         writer.frameMax = frameMax
-        let status = writer.appendPublish(request, channel: channel, pool: pool)
-        guard status == AMQP_STATUS_OK.rawValue else { return .failed(status) }
+        let status = writer.appendPublish(request, channel: channel)
+        guard status.isOK else { return .failed(status) }
         return writer.sendWithoutWaiting(to: socket) ? .written : .remainder
     }
 
     /// I/O thread: writes what a direct publish left, waiting as long as ``FrameWriter/flush(to:stallLimit:)`` does.
-    func flushRemainder(to socket: Int32, stallLimit: Duration?) -> Int32 {
+    func flushRemainder(to socket: Int32, stallLimit: Duration?) -> LibraryStatus {
         writer.flush(to: socket, stallLimit: stallLimit)
     }
 
     /// I/O thread: the connection is gone, and so is what was left for it.
     func discard() {
         writer.discard()
-    }
-}
-
-extension AMQPError {
-    /// librabbitmq could not encode a message's frames (say, headers too large for a frame).
-    static func unencodable(_ status: Int32) -> AMQPError {
-        AMQPError(
-            code: .invalidArgument,
-            message: "the message could not be encoded: \(String(cString: amqp_error_string2(status)))",
-            libraryStatus: status)
     }
 }

@@ -20,6 +20,8 @@ final class FrameWriter {
     /// Flush once this much is buffered, so a long batch does not hold memory or delay the first frame.
     static let flushThreshold = 128 * 1024
 
+    /// Scratch memory for the C structs of the method or publish being encoded.
+    private let pool = CPool()
     private var storage: UnsafeMutableRawPointer
     private var capacity: Int
     private(set) var count = 0
@@ -45,10 +47,18 @@ final class FrameWriter {
         count = 0
     }
 
+    /// Appends a method frame. Returns librabbitmq's status: an error when the arguments do not
+    /// fit in a frame.
+    func append(_ method: ClientMethod, channel: UInt16) -> LibraryStatus {
+        let status = method.encode(into: self, channel: channel, pool: pool)
+        pool.recycle()
+        return LibraryStatus(status)
+    }
+
     /// Appends a publish: its method, content header and body frames. When the properties do
     /// not fit in a frame, nothing of it stays buffered (a method frame without its header would
     /// break the connection). Returns librabbitmq's status.
-    func appendPublish(_ request: PublishRequest, channel: UInt16, pool: CPool) -> Int32 {
+    func appendPublish(_ request: PublishRequest, channel: UInt16) -> LibraryStatus {
         var properties = pool.properties(request.properties)
         var method = amqp_basic_publish_t(
             ticket: 0, exchange: pool.bytes(request.exchange), routing_key: pool.bytes(request.routingKey),
@@ -61,16 +71,15 @@ final class FrameWriter {
         pool.recycle()
         guard status == AMQP_STATUS_OK.rawValue else {
             count = mark
-            return status
+            return LibraryStatus(status)
         }
         request.body.withUnsafeBytes { appendBody(channel: channel, $0) }
-        return status
+        return .ok
     }
 
     // MARK: Encoding
 
-    /// Appends a method frame. Returns librabbitmq's status: an error when the arguments do
-    /// not fit in a frame.
+    /// Appends a method frame whose C struct `decoded` is already built.
     func appendMethod(channel: UInt16, id: amqp_method_number_t, decoded: UnsafeMutableRawPointer) -> Int32 {
         reserve(frameMax)
         let start = count
@@ -151,7 +160,7 @@ final class FrameWriter {
     /// for room while the peer reads. Returns `AMQP_STATUS_TIMEOUT` after `stallLimit` without
     /// progress (a peer that stopped reading; `nil` waits as long as it takes), else
     /// librabbitmq's status.
-    func flush(to socket: Int32, stallLimit: Duration?) -> Int32 {
+    func flush(to socket: Int32, stallLimit: Duration?) -> LibraryStatus {
         var written = 0
         defer {
             count = 0
@@ -164,20 +173,20 @@ final class FrameWriter {
                 written += sent
                 continue
             }
-            guard sent < 0 else { return AMQP_STATUS_SOCKET_ERROR.rawValue }
+            guard sent < 0 else { return .socketError }
             switch errno {
             case EINTR:
                 continue
             case EAGAIN, EWOULDBLOCK:
                 var descriptor = pollfd(fd: socket, events: Int16(POLLOUT), revents: 0)
                 let ready = poll(&descriptor, 1, stallLimit.map { Int32(clamping: $0.milliseconds) } ?? -1)
-                if ready == 0 { return AMQP_STATUS_TIMEOUT.rawValue }
-                if ready < 0 && errno != EINTR { return AMQP_STATUS_SOCKET_ERROR.rawValue }
+                if ready == 0 { return .timeout }
+                if ready < 0 && errno != EINTR { return .socketError }
             default:
-                return AMQP_STATUS_SOCKET_ERROR.rawValue
+                return .socketError
             }
         }
-        return AMQP_STATUS_OK.rawValue
+        return .ok
     }
 
     /// Writes what the socket takes without waiting. Returns whether everything went; what
@@ -208,15 +217,5 @@ final class FrameWriter {
         storage.deallocate()
         capacity = Self.initialCapacity
         storage = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 8)
-    }
-}
-
-extension AMQPError {
-    /// A write to the broker made no progress for `limit`: it stopped reading.
-    static func stalledWrite(_ limit: Duration) -> AMQPError {
-        AMQPError(
-            code: .connectionLost,
-            message: "the broker stopped reading: a write made no progress for \(limit.components.seconds) s",
-            libraryStatus: AMQP_STATUS_TIMEOUT.rawValue)
     }
 }

@@ -53,7 +53,7 @@ public final class AMQPConnection: Sendable {
         logger: Logger = Logger(label: "amqp-client")
     ) async throws(AMQPError) -> AMQPConnection {
         var logger = logger
-        if let name = configuration.connectionName { logger[metadataKey: "amqp.connection"] = "\(name)" }
+        if let name = configuration.connectionName { logger[metadataKey: LoggingKeys.connection] = "\(name)" }
         let core = try ConnectionCore(configuration: configuration, logger: logger)
         try await IOLoop.start(core: core)
         return AMQPConnection(core: core)
@@ -67,12 +67,13 @@ public final class AMQPConnection: Sendable {
         try await connect(to: Configuration(url: url), logger: logger)
     }
 
-    /// Opens a connection, runs `body` with it, and closes it however `body` ends.
-    public static func withConnection<Result: Sendable>(
+    /// Opens a connection, runs `body` with it, and closes it however `body` ends. The result
+    /// need not be `Sendable`: it is handed over to the caller.
+    public static func withConnection<Result>(
         to configuration: Configuration,
         logger: Logger = Logger(label: "amqp-client"),
-        _ body: (AMQPConnection) async throws -> Result
-    ) async throws -> Result {
+        _ body: (AMQPConnection) async throws -> sending Result
+    ) async throws -> sending Result {
         let connection = try await connect(to: configuration, logger: logger)
         do {
             let result = try await body(connection)
@@ -95,8 +96,11 @@ public final class AMQPConnection: Sendable {
         }
     }
 
-    /// Opens a channel, runs `body` with it, and closes the channel however `body` ends.
-    public func withChannel<Result: Sendable>(_ body: (AMQPChannel) async throws -> Result) async throws -> Result {
+    /// Opens a channel, runs `body` with it, and closes the channel however `body` ends. The
+    /// result need not be `Sendable`: it is handed over to the caller.
+    public func withChannel<Result>(
+        _ body: (AMQPChannel) async throws -> sending Result
+    ) async throws -> sending Result {
         let channel = try await openChannel()
         do {
             let result = try await body(channel)

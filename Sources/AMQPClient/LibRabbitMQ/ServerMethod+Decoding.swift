@@ -1,26 +1,7 @@
 import CRabbitMQ
 
-/// A method received from the broker, copied out of librabbitmq's frame pool.
-enum ServerMethod: Sendable {
-    case ok(amqp_method_number_t)
-    case channelClose(replyCode: UInt16, replyText: String, classID: UInt16, methodID: UInt16)
-    case connectionClose(replyCode: UInt16, replyText: String, classID: UInt16, methodID: UInt16)
-    case connectionBlocked(reason: String)
-    case connectionUnblocked
-    case queueDeclareOk(AMQPQueueInfo)
-    case messageCount(amqp_method_number_t, UInt32)
-    case consumeOk(consumerTag: String)
-    case cancel(consumerTag: String, noWait: Bool)
-    case cancelOk(consumerTag: String)
-    case deliver(consumerTag: String, deliveryTag: UInt64, redelivered: Bool, exchange: String, routingKey: String)
-    case getOk(deliveryTag: UInt64, redelivered: Bool, exchange: String, routingKey: String, messageCount: UInt32)
-    case getEmpty
-    /// A `basic.get-ok` whose content has been assembled.
-    case gotDelivery(AMQPDelivery)
-    case returned(replyCode: UInt16, replyText: String, exchange: String, routingKey: String)
-    case ack(deliveryTag: UInt64, multiple: Bool)
-    case nack(deliveryTag: UInt64, multiple: Bool, requeue: Bool)
-
+extension ServerMethod {
+    /// Copies a method librabbitmq decoded out of its frame pool.
     init(_ method: amqp_method_t) {
         let id = method.id
         let decoded = method.decoded
@@ -67,9 +48,9 @@ enum ServerMethod: Sendable {
             self = .queueDeclareOk(
                 AMQPQueueInfo(name: s(m.queue), messageCount: m.message_count, consumerCount: m.consumer_count))
         case AMQP_QUEUE_PURGE_OK_METHOD:
-            self = .messageCount(id, load(amqp_queue_purge_ok_t.self).message_count)
+            self = .messageCount(AMQPMethodID(rawValue: id), load(amqp_queue_purge_ok_t.self).message_count)
         case AMQP_QUEUE_DELETE_OK_METHOD:
-            self = .messageCount(id, load(amqp_queue_delete_ok_t.self).message_count)
+            self = .messageCount(AMQPMethodID(rawValue: id), load(amqp_queue_delete_ok_t.self).message_count)
         case AMQP_BASIC_CONSUME_OK_METHOD:
             self = .consumeOk(consumerTag: s(load(amqp_basic_consume_ok_t.self).consumer_tag))
         case AMQP_BASIC_CANCEL_METHOD:
@@ -78,21 +59,7 @@ enum ServerMethod: Sendable {
         case AMQP_BASIC_CANCEL_OK_METHOD:
             self = .cancelOk(consumerTag: s(load(amqp_basic_cancel_ok_t.self).consumer_tag))
         default:
-            self = .ok(id)
-        }
-    }
-
-    /// The method number used to match a reply to the request waiting for it.
-    var replyID: amqp_method_number_t? {
-        switch self {
-        case .ok(let id): id
-        case .queueDeclareOk: AMQP_QUEUE_DECLARE_OK_METHOD
-        case .messageCount(let id, _): id
-        case .consumeOk: AMQP_BASIC_CONSUME_OK_METHOD
-        case .cancelOk: AMQP_BASIC_CANCEL_OK_METHOD
-        case .getOk: AMQP_BASIC_GET_OK_METHOD
-        case .getEmpty: AMQP_BASIC_GET_EMPTY_METHOD
-        default: nil
+            self = .ok(AMQPMethodID(rawValue: id))
         }
     }
 }

@@ -100,25 +100,3 @@ public struct AMQPError: Error, Sendable, Hashable, CustomStringConvertible {
         return text
     }
 }
-
-extension AMQPError {
-    static func invalidArgument(_ message: String) -> AMQPError {
-        AMQPError(code: .invalidArgument, message: message)
-    }
-
-    static func channelClosedByApplication(_ channel: UInt16) -> AMQPError {
-        AMQPError(code: .channelClosed, message: "channel \(channel) was closed by the application")
-    }
-
-    static let connectionClosedByApplication = AMQPError(
-        code: .connectionClosed,
-        message: "the connection was closed by the application"
-    )
-
-    /// Checks that a value fits an AMQP short string (at most 255 bytes of UTF-8).
-    static func checkShortString(_ value: String, _ what: @autoclosure () -> String) throws(AMQPError) {
-        if value.utf8.count > 255 {
-            throw .invalidArgument("\(what()) is \(value.utf8.count) bytes long; AMQP allows at most 255")
-        }
-    }
-}

@@ -1,20 +1,3 @@
-/// Identifies one opening of a channel: channel numbers are reused after a close, the
-/// epoch is not, so a command from a closed channel can never act on its successor.
-struct ChannelRef: Sendable, Hashable {
-    let id: UInt16
-    let epoch: UInt32
-}
-
-struct PublishRequest: Sendable {
-    var exchange: String
-    var routingKey: String
-    var mandatory: Bool
-    var properties: AMQPProperties
-    var body: [UInt8]
-    /// Set on a channel in confirm mode: receives the broker's verdict.
-    var confirm: ConfirmTracker?
-}
-
 typealias ReplyContinuation = CheckedContinuation<ServerMethod, any Error>
 
 /// Work handed from any task to the connection's I/O thread.

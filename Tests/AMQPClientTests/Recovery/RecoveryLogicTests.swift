@@ -35,21 +35,21 @@ struct RecoveryLogicTests {
             .exchangeDeclare(
                 name: "orders", type: "fanout", passive: false, durable: true, autoDelete: false, isInternal: false,
                 arguments: [:]),
-            reply: .ok(0))
+            reply: .ok(AMQPMethodID(rawValue: 0)))
         topology.record(
             .exchangeDeclare(
                 name: "amq.topic", type: "topic", passive: true, durable: true, autoDelete: false, isInternal: false,
                 arguments: [:]),
-            reply: .ok(0))
+            reply: .ok(AMQPMethodID(rawValue: 0)))
         topology.record(
             .queueDeclare(name: "payments", passive: false, durable: true, exclusive: false, autoDelete: false, arguments: [:]),
             reply: .queueDeclareOk(AMQPQueueInfo(name: "payments", messageCount: 0, consumerCount: 0)))
         topology.record(
             .queueDeclare(name: "", passive: false, durable: false, exclusive: true, autoDelete: true, arguments: [:]),
             reply: .queueDeclareOk(AMQPQueueInfo(name: "amq.gen-1", messageCount: 0, consumerCount: 0)))
-        topology.record(.queueBind(queue: "payments", exchange: "orders", routingKey: "", arguments: [:]), reply: .ok(0))
-        topology.record(.queueBind(queue: "amq.gen-1", exchange: "orders", routingKey: "", arguments: [:]), reply: .ok(0))
-        topology.record(.queueBind(queue: "payments", exchange: "orders", routingKey: "", arguments: [:]), reply: .ok(0))
+        topology.record(.queueBind(queue: "payments", exchange: "orders", routingKey: "", arguments: [:]), reply: .ok(AMQPMethodID(rawValue: 0)))
+        topology.record(.queueBind(queue: "amq.gen-1", exchange: "orders", routingKey: "", arguments: [:]), reply: .ok(AMQPMethodID(rawValue: 0)))
+        topology.record(.queueBind(queue: "payments", exchange: "orders", routingKey: "", arguments: [:]), reply: .ok(AMQPMethodID(rawValue: 0)))
 
         #expect(topology.exchanges.map(\.name) == ["orders"])
         #expect(topology.queues.map(\.name) == ["payments", "amq.gen-1"])
@@ -62,12 +62,12 @@ struct RecoveryLogicTests {
         #expect(topology.queue(named: "amq.gen-2") != nil)
         #expect(topology.bindings.map(\.destination).sorted() == ["amq.gen-2", "payments"])
 
-        topology.record(.queueUnbind(queue: "amq.gen-2", exchange: "orders", routingKey: "", arguments: [:]), reply: .ok(0))
+        topology.record(.queueUnbind(queue: "amq.gen-2", exchange: "orders", routingKey: "", arguments: [:]), reply: .ok(AMQPMethodID(rawValue: 0)))
         #expect(topology.bindings.map(\.destination) == ["payments"])
-        topology.record(.exchangeDelete(name: "orders", ifUnused: false), reply: .ok(0))
+        topology.record(.exchangeDelete(name: "orders", ifUnused: false), reply: .ok(AMQPMethodID(rawValue: 0)))
         #expect(topology.exchanges.isEmpty)
         #expect(topology.bindings.isEmpty)
-        topology.record(.queueDelete(name: "payments", ifUnused: false, ifEmpty: false), reply: .messageCount(0, 0))
+        topology.record(.queueDelete(name: "payments", ifUnused: false, ifEmpty: false), reply: .messageCount(.queueDeleteOk, 0))
         #expect(topology.queues.map(\.name) == ["amq.gen-2"])
     }
 
@@ -79,7 +79,7 @@ struct RecoveryLogicTests {
                 .exchangeDeclare(
                     name: name, type: "fanout", passive: false, durable: false, autoDelete: autoDelete,
                     isInternal: false, arguments: [:]),
-                reply: .ok(0))
+                reply: .ok(AMQPMethodID(rawValue: 0)))
         }
         declareExchange("events", autoDelete: true)
         declareExchange("orders", autoDelete: true)
@@ -89,17 +89,17 @@ struct RecoveryLogicTests {
                 .queueDeclare(name: queue, passive: false, durable: true, exclusive: false, autoDelete: false, arguments: [:]),
                 reply: .queueDeclareOk(AMQPQueueInfo(name: queue, messageCount: 0, consumerCount: 0)))
         }
-        topology.record(.exchangeBind(destination: "orders", source: "events", routingKey: "", arguments: [:]), reply: .ok(0))
-        topology.record(.queueBind(queue: "payments", exchange: "orders", routingKey: "", arguments: [:]), reply: .ok(0))
-        topology.record(.queueBind(queue: "inventory", exchange: "orders", routingKey: "", arguments: [:]), reply: .ok(0))
-        topology.record(.queueBind(queue: "inventory", exchange: "audit", routingKey: "", arguments: [:]), reply: .ok(0))
+        topology.record(.exchangeBind(destination: "orders", source: "events", routingKey: "", arguments: [:]), reply: .ok(AMQPMethodID(rawValue: 0)))
+        topology.record(.queueBind(queue: "payments", exchange: "orders", routingKey: "", arguments: [:]), reply: .ok(AMQPMethodID(rawValue: 0)))
+        topology.record(.queueBind(queue: "inventory", exchange: "orders", routingKey: "", arguments: [:]), reply: .ok(AMQPMethodID(rawValue: 0)))
+        topology.record(.queueBind(queue: "inventory", exchange: "audit", routingKey: "", arguments: [:]), reply: .ok(AMQPMethodID(rawValue: 0)))
 
         // One of two bindings goes: "orders" stays.
-        topology.record(.queueUnbind(queue: "payments", exchange: "orders", routingKey: "", arguments: [:]), reply: .ok(0))
+        topology.record(.queueUnbind(queue: "payments", exchange: "orders", routingKey: "", arguments: [:]), reply: .ok(AMQPMethodID(rawValue: 0)))
         #expect(topology.exchanges.map(\.name) == ["events", "orders", "audit"])
         // Its last binding goes with the queue: "orders" goes, and with it the binding from
         // "events", its last, so "events" goes too. "audit" is not auto-delete.
-        topology.record(.queueDelete(name: "inventory", ifUnused: false, ifEmpty: false), reply: .messageCount(0, 0))
+        topology.record(.queueDelete(name: "inventory", ifUnused: false, ifEmpty: false), reply: .messageCount(.queueDeleteOk, 0))
         #expect(topology.exchanges.map(\.name) == ["audit"])
         #expect(topology.bindings.isEmpty)
     }

@@ -3,7 +3,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import CRabbitMQ
 import DequeModule
 import Logging
 
@@ -17,49 +16,44 @@ extension IOLoop {
         guard let connection else { return }
         let now = ContinuousClock.now
         let heartbeatsDue = now >= nextHeartbeatService
-        guard socketReadable || heartbeatsDue || amqp_data_in_buffer(connection) != 0
-            || amqp_frames_enqueued(connection) != 0
-        else { return }
+        guard socketReadable || heartbeatsDue || connection.hasBufferedInput else { return }
         socketReadable = false
         if heartbeatsDue { nextHeartbeatService = now + heartbeatServiceInterval }
         defer { wakeStreams() }
-        var frame = amqp_frame_t()
-        var zero = timeval(tv_sec: 0, tv_usec: 0)
         for _ in 0..<Self.frameBudget {
-            let status = amqp_simple_wait_frame_noblock(connection, &frame, &zero)
-            if status == AMQP_STATUS_TIMEOUT.rawValue { return }
-            guard status == AMQP_STATUS_OK.rawValue else {
-                connectionLost(status)
+            switch connection.nextFrame(timeout: .zero) {
+            case .timedOut:
                 return
+            case .failed(let error):
+                lost(error)
+                return
+            case .frame(let frame):
+                handle(frame)
+                if finished || recovering { return }
+                connection.releaseBuffers(channel: frame.channel)
             }
-            handle(frame)
-            if finished || recovering { return }
-            amqp_maybe_release_buffers_on_channel(connection, frame.channel)
             // Read buffer drained: let poll say when more arrives rather than try a recv now.
-            if !heartbeatsDue && amqp_data_in_buffer(connection) == 0 && amqp_frames_enqueued(connection) == 0 { return }
+            if !heartbeatsDue && !connection.hasBufferedInput { return }
         }
     }
 
     // MARK: Frames
 
-    func handle(_ frame: amqp_frame_t) {
-        switch Int32(frame.frame_type) {
-        case AMQP_FRAME_METHOD:
-            handleMethod(ServerMethod(frame.payload.method), channel: frame.channel)
-        case AMQP_FRAME_HEADER:
-            guard let channel = channels[frame.channel], channel.state == .open else { return }
-            let header = frame.payload.properties
-            let properties = CDecoding.properties(header.decoded!.load(as: amqp_basic_properties_t.self))
-            if let delivery = channel.content.header(properties: properties, bodySize: Int(header.body_size)) {
-                completed(delivery, on: channel)
+    func handle(_ frame: ReceivedFrame) {
+        switch frame.payload {
+        case .method(let method):
+            handleMethod(method, channel: frame.channel)
+        case .header(let properties, let bodySize):
+            guard let channel = channels[frame.channel], channel.state == .open, let properties else { return }
+            if let message = channel.content.header(properties: properties, bodySize: Int(clamping: bodySize)) {
+                completed(message, on: channel)
             }
-        case AMQP_FRAME_BODY:
+        case .body(let fragment):
             guard let channel = channels[frame.channel], channel.state == .open else { return }
-            let fragment = frame.payload.body_fragment
-            if let delivery = channel.content.body(UnsafeRawBufferPointer(start: fragment.bytes, count: fragment.len)) {
-                completed(delivery, on: channel)
+            if let message = channel.content.body(fragment) {
+                completed(message, on: channel)
             }
-        default:
+        case .other:
             break
         }
     }
@@ -74,7 +68,7 @@ extension IOLoop {
         if channel.state == .closing {
             // Only the close handshake matters now; deliveries are requeued by the broker.
             switch method {
-            case .ok(AMQP_CHANNEL_CLOSE_OK_METHOD):
+            case .ok(.channelCloseOk):
                 channels[id] = nil
                 channel.finish(consumersWith: nil, pendingWith: nil)
             case .channelClose:
@@ -103,14 +97,12 @@ extension IOLoop {
             channels[id] = nil
             let error = AMQPError.channelClosedByBroker(
                 channel: id, replyCode: replyCode, replyText: replyText, classID: classID, methodID: methodID)
-            logger.debug("channel closed by the broker", metadata: ["amqp.channel": "\(id)", "amqp.error": "\(error)"])
+            logger.debug("channel closed by the broker", metadata: [LoggingKeys.channel: "\(id)", LoggingKeys.error: "\(error)"])
             channel.handle.markClosed(error)
             closeReasons[id] = (channel.epoch, error)
             channel.finish(consumersWith: error, pendingWith: error)
         case .cancel(let consumerTag, let noWait):
-            channel.consumerSpecs[consumerTag] = nil
-            if let stream = channel.consumers.removeValue(forKey: consumerTag) {
-                channel.retire(stream)
+            if let stream = channel.removeConsumer(consumerTag) {
                 stream.finish(
                     AMQPError(
                         code: .consumerCancelled,
@@ -118,19 +110,18 @@ extension IOLoop {
             }
             if !noWait { send(.basicCancelOk(consumerTag: consumerTag), on: id) }
         case .cancelOk(let consumerTag):
-            if let stream = channel.consumers.removeValue(forKey: consumerTag) {
-                channel.retire(stream)
+            if let stream = channel.removeConsumer(consumerTag) {
                 stream.finish(nil)
                 forgetAutoDeleteQueueIfUnused(stream.queue)
             }
-            channel.resolveNext(method)
+            channel.pendingReplies.resolveNext(method)
         case .ack(let deliveryTag, let multiple):
-            channel.confirm(deliveryTag, multiple: multiple, acked: true)
+            channel.confirms.confirm(deliveryTag, multiple: multiple, acked: true)
         case .nack(let deliveryTag, let multiple, _):
-            channel.confirm(deliveryTag, multiple: multiple, acked: false)
+            channel.confirms.confirm(deliveryTag, multiple: multiple, acked: false)
         default:
-            if !channel.resolveNext(method) {
-                logger.debug("unexpected method", metadata: ["amqp.channel": "\(id)", "amqp.method": "\(method)"])
+            if !channel.pendingReplies.resolveNext(method) {
+                logger.debug("unexpected method", metadata: [LoggingKeys.channel: "\(id)", LoggingKeys.method: "\(method)"])
             }
         }
     }
@@ -138,18 +129,18 @@ extension IOLoop {
     func completed(_ content: ContentAssembly.Completed, on channel: ChannelIO) {
         switch content.kind {
         case .delivery(let consumerTag):
-            guard let stream = channel.consumers[consumerTag] else {
+            guard let stream = channel.consumers[consumerTag]?.stream else {
                 // RabbitMQ may still deliver messages a queue sent before it saw the cancel, even
                 // after cancel-ok. Give them back rather than leave them unacknowledged.
                 if channel.wasCancelledWithManualAck(consumerTag), !closingConnection {
-                    channel.unsettled.delivered(content.deliveryTag)
-                    settleAndSend(.basicReject(deliveryTag: content.deliveryTag, requeue: true), on: channel)
+                    channel.settlements.delivered(content.deliveryTag)
+                    settle(.basicReject(deliveryTag: content.deliveryTag, requeue: true), on: channel)
                 } else {
-                    logger.debug("delivery for an unknown consumer", metadata: ["amqp.consumer_tag": "\(consumerTag)"])
+                    logger.debug("delivery for an unknown consumer", metadata: [LoggingKeys.consumerTag: "\(consumerTag)"])
                 }
                 return
             }
-            if !stream.noAck { channel.unsettled.delivered(content.deliveryTag) }
+            if !stream.noAck { channel.settlements.delivered(content.deliveryTag) }
             let delivery = content.delivery(
                 on: channel, consumerTag: consumerTag, messageCount: nil, autoAcknowledged: stream.noAck)
             switch stream.push(delivery) {
@@ -158,30 +149,28 @@ extension IOLoop {
             case .refused:
                 if !stream.noAck && !closingConnection {
                     // The application stopped iterating: give the message back at once.
-                    settleAndSend(.basicReject(deliveryTag: content.deliveryTag, requeue: true), on: channel)
+                    settle(.basicReject(deliveryTag: content.deliveryTag, requeue: true), on: channel)
                 }
             }
         case .get(let messageCount):
-            let tracked = channel.oldestPending(answeredBy: AMQP_BASIC_GET_OK_METHOD).map { channel.pending[$0].tracksDelivery }
-            if tracked == true { channel.unsettled.delivered(content.deliveryTag) }
+            let tracked = channel.pendingReplies.oldest(answeredBy: .basicGetOk)?.tracksDelivery == true
+            if tracked { channel.settlements.delivered(content.deliveryTag) }
             let delivery = content.delivery(
-                on: channel, consumerTag: nil, messageCount: messageCount, autoAcknowledged: tracked != true)
-            channel.resolveNext(.gotDelivery(delivery))
+                on: channel, consumerTag: nil, messageCount: messageCount, autoAcknowledged: !tracked)
+            channel.pendingReplies.resolveNext(.gotDelivery(delivery))
         case .returned(let replyCode, let replyText):
             let error = AMQPError(
                 code: .messageReturned,
                 message: "the broker returned the message: no queue took it from exchange \"\(content.exchange)\" with routing key \"\(content.routingKey)\"",
                 replyCode: replyCode, replyText: replyText)
-            if channel.confirmMode,
-                channel.returned(exchange: content.exchange, routingKey: content.routingKey, error: error)
-            {
+            if channel.confirms.returned(exchange: content.exchange, routingKey: content.routingKey, error: error) {
                 return
             }
             logger.warning(
                 "the broker returned an unroutable mandatory message",
                 metadata: [
-                    "amqp.reply_code": "\(replyCode)", "amqp.reply_text": "\(replyText)",
-                    "amqp.exchange": "\(content.exchange)", "amqp.routing_key": "\(content.routingKey)",
+                    LoggingKeys.replyCode: "\(replyCode)", LoggingKeys.replyText: "\(replyText)",
+                    LoggingKeys.exchange: "\(content.exchange)", LoggingKeys.routingKey: "\(content.routingKey)",
                 ])
         }
     }
@@ -199,18 +188,19 @@ extension IOLoop {
             } else {
                 lost(error)
             }
-        case .ok(AMQP_CONNECTION_CLOSE_OK_METHOD):
+        case .ok(.connectionCloseOk):
             tearDown(.connectionClosedByApplication, byApplication: true)
         case .connectionBlocked(let reason):
-            logger.warning("the broker blocked publishing on this connection", metadata: ["amqp.reason": "\(reason)"])
+            logger.warning(
+                "the broker blocked publishing on this connection", metadata: [LoggingKeys.blockedReason: "\(reason)"])
             blocked = true
             core.setBlocked(reason)
         case .connectionUnblocked:
-            logger.info("the broker unblocked publishing on this connection")
+            logger.debug("the broker unblocked publishing on this connection")
             blocked = false
             core.setBlocked(nil)
         default:
-            logger.debug("unexpected method on channel 0", metadata: ["amqp.method": "\(method)"])
+            logger.debug("unexpected method on channel 0", metadata: [LoggingKeys.method: "\(method)"])
         }
     }
 }
@@ -220,25 +210,7 @@ extension IOLoop {
     /// must not bring it back.
     func forgetAutoDeleteQueueIfUnused(_ queue: String) {
         guard topology.queue(named: queue)?.autoDelete == true else { return }
-        let stillConsumed = channels.values.contains { channel in
-            channel.consumerSpecs.values.contains { $0.queue == queue }
-        }
+        let stillConsumed = channels.values.contains { $0.consumesFrom(queue) }
         if !stillConsumed { topology.forgetQueue(queue) }
-    }
-}
-
-extension AMQPError {
-    static func channelClosedByBroker(
-        channel: UInt16, replyCode: UInt16, replyText: String, classID: UInt16, methodID: UInt16
-    ) -> AMQPError {
-        var message = "the broker closed channel \(channel)"
-        if classID != 0 || methodID != 0 {
-            if let name = amqp_method_name(amqp_method_number_t(UInt32(classID) << 16 | UInt32(methodID))) {
-                message += " after \(String(cString: name))"
-            }
-        }
-        return AMQPError(
-            code: replyCode == 403 ? .accessRefused : .channelClosed, message: message, replyCode: replyCode,
-            replyText: replyText)
     }
 }

@@ -1,4 +1,3 @@
-import CRabbitMQ
 import Synchronization
 
 /// A channel: the lightweight session on a connection through which everything is
@@ -15,12 +14,15 @@ public final class AMQPChannel: Sendable {
     let ref: ChannelRef
     private struct State {
         var closedError: AMQPError?
+        /// Publishes get a confirmation tracker (see ``PublisherConfirms/isSelected`` for the wire's side).
         var confirmMode = false
-        /// The channel's current incarnation; see ``AMQPDelivery/generation``.
-        var generation: UInt32 = 0
     }
 
     private let state = Mutex(State())
+    /// The channel's current incarnation: it advances each time a recovery opens the channel
+    /// on a new connection. Deliveries carry the one they came in; settling a delivery from an
+    /// earlier one does nothing (its tag may name another delivery now).
+    private let currentGeneration = Atomic<UInt32>(0)
 
     init(core: ConnectionCore, ref: ChannelRef) {
         self.core = core
@@ -282,14 +284,20 @@ public final class AMQPChannel: Sendable {
     /// Delivery tags start again at 1 when the connection recovers, and a tag always refers to
     /// the channel's current connection: prefer ``AMQPDelivery/ack(multiple:)``, which knows
     /// which connection its delivery came on.
-    public func ack(deliveryTag: UInt64, multiple: Bool = false) throws(AMQPError) {
+    public func ack(deliveryTag: UInt64, multiple: Bool = false) async throws(AMQPError) {
         try settle(.basicAck(deliveryTag: deliveryTag, multiple: multiple), generation: generation)
     }
 
     /// Negatively acknowledges a delivery by tag; see ``AMQPDelivery/nack(multiple:requeue:)``
     /// and, on tags after a recovery, ``ack(deliveryTag:multiple:)``.
-    public func nack(deliveryTag: UInt64, multiple: Bool = false, requeue: Bool = true) throws(AMQPError) {
+    public func nack(deliveryTag: UInt64, multiple: Bool = false, requeue: Bool = true) async throws(AMQPError) {
         try settle(.basicNack(deliveryTag: deliveryTag, multiple: multiple, requeue: requeue), generation: generation)
+    }
+
+    /// Rejects one delivery by tag; see ``AMQPDelivery/reject(requeue:)`` and, on tags after a
+    /// recovery, ``ack(deliveryTag:multiple:)``.
+    public func reject(deliveryTag: UInt64, requeue: Bool = true) async throws(AMQPError) {
+        try settle(.basicReject(deliveryTag: deliveryTag, requeue: requeue), generation: generation)
     }
 
     /// Asks the broker to redeliver every unacknowledged message on this channel.
@@ -324,10 +332,11 @@ public final class AMQPChannel: Sendable {
         try core.submit(.settle(ref, generation: generation, method))
     }
 
-    var generation: UInt32 { state.withLock { $0.generation } }
+    var generation: UInt32 { currentGeneration.load(ordering: .acquiring) }
 
-    func setGeneration(_ generation: UInt32) {
-        state.withLock { $0.generation = generation }
+    /// The channel was opened on a new connection.
+    func advanceGeneration() {
+        _ = currentGeneration.wrappingAdd(1, ordering: .releasing)
     }
 
     private func call(_ method: ClientMethod) async throws(AMQPError) -> ServerMethod {

@@ -1,61 +1,6 @@
 import CRabbitMQ
 
-/// A method the client sends, as plain Swift values. It is turned into librabbitmq's
-/// C structs only on the I/O thread, inside ``encode(into:channel:pool:)``.
-enum ClientMethod: Sendable {
-    case channelOpen
-    case channelClose(replyCode: UInt16, replyText: String)
-    case channelCloseOk
-    case exchangeDeclare(
-        name: String, type: String, passive: Bool, durable: Bool, autoDelete: Bool, isInternal: Bool,
-        arguments: AMQPFieldTable)
-    case exchangeDelete(name: String, ifUnused: Bool)
-    case exchangeBind(destination: String, source: String, routingKey: String, arguments: AMQPFieldTable)
-    case exchangeUnbind(destination: String, source: String, routingKey: String, arguments: AMQPFieldTable)
-    case queueDeclare(
-        name: String, passive: Bool, durable: Bool, exclusive: Bool, autoDelete: Bool, arguments: AMQPFieldTable)
-    case queueBind(queue: String, exchange: String, routingKey: String, arguments: AMQPFieldTable)
-    case queueUnbind(queue: String, exchange: String, routingKey: String, arguments: AMQPFieldTable)
-    case queuePurge(name: String)
-    case queueDelete(name: String, ifUnused: Bool, ifEmpty: Bool)
-    case basicQos(prefetchCount: UInt16, global: Bool)
-    case basicConsume(queue: String, consumerTag: String, noAck: Bool, exclusive: Bool, arguments: AMQPFieldTable)
-    case basicCancel(consumerTag: String)
-    case basicCancelOk(consumerTag: String)
-    case basicGet(queue: String, noAck: Bool)
-    case basicAck(deliveryTag: UInt64, multiple: Bool)
-    case basicNack(deliveryTag: UInt64, multiple: Bool, requeue: Bool)
-    case basicReject(deliveryTag: UInt64, requeue: Bool)
-    case basicRecover(requeue: Bool)
-    case confirmSelect
-    case connectionClose(replyCode: UInt16, replyText: String)
-    case connectionCloseOk
-
-    /// The replies that complete this method, or `[]` when it is asynchronous.
-    var replies: [amqp_method_number_t] {
-        switch self {
-        case .channelOpen: [AMQP_CHANNEL_OPEN_OK_METHOD]
-        case .channelClose: [AMQP_CHANNEL_CLOSE_OK_METHOD]
-        case .exchangeDeclare: [AMQP_EXCHANGE_DECLARE_OK_METHOD]
-        case .exchangeDelete: [AMQP_EXCHANGE_DELETE_OK_METHOD]
-        case .exchangeBind: [AMQP_EXCHANGE_BIND_OK_METHOD]
-        case .exchangeUnbind: [AMQP_EXCHANGE_UNBIND_OK_METHOD]
-        case .queueDeclare: [AMQP_QUEUE_DECLARE_OK_METHOD]
-        case .queueBind: [AMQP_QUEUE_BIND_OK_METHOD]
-        case .queueUnbind: [AMQP_QUEUE_UNBIND_OK_METHOD]
-        case .queuePurge: [AMQP_QUEUE_PURGE_OK_METHOD]
-        case .queueDelete: [AMQP_QUEUE_DELETE_OK_METHOD]
-        case .basicQos: [AMQP_BASIC_QOS_OK_METHOD]
-        case .basicConsume: [AMQP_BASIC_CONSUME_OK_METHOD]
-        case .basicCancel: [AMQP_BASIC_CANCEL_OK_METHOD]
-        case .basicGet: [AMQP_BASIC_GET_OK_METHOD, AMQP_BASIC_GET_EMPTY_METHOD]
-        case .basicRecover: [AMQP_BASIC_RECOVER_OK_METHOD]
-        case .confirmSelect: [AMQP_CONFIRM_SELECT_OK_METHOD]
-        case .connectionClose: [AMQP_CONNECTION_CLOSE_OK_METHOD]
-        case .channelCloseOk, .basicCancelOk, .basicAck, .basicNack, .basicReject, .connectionCloseOk: []
-        }
-    }
-
+extension ClientMethod {
     /// Builds the C struct in `pool` and encodes the method frame into `writer`. Returns
     /// librabbitmq's status.
     func encode(into writer: FrameWriter, channel: amqp_channel_t, pool: CPool) -> Int32 {

@@ -1,9 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-import CRabbitMQ
 import DequeModule
 import Logging
 
@@ -22,21 +16,22 @@ extension IOLoop {
                 command.fail(finalError ?? .connectionClosedByApplication)
                 continue
             }
-            if blocked && mustHold(command) {
-                hold(command)
+            if blocked && held.mustHold(command) {
+                held.hold(command)
                 continue
             }
             run(command)
         }
-        if blocked { core.setHeldPublishBytes(heldPublishBytes) }
-        flushDeferredAcks()
+        if blocked { core.setHeldPublishBytes(held.publishBytes) }
+        flushHeldAcks()
         flushOutbound()
     }
 
     // MARK: Commands
 
     func run(_ command: Command) {
-        if case .settle = command {} else { flushDeferredAcks() }
+        // Acks held back in this batch go out before anything that is not itself a settlement.
+        if case .settle = command {} else { flushHeldAcks() }
         switch command {
         case .publish(let ref, let request):
             guard let channel = openChannel(ref) else {
@@ -53,7 +48,7 @@ extension IOLoop {
                 return
             }
             lastSettlementAt = .now
-            settleAndSend(method, on: channel)
+            settle(method, on: channel)
         case .call(let ref, let method, let continuation):
             guard let channel = openChannel(ref) else {
                 continuation.resume(throwing: closedError(ref))
@@ -63,7 +58,7 @@ extension IOLoop {
             let resume = reply.complete
             switch method {
             case .basicGet(_, noAck: false): reply.tracksDelivery = true
-            case .confirmSelect: channel.confirmMode = true
+            case .confirmSelect: channel.confirms.isSelected = true
             case .basicQos(let count, let global):
                 reply = PendingReply(replies: method.replies) { [weak channel] result in
                     if case .success = result { channel?.prefetch[global] = count }
@@ -77,7 +72,7 @@ extension IOLoop {
                     }
                 }
             }
-            channel.pending.append(reply)
+            channel.pendingReplies.append(reply)
             send(method, on: channel.id)
         case .consume(let ref, let method, let stream, let continuation):
             guard let channel = openChannel(ref) else {
@@ -86,19 +81,18 @@ extension IOLoop {
                 continuation.resume(throwing: error)
                 return
             }
-            let tag = stream.consumerTag
-            channel.consumers[tag] = stream
             if case .basicConsume(let queue, _, let noAck, let exclusive, let arguments) = method {
                 nextConsumerOrder += 1
-                channel.consumerSpecs[tag] = ChannelIO.ConsumerSpec(
-                    queue: queue, noAck: noAck, exclusive: exclusive, arguments: arguments, order: nextConsumerOrder)
+                channel.addConsumer(
+                    stream,
+                    spec: ConsumerRecord.Spec(
+                        queue: queue, noAck: noAck, exclusive: exclusive, arguments: arguments, order: nextConsumerOrder))
             }
-            channel.pending.append(
+            channel.pendingReplies.append(
                 PendingReply(replies: method.replies) { [weak channel] result in
-                    if case .failure(let error) = result, let channel, channel.consumers[tag] === stream {
+                    if case .failure(let error) = result, let channel, channel.isCurrent(stream) {
                         // The connection was lost before consume-ok: no consumer to restore.
-                        channel.consumers[tag] = nil
-                        channel.consumerSpecs[tag] = nil
+                        channel.consumers[stream.consumerTag] = nil
                         stream.finish(error)
                     }
                     switch result {
@@ -110,32 +104,33 @@ extension IOLoop {
         case .stopConsumer(let ref, let stream, let requeue, let continuation):
             guard let channel = openChannel(ref) else {
                 stream.finish(nil)
-                continuation?.resume(returning: .ok(AMQP_BASIC_CANCEL_OK_METHOD))
+                continuation?.resume(returning: .ok(.basicCancelOk))
                 return
             }
-            if channel.consumers[stream.consumerTag] === stream {
+            if channel.isCurrent(stream) {
                 // Stopped from now on, whatever happens to the connection before cancel-ok.
-                channel.consumerSpecs[stream.consumerTag] = nil
-                channel.pending.append(PendingReply(replies: [AMQP_BASIC_CANCEL_OK_METHOD], continuation: continuation))
+                channel.stopRestoring(stream.consumerTag)
+                channel.pendingReplies.append(PendingReply(replies: [.basicCancelOk], continuation: continuation))
                 send(.basicCancel(consumerTag: stream.consumerTag), on: channel.id)
             } else {
                 // Already cancelled (by the application or the broker): only the requeue is left.
                 stream.finish(nil)
-                continuation?.resume(returning: .ok(AMQP_BASIC_CANCEL_OK_METHOD))
+                continuation?.resume(returning: .ok(.basicCancelOk))
             }
-            for delivery in requeue where delivery.generation == channel.generation {
-                settleAndSend(.basicReject(deliveryTag: delivery.deliveryTag, requeue: true), on: channel)
+            let generation = channel.generation
+            for delivery in requeue where delivery.generation == generation {
+                settle(.basicReject(deliveryTag: delivery.deliveryTag, requeue: true), on: channel)
             }
         case .openChannel(let continuation):
             openNewChannel(continuation)
         case .closeChannel(let ref, let continuation):
             guard let channel = openChannel(ref) else {
-                continuation.resume(returning: .ok(AMQP_CHANNEL_CLOSE_OK_METHOD))
+                continuation.resume(returning: .ok(.channelCloseOk))
                 return
             }
             channel.state = .closing
             channel.handle.markClosed(.channelClosedByApplication(channel.id))
-            channel.pending.append(PendingReply(replies: [AMQP_CHANNEL_CLOSE_OK_METHOD], continuation: continuation))
+            channel.pendingReplies.append(PendingReply(replies: [.channelCloseOk], continuation: continuation))
             let deadline = ContinuousClock.now + core.configuration.closeTimeout
             channel.closeDeadline = deadline
             closeDeadline = min(closeDeadline ?? deadline, deadline)
@@ -143,7 +138,7 @@ extension IOLoop {
         case .closeConnection:
             guard !closingConnection else { return }
             closingConnection = true
-            failHeld(.connectionClosedByApplication)
+            for command in held.takeAll() { command.fail(.connectionClosedByApplication) }
             closeDeadline = ContinuousClock.now + core.configuration.closeTimeout
             send(.connectionClose(replyCode: 200, replyText: "Goodbye"), on: 0)
         }
@@ -166,7 +161,8 @@ extension IOLoop {
         guard let id = freeChannelID() else {
             continuation.resume(
                 throwing: AMQPError(
-                    code: .invalidArgument, message: "all \(channelMax) channels of this connection are in use"))
+                    code: .invalidArgument,
+                    message: "all \(connection?.channelMax ?? 0) channels of this connection are in use"))
             return
         }
         nextEpoch &+= 1
@@ -175,7 +171,7 @@ extension IOLoop {
         let channel = ChannelIO(
             handle: handle, keepsUnconfirmedMessages: recovery.isEnabled && recovery.republishUnconfirmed)
         channels[id] = channel
-        channel.pending.append(PendingReply(replies: [AMQP_CHANNEL_OPEN_OK_METHOD]) { result in
+        channel.pendingReplies.append(PendingReply(replies: [.channelOpenOk]) { result in
             switch result {
             case .success: continuation.resume(returning: handle)
             case .failure(let error): continuation.resume(throwing: error)
@@ -186,6 +182,7 @@ extension IOLoop {
     }
 
     func freeChannelID() -> UInt16? {
+        let channelMax = connection?.channelMax ?? 0
         var id: UInt16 = 1
         while id <= channelMax {
             if channels[id] == nil { return id }
@@ -196,130 +193,89 @@ extension IOLoop {
 
     /// Encodes a method into the outgoing buffer; it goes out with the rest of the batch.
     func send(_ method: ClientMethod, on channel: UInt16) {
-        guard connection != nil else { return }
-        let status = method.encode(into: writer, channel: channel, pool: pool)
-        pool.recycle()
-        if status != AMQP_STATUS_OK.rawValue {
-            connectionLost(status)
-        } else if writer.count >= FrameWriter.flushThreshold {
-            flushOutbound()
+        guard let connection else { return }
+        do {
+            try connection.append(method, channel: channel)
+        } catch {
+            lost(error)
+            return
         }
+        if connection.shouldFlush { flushOutbound() }
     }
 
     /// Writes the outgoing buffer to the socket. Returns `false` when the connection failed.
     @discardableResult
     func flushOutbound() -> Bool {
-        guard !writer.isEmpty else { return true }
-        guard let connection, !finished else {
-            writer.discard()
+        // Once the loop has finished there is no connection: nothing to write.
+        guard let connection, connection.hasPendingOutput else { return true }
+        do {
+            try connection.flush(stallLimit: writeStallLimit)
+            return true
+        } catch {
+            lost(error)
             return false
         }
-        let socket = amqp_get_sockfd(connection)
-        let status =
-            socket < 0 ? AMQP_STATUS_SOCKET_CLOSED.rawValue : writer.flush(to: socket, stallLimit: writeStallLimit)
-        guard status == AMQP_STATUS_OK.rawValue else {
-            writer.discard()
-            writeFailed(status)
-            return false
-        }
-        return true
     }
 
     /// Encodes a publish (method, content header, body frames) into the outgoing buffer.
     func publish(_ request: PublishRequest, on channel: ChannelIO) {
-        guard connection != nil else { return }
-        let status = writer.appendPublish(request, channel: channel.id, pool: pool)
-        guard status == AMQP_STATUS_OK.rawValue else {
-            request.confirm?.fail(.unencodable(status))
-            logger.error("a message could not be encoded", metadata: ["amqp.error": "\(AMQPError.unencodable(status))"])
+        guard let connection else { return }
+        do {
+            try connection.appendPublish(request, channel: channel.id)
+        } catch {
+            request.confirm?.fail(error)
+            logger.error("a message could not be encoded", metadata: [LoggingKeys.error: "\(error)"])
             return
         }
-        if writer.count >= FrameWriter.flushThreshold && !flushOutbound() {
+        if connection.shouldFlush && !flushOutbound() {
             // The failed flush has dealt with the loss already; this message went down with the buffer.
-            if recovering && channel.keepsUnconfirmedMessages && channel.confirmMode {
-                channel.published(request)  // republished after the recovery
+            if recovering && channel.confirms.keepsMessages && channel.confirms.isSelected {
+                channel.confirms.published(request)  // republished after the recovery
             } else {
                 request.confirm?.fail(
                     AMQPError(code: .outcomeUnknown, message: "the connection failed while the message was being sent"))
             }
             return
         }
-        channel.published(request)
+        channel.confirms.published(request)
     }
 
     // MARK: Settling deliveries
 
-    /// Sends an ack, nack or reject and records the settlement. A plain ack that leaves every
-    /// earlier delivery settled is held back instead, so a run of in-order acks costs one write.
-    func settleAndSend(_ method: ClientMethod, on channel: ChannelIO) {
-        switch method {
-        case .basicAck(let tag, let multiple):
-            channel.unsettled.settle(tag, multiple: multiple)
-            if channel.unsettled.allSettled(upTo: tag) {
-                if channel.deferredAck == nil { channelsWithDeferredAck.append(channel) }
-                channel.deferredAck = max(channel.deferredAck ?? 0, tag)
-                return
-            }
-        case .basicNack(let tag, let multiple, _):
-            // A multiple nack must not reach deliveries that were acked but not yet sent.
-            flushDeferredAcks()
-            channel.unsettled.settle(tag, multiple: multiple)
-        case .basicReject(let tag, _):
-            flushDeferredAcks()
-            channel.unsettled.settle(tag, multiple: false)
-        default:
-            flushDeferredAcks()
+    /// Records an ack, nack or reject and sends what the channel's ``Settlements`` say. In-order
+    /// acks are held back and merged, so a run of them costs one write.
+    func settle(_ method: ClientMethod, on channel: ChannelIO) {
+        switch channel.settlements.settle(method) {
+        case .hold(let first):
+            if first { channelsWithHeldAck.append(channel) }
+        case .send(let method):
+            send(method, on: channel.id)
+        case .sendHeldAckThen(let heldAck, let method):
+            send(heldAck, on: channel.id)
+            send(method, on: channel.id)
         }
-        send(method, on: channel.id)
     }
 
-    func flushDeferredAcks() {
-        guard !channelsWithDeferredAck.isEmpty else { return }
-        let deferred = channelsWithDeferredAck
-        channelsWithDeferredAck.removeAll(keepingCapacity: true)
-        for channel in deferred {
-            guard let tag = channel.deferredAck else { continue }
-            channel.deferredAck = nil
+    /// Sends the acks held back in this batch.
+    func flushHeldAcks() {
+        guard !channelsWithHeldAck.isEmpty else { return }
+        let holding = channelsWithHeldAck
+        channelsWithHeldAck.removeAll(keepingCapacity: true)
+        for channel in holding {
+            guard let ack = channel.settlements.takeHeldAck() else { continue }
             if channels[channel.id] === channel, channel.state == .open {
-                send(.basicAck(deliveryTag: tag, multiple: true), on: channel.id)
+                send(ack, on: channel.id)
             }
         }
     }
 
     // MARK: Blocked connections
 
-    func mustHold(_ command: Command) -> Bool {
-        switch command {
-        case .publish: true
-        case .call(let ref, _, _), .consume(let ref, _, _, _), .stopConsumer(let ref, _, _, _), .closeChannel(let ref, _):
-            channelsWithHeldCommands.contains(ref.id)
-        case .settle, .openChannel, .closeConnection: false  // settlements never wait
-        }
-    }
-
-    func hold(_ command: Command) {
-        if case .publish(let ref, let request) = command {
-            channelsWithHeldCommands.insert(ref.id)
-            heldPublishBytes += ConnectionCore.publishCost(request)
-        }
-        held.append(command)
-    }
-
     /// Puts the held commands back in front of the new ones, in their original order.
     func releaseHeld() {
-        held.append(contentsOf: batch)
-        batch = held
-        held = []
-        channelsWithHeldCommands.removeAll()
-        heldPublishBytes = 0
+        var released = held.takeAll()
+        released.append(contentsOf: batch)
+        batch = released
         core.setHeldPublishBytes(0)
-    }
-
-    func failHeld(_ error: AMQPError) {
-        let commands = held
-        held = []
-        channelsWithHeldCommands.removeAll()
-        heldPublishBytes = 0
-        for command in commands { command.fail(error) }
     }
 }

@@ -3,12 +3,11 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import CRabbitMQ
 import DequeModule
 import Logging
 
-/// Owns one `amqp_connection_state_t` and is the only code that touches it, on a
-/// dedicated thread: librabbitmq is not thread-safe and sends heartbeats only while
+/// Runs a connection on a dedicated thread, the only one that touches its
+/// ``LibRabbitMQConnection``: librabbitmq is not thread-safe and sends heartbeats only while
 /// it is called, so one thread runs commands, reads every frame, and keeps the
 /// heartbeat going whether the application is idle or busy. No Swift concurrency
 /// thread ever blocks on the socket.
@@ -18,17 +17,13 @@ import Logging
 final class IOLoop {
     let core: ConnectionCore
     var logger: Logger
-    var connection: amqp_connection_state_t?
-    let pool = CPool()
-    /// Outgoing frames, written to the socket once per batch of commands or frames.
-    let writer = FrameWriter()
+    /// The open connection; `nil` between a loss and the next successful connect.
+    var connection: LibRabbitMQConnection?
     var channels: [UInt16: ChannelIO] = [:]
     /// What the application declared, for recovery to declare again.
     let topology = Topology()
     var nextEpoch: UInt32 = 0
     var nextConsumerOrder: UInt64 = 0
-    var channelMax: UInt16 = 0
-    var heartbeatSeconds: Int32 = 0
     var batch: Deque<Command> = []
     var closeDeadline: ContinuousClock.Instant?
     var finished = false
@@ -45,17 +40,13 @@ final class IOLoop {
     /// Why each closed channel number last closed: a command already queued when the broker
     /// closed its channel fails with the broker's reason, not a generic one.
     var closeReasons: [UInt16: (epoch: UInt32, error: AMQPError)] = [:]
-    var channelsWithDeferredAck: [ChannelIO] = []
+    /// Channels that hold back an ack (see ``Settlements``), to send at the end of the batch.
+    var channelsWithHeldAck: [ChannelIO] = []
 
     // While the broker blocks publishing
-    /// The broker blocked publishing (a memory or disk alarm). It stops reading the socket at
-    /// the next publish it receives, so publishes are held back here instead: acks, consumers
-    /// and other channels keep working, and nothing wedges the connection's reading.
+    /// The broker blocked publishing (a memory or disk alarm); see ``HeldCommands``.
     var blocked = false
-    /// Held commands, in order: publishes, and what follows a held publish on its channel.
-    var held: Deque<Command> = []
-    var channelsWithHeldCommands: Set<UInt16> = []
-    var heldPublishBytes = 0
+    var held = HeldCommands()
 
     // Reading
     /// The last poll found the socket readable.
@@ -63,6 +54,8 @@ final class IOLoop {
     /// When librabbitmq must next be called even with nothing to read: it sends heartbeats and
     /// notices a silent peer only inside its read calls.
     var nextHeartbeatService = ContinuousClock.now
+    /// The negotiated heartbeat interval of the open connection, 0 when disabled.
+    var heartbeatSeconds: Int32 { connection?.heartbeatSeconds ?? 0 }
     var heartbeatServiceInterval: Duration {
         heartbeatSeconds > 0 ? .milliseconds(Int(heartbeatSeconds) * 250) : .seconds(1)
     }
@@ -124,7 +117,7 @@ final class IOLoop {
     }
 
     func threadMain() {
-        camqp_set_thread_name("amqp-io")
+        ThreadName.set("amqp-io")
         // Tasks that still prefer this thread when it ends go on without it.
         defer { for job in core.stopExecutor() { globalConcurrentExecutor.enqueue(ExecutorJob(job)) } }
         do {
@@ -168,14 +161,14 @@ final class IOLoop {
 
     func waitForWork() {
         guard let connection else { return }
-        if amqp_frames_enqueued(connection) != 0 || amqp_data_in_buffer(connection) != 0 { return }
+        if connection.hasBufferedInput { return }
         if !blocked && !held.isEmpty { return }  // unblocked: release the held publishes first
         let settlementsMayWait = settlementsCanWait()
         guard core.prepareToSleep(settlementsMayWait: settlementsMayWait) else { return }
-        let socket = amqp_get_sockfd(connection)
+        let socket = connection.socket
         guard socket >= 0 else {
             core.didWake(drainWakePipe: true)
-            connectionLost(AMQP_STATUS_SOCKET_CLOSED.rawValue)
+            lost(.connectionLost(.socketClosed))
             return
         }
         var fds = [
@@ -185,22 +178,12 @@ final class IOLoop {
         _ = poll(&fds, 2, settlementsMayWait ? 1 : pollTimeoutMilliseconds())
         socketReadable = fds[0].revents != 0  // data, or an error or hang-up for librabbitmq to report
         if core.didWake(drainWakePipe: fds[1].revents != 0) {
-            flushDirectRemainder(socket: socket)
-        }
-    }
-
-    /// Writes what a direct publish left on the socket's doorstep, before anything else goes out.
-    func flushDirectRemainder(socket: Int32) {
-        let status = core.directPublisher.flushRemainder(to: socket, stallLimit: writeStallLimit)
-        if status != AMQP_STATUS_OK.rawValue { writeFailed(status) }
-    }
-
-    /// A write of ours failed: a stall past ``writeStallLimit`` means the peer stopped reading.
-    func writeFailed(_ status: Int32) {
-        if status == AMQP_STATUS_TIMEOUT.rawValue, let writeStallLimit {
-            lost(.stalledWrite(writeStallLimit))
-        } else {
-            connectionLost(status)
+            // What a direct publish left on the socket's doorstep goes before anything else.
+            do {
+                try connection.flushRemainder(of: core.directPublisher, stallLimit: writeStallLimit)
+            } catch {
+                lost(error)
+            }
         }
     }
 
@@ -211,7 +194,7 @@ final class IOLoop {
     func settlementsCanWait() -> Bool {
         guard ContinuousClock.now - lastSettlementAt < .milliseconds(5) else { return false }
         var waiting = false
-        for channel in channels.values where channel.unsettled.count > 0 {
+        for channel in channels.values where channel.settlements.unsettledCount > 0 {
             if channel.prefetch.values.contains(where: { $0 > 0 && $0 < Self.smallPrefetch }) { return false }
             waiting = true
         }
@@ -234,7 +217,7 @@ final class IOLoop {
     func checkCloseDeadline() {
         guard let closeDeadline, ContinuousClock.now >= closeDeadline else { return }
         if closingConnection {
-            logger.warning("the broker did not confirm connection.close in time; dropping the socket")
+            logger.warning("the broker did not confirm connection.close in time; dropped the socket")
             tearDown(.connectionClosedByApplication, byApplication: true)
             return
         }
@@ -274,23 +257,10 @@ final class IOLoop {
         lastLongJobWarning = now
         logger.warning(
             "code running on the connection's task executor held its I/O thread; move blocking or long work off it",
-            metadata: ["amqp.held_for": "\(elapsed)"])
+            metadata: [LoggingKeys.heldFor: "\(elapsed)"])
     }
 
     // MARK: Ending
-
-    func connectionLost(_ status: Int32) {
-        let error: AMQPError
-        if status == AMQP_STATUS_HEARTBEAT_TIMEOUT.rawValue {
-            error = AMQPError(
-                code: .connectionLost, message: "the broker stopped answering heartbeats", libraryStatus: status)
-        } else {
-            error = AMQPError(
-                code: .connectionLost, message: "the connection failed: \(Self.libraryMessage(status))",
-                libraryStatus: status)
-        }
-        lost(error)
-    }
 
     /// The connection failed without the application asking (unless it was closing anyway):
     /// recover if configured to, else end.
@@ -305,7 +275,7 @@ final class IOLoop {
         } else if core.configuration.recovery.isEnabled {
             beginRecovery(after: error)
         } else {
-            logger.warning("connection lost", metadata: ["amqp.error": "\(error)"])
+            logger.warning("connection lost", metadata: [LoggingKeys.error: "\(error)"])
             tearDown(error, byApplication: false)
         }
     }
@@ -322,31 +292,14 @@ final class IOLoop {
             channel.finish(consumersWith: byApplication ? nil : error, pendingWith: error)
         }
         channels.removeAll()
-        failHeld(error)
+        for command in held.takeAll() { command.fail(error) }
         destroyConnection()
         for command in core.finish(error: error, byApplication: byApplication) { command.fail(error) }
     }
 
     func destroyConnection() {
-        writer.discard()
         core.connectionClosing()
-        if let connection {
-            amqp_destroy_connection(connection)
-            self.connection = nil
-        }
-    }
-}
-
-extension timeval {
-    init(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        self.init(tv_sec: .init(seconds), tv_usec: .init(attoseconds / 1_000_000_000_000))
-    }
-}
-
-extension Duration {
-    var milliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+        connection?.close()
+        connection = nil
     }
 }

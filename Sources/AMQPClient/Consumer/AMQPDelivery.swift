@@ -27,9 +27,7 @@ public final class AMQPDelivery: Sendable {
     public let isAutoAcknowledged: Bool
 
     let channel: AMQPChannel
-    /// Which incarnation of the channel delivered it: after a
-    /// recovery, delivery tags start again at 1, and settling a delivery from before must not
-    /// reach a new delivery with the same tag.
+    /// Which incarnation of the channel delivered it (see ``AMQPChannel/generation``).
     let generation: UInt32
 
     init(

@@ -1,0 +1,21 @@
+/// A consumer as its channel's bookkeeping knows it: the stream its deliveries go to, and how
+/// to start it again on a new connection.
+struct ConsumerRecord {
+    let stream: ConsumerStream
+    /// How the consumer was started; `nil` once it is being cancelled, so that a recovery never
+    /// brings back a consumer the application stopped.
+    var restoreSpec: Spec?
+
+    struct Spec {
+        var queue: String
+        let noAck: Bool
+        let exclusive: Bool
+        let arguments: AMQPFieldTable
+        /// Consumers restore in the order they were started.
+        let order: UInt64
+
+        func consumeMethod(consumerTag: String) -> ClientMethod {
+            .basicConsume(queue: queue, consumerTag: consumerTag, noAck: noAck, exclusive: exclusive, arguments: arguments)
+        }
+    }
+}

@@ -1,0 +1,62 @@
+import Logging
+
+// Connecting and logging in, on the first connect and on every recovery attempt.
+
+extension IOLoop {
+    /// Connects to the configured endpoints in turn until one accepts. Throws the last one's error.
+    func openAnyEndpoint() throws(AMQPError) {
+        let endpoints = core.configuration.endpoints
+        var lastError: AMQPError?
+        for endpoint in endpoints {
+            do {
+                try open(endpoint)
+                return
+            } catch {
+                if endpoints.count > 1 {
+                    logger.debug(
+                        "could not connect", metadata: [LoggingKeys.endpoint: "\(endpoint)", LoggingKeys.error: "\(error)"])
+                }
+                lastError = error
+            }
+        }
+        throw lastError!
+    }
+
+    private func open(_ endpoint: AMQPConnection.Configuration.Endpoint) throws(AMQPError) {
+        let connection = try LibRabbitMQConnection.open(
+            endpoint, configuration: core.configuration, clientProperties: clientProperties)
+        self.connection = connection
+        core.connectionOpened(socket: connection.socket, frameMax: connection.frameMax)
+        nextHeartbeatService = ContinuousClock.now + heartbeatServiceInterval
+        logger[metadataKey: LoggingKeys.endpoint] = "\(endpoint)"
+        logger.debug(
+            "AMQP connection open",
+            metadata: [
+                LoggingKeys.heartbeat: "\(connection.heartbeatSeconds)", LoggingKeys.frameMax: "\(connection.frameMax)",
+                LoggingKeys.channelMax: "\(connection.channelMax)",
+            ])
+    }
+
+    /// What the client tells the broker about itself: RabbitMQ sends `connection.blocked` and
+    /// consumer cancellations only to clients that announce those capabilities.
+    private var clientProperties: AMQPFieldTable {
+        var capabilities: AMQPFieldTable = [:]
+        for capability in [
+            "publisher_confirms", "exchange_exchange_bindings", "basic.nack", "consumer_cancel_notify",
+            "connection.blocked", "authentication_failure_close",
+        ] {
+            capabilities[capability] = .bool(true)
+        }
+        var properties: AMQPFieldTable = [
+            "product": .string(AMQPClientInfo.product),
+            "version": .string(AMQPClientInfo.version),
+            "platform": .string(AMQPClientInfo.platform),
+            "information": .string("Swift client for RabbitMQ, built on librabbitmq"),
+            "capabilities": .table(capabilities),
+        ]
+        if let name = core.configuration.connectionName {
+            properties["connection_name"] = .string(name)
+        }
+        return properties
+    }
+}

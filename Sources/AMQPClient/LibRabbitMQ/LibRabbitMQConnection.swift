@@ -1,0 +1,184 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CRabbitMQ
+
+/// The one owner of a librabbitmq connection (`amqp_connection_state_t`): it opens the socket
+/// and logs in, reads the next frame, writes encoded frames, and frees the connection. Every
+/// librabbitmq status it meets becomes an ``AMQPError`` here.
+///
+/// librabbitmq is not thread-safe: an instance is used only by its connection's I/O thread
+/// (``IOLoop``), which also keeps calling ``nextFrame(timeout:)`` so that heartbeats go out.
+final class LibRabbitMQConnection {
+    private var state: amqp_connection_state_t?
+    /// Outgoing frames, written to the socket once per batch by ``flush(stallLimit:)``.
+    private let writer = FrameWriter()
+    let endpoint: AMQPConnection.Configuration.Endpoint
+    /// Negotiated with the broker during login.
+    let channelMax: UInt16
+    let heartbeatSeconds: Int32
+    let frameMax: Int
+
+    private init(
+        state: amqp_connection_state_t, endpoint: AMQPConnection.Configuration.Endpoint
+    ) {
+        self.state = state
+        self.endpoint = endpoint
+        let channelMax = UInt16(clamping: amqp_get_channel_max(state))
+        self.channelMax = channelMax == 0 ? .max : channelMax
+        self.heartbeatSeconds = amqp_get_heartbeat(state)
+        let frameMax = Int(amqp_get_frame_max(state))
+        self.frameMax = frameMax > 0 ? frameMax : Int(AMQP_DEFAULT_FRAME_SIZE)
+        writer.frameMax = self.frameMax
+    }
+
+    deinit {
+        close()
+    }
+
+    // MARK: Opening
+
+    /// Connects to `endpoint` and logs in, each step bounded by `connectTimeout`.
+    static func open(
+        _ endpoint: AMQPConnection.Configuration.Endpoint,
+        configuration: AMQPConnection.Configuration,
+        clientProperties: AMQPFieldTable
+    ) throws(AMQPError) -> LibRabbitMQConnection {
+        guard let state = amqp_new_connection() else {
+            throw AMQPError(code: .library, message: "librabbitmq could not allocate a connection")
+        }
+        guard let socket = amqp_tcp_socket_new(state) else {
+            amqp_destroy_connection(state)
+            throw AMQPError(code: .library, message: "librabbitmq could not allocate a socket")
+        }
+        var timeout = timeval(configuration.connectTimeout)
+        let status = LibraryStatus(amqp_socket_open_noblock(socket, endpoint.host, Int32(endpoint.port), &timeout))
+        guard status.isOK else {
+            amqp_destroy_connection(state)
+            throw .connectFailed(status, endpoint)
+        }
+        _ = amqp_set_handshake_timeout(state, &timeout)
+
+        let pool = CPool()
+        var properties = pool.table(clientProperties)
+        let heartbeat = Int32(clamping: configuration.heartbeat.components.seconds)
+        let reply = camqp_login_plain(
+            state, configuration.virtualHost, Int32(configuration.channelMax),
+            Int32(bitPattern: configuration.frameMax), heartbeat, &properties, configuration.username,
+            configuration.password)
+        if let error = AMQPError.loginFailure(reply, configuration) {
+            amqp_destroy_connection(state)
+            throw error
+        }
+        return LibRabbitMQConnection(state: state, endpoint: endpoint)
+    }
+
+    // MARK: Reading
+
+    /// The socket, for `poll`; -1 once librabbitmq has closed it.
+    var socket: Int32 {
+        guard let state else { return -1 }
+        return amqp_get_sockfd(state)
+    }
+
+    /// Whether librabbitmq holds frames or bytes already read: `poll` would not see them.
+    var hasBufferedInput: Bool {
+        guard let state else { return false }
+        return amqp_frames_enqueued(state) != 0 || amqp_data_in_buffer(state) != 0
+    }
+
+    /// What ``nextFrame(timeout:)`` found.
+    enum FrameRead {
+        case frame(ReceivedFrame)
+        /// Nothing arrived within the timeout.
+        case timedOut
+        /// The connection failed; it cannot be used any more.
+        case failed(AMQPError)
+    }
+
+    /// Reads the next frame, waiting up to `timeout` (`.zero` only takes what is buffered or
+    /// readable now). Sends a heartbeat when one is due and notices a silent broker: call it at
+    /// least every quarter heartbeat interval. A body frame points into librabbitmq's memory,
+    /// valid until ``releaseBuffers(channel:)`` for its channel.
+    func nextFrame(timeout: Duration) -> FrameRead {
+        guard let state else { return .failed(.connectionLost(.socketClosed)) }
+        var frame = amqp_frame_t()
+        var wait = timeval(timeout)
+        let status = LibraryStatus(amqp_simple_wait_frame_noblock(state, &frame, &wait))
+        if status == .timeout { return .timedOut }
+        guard status.isOK else { return .failed(.connectionLost(status)) }
+        return .frame(ReceivedFrame(frame))
+    }
+
+    /// Frees the memory of the frames read on `channel` since the last release.
+    func releaseBuffers(channel: UInt16) {
+        guard let state else { return }
+        amqp_maybe_release_buffers_on_channel(state, channel)
+    }
+
+    // MARK: Writing
+
+    /// Whether encoded frames wait for ``flush(stallLimit:)``.
+    var hasPendingOutput: Bool { !writer.isEmpty }
+
+    /// Whether enough is buffered that it should be written before more is encoded.
+    var shouldFlush: Bool { writer.count >= FrameWriter.flushThreshold }
+
+    /// Encodes a method frame into the outgoing buffer. A method that cannot be encoded fails
+    /// the connection, as a failed write would.
+    func append(_ method: ClientMethod, channel: UInt16) throws(AMQPError) {
+        let status = writer.append(method, channel: channel)
+        guard status.isOK else { throw .connectionLost(status) }
+    }
+
+    /// Encodes a publish (method, content header, body frames) into the outgoing buffer; a
+    /// message that cannot be encoded leaves nothing behind.
+    func appendPublish(_ request: PublishRequest, channel: UInt16) throws(AMQPError) {
+        let status = writer.appendPublish(request, channel: channel)
+        guard status.isOK else { throw .unencodable(status) }
+    }
+
+    /// Writes the outgoing buffer to the socket. A write that makes no progress for
+    /// `stallLimit` means the broker stopped reading.
+    func flush(stallLimit: Duration?) throws(AMQPError) {
+        guard !writer.isEmpty else { return }
+        let socket = self.socket
+        let status = socket < 0 ? LibraryStatus.socketClosed : writer.flush(to: socket, stallLimit: stallLimit)
+        guard status.isOK else {
+            writer.discard()
+            throw Self.writeFailure(status, stallLimit: stallLimit)
+        }
+    }
+
+    /// Writes what a direct publish left (see ``DirectPublisher``), before anything else goes out.
+    func flushRemainder(of directPublisher: DirectPublisher, stallLimit: Duration?) throws(AMQPError) {
+        let status = directPublisher.flushRemainder(to: socket, stallLimit: stallLimit)
+        guard status.isOK else { throw Self.writeFailure(status, stallLimit: stallLimit) }
+    }
+
+    private static func writeFailure(_ status: LibraryStatus, stallLimit: Duration?) -> AMQPError {
+        if status == .timeout, let stallLimit { return .stalledWrite(stallLimit) }
+        return .connectionLost(status)
+    }
+
+    // MARK: Closing
+
+    /// Drops the socket and frees librabbitmq's state, without a `connection.close` handshake
+    /// (the I/O thread does that itself, without blocking). Idempotent.
+    func close() {
+        writer.discard()
+        if let state {
+            amqp_destroy_connection(state)
+            self.state = nil
+        }
+    }
+}
+
+extension timeval {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self.init(tv_sec: .init(seconds), tv_usec: .init(attoseconds / 1_000_000_000_000))
+    }
+}

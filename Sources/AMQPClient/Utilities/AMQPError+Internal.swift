@@ -1,0 +1,37 @@
+// The errors the client makes itself; those made from librabbitmq's statuses are in
+// LibRabbitMQ/AMQPError+LibRabbitMQ.swift.
+
+extension AMQPError {
+    static func invalidArgument(_ message: String) -> AMQPError {
+        AMQPError(code: .invalidArgument, message: message)
+    }
+
+    static func channelClosedByApplication(_ channel: UInt16) -> AMQPError {
+        AMQPError(code: .channelClosed, message: "channel \(channel) was closed by the application")
+    }
+
+    static let connectionClosedByApplication = AMQPError(
+        code: .connectionClosed,
+        message: "the connection was closed by the application"
+    )
+
+    /// Checks that a value fits an AMQP short string (at most 255 bytes of UTF-8).
+    static func checkShortString(_ value: String, _ what: @autoclosure () -> String) throws(AMQPError) {
+        if value.utf8.count > 255 {
+            throw .invalidArgument("\(what()) is \(value.utf8.count) bytes long; AMQP allows at most 255")
+        }
+    }
+
+    /// The channel or connection closed before the broker confirmed a publish.
+    static func outcomeUnknown(_ cause: AMQPError) -> AMQPError {
+        AMQPError(
+            code: .outcomeUnknown,
+            message: "the channel closed before the broker confirmed the message: \(cause.message)",
+            replyCode: cause.replyCode, replyText: cause.replyText)
+    }
+
+    /// Continuations only throw `AMQPError`s; this turns the `any Error` they are typed with back.
+    static func wrap(_ error: any Error) -> AMQPError {
+        (error as? AMQPError) ?? AMQPError(code: .library, message: "\(error)")
+    }
+}
