@@ -83,7 +83,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AMQPClientTests",
-            dependencies: ["AMQPClient"],
+            dependencies: ["AMQPClient", .product(name: "DequeModule", package: "swift-collections")],
             swiftSettings: strictSwift6
         ),
         .testTarget(

@@ -1,0 +1,98 @@
+import Testing
+
+@testable import AMQPClient
+
+@Suite("Channel: matching publisher confirms and returns")
+struct PublisherConfirmsTests {
+    static func publish(mandatory: Bool = false, routingKey: String = "q") -> PublishRequest {
+        PublishRequest(
+            exchange: "", routingKey: routingKey, mandatory: mandatory, properties: AMQPProperties(), body: [1, 2, 3],
+            confirm: ConfirmTracker())
+    }
+
+    static func outcome(_ request: PublishRequest) async -> AMQPError.Code? {
+        do {
+            try await request.confirm!.wait()
+            return nil
+        } catch {
+            return error.code
+        }
+    }
+
+    @Test("single acks resolve their own publish, in any order")
+    func singleOutOfOrder() async {
+        var confirms = PublisherConfirms(keepsMessages: false)
+        confirms.isSelected = true
+        let requests = (0..<3).map { _ in Self.publish() }
+        for request in requests { confirms.published(request) }
+        confirms.confirm(3, multiple: false, acked: true)
+        confirms.confirm(1, multiple: false, acked: false)
+        #expect(confirms.unconfirmedCount == 1)
+        #expect(await Self.outcome(requests[2]) == nil)
+        #expect(await Self.outcome(requests[0]) == .publishNacked)
+        confirms.confirm(2, multiple: false, acked: true)
+        #expect(await Self.outcome(requests[1]) == nil)
+        #expect(confirms.unconfirmedCount == 0)
+    }
+
+    @Test("a multiple ack or nack resolves every publish up to its tag")
+    func multiple() async {
+        var confirms = PublisherConfirms(keepsMessages: false)
+        confirms.isSelected = true
+        let requests = (0..<4).map { _ in Self.publish() }
+        for request in requests { confirms.published(request) }
+        confirms.confirm(2, multiple: true, acked: true)
+        #expect(confirms.unconfirmedCount == 2)
+        confirms.confirm(4, multiple: true, acked: false)
+        #expect(confirms.unconfirmedCount == 0)
+        #expect(await Self.outcome(requests[0]) == nil)
+        #expect(await Self.outcome(requests[1]) == nil)
+        #expect(await Self.outcome(requests[2]) == .publishNacked)
+        #expect(await Self.outcome(requests[3]) == .publishNacked)
+    }
+
+    @Test("a return marks the oldest matching mandatory publish; its ack then reports the return")
+    func returnThenAck() async {
+        var confirms = PublisherConfirms(keepsMessages: false)
+        confirms.isSelected = true
+        let first = Self.publish(mandatory: true, routingKey: "nowhere")
+        let second = Self.publish(mandatory: true, routingKey: "nowhere")
+        let other = Self.publish(mandatory: false, routingKey: "nowhere")
+        for request in [other, first, second] { confirms.published(request) }
+        let returned = AMQPError(code: .messageReturned, message: "returned", replyCode: 312)
+        let matched1 = confirms.returned(exchange: "", routingKey: "nowhere", error: returned)
+        #expect(matched1)
+        let matched2 = confirms.returned(exchange: "", routingKey: "elsewhere", error: returned)
+        #expect(!matched2)
+        confirms.confirm(3, multiple: true, acked: true)
+        #expect(await Self.outcome(other) == nil)
+        #expect(await Self.outcome(first) == .messageReturned)
+        #expect(await Self.outcome(second) == nil)
+    }
+
+    @Test("without confirm.select nothing is tracked; a loss fails what was unconfirmed or keeps it to republish")
+    func lossAndRepublish() async {
+        var unselected = PublisherConfirms(keepsMessages: false)
+        unselected.published(Self.publish())
+        #expect(unselected.unconfirmedCount == 0)
+
+        var failing = PublisherConfirms(keepsMessages: false)
+        failing.isSelected = true
+        let lost = Self.publish()
+        failing.published(lost)
+        failing.resetForNewConnection(lost: AMQPError(code: .connectionLost, message: "cut"))
+        #expect(await Self.outcome(lost) == .outcomeUnknown)
+
+        var keeping = PublisherConfirms(keepsMessages: true)
+        keeping.isSelected = true
+        let kept = [Self.publish(routingKey: "a"), Self.publish(routingKey: "b")]
+        for request in kept { keeping.published(request) }
+        keeping.resetForNewConnection(lost: AMQPError(code: .connectionLost, message: "cut"))
+        #expect(keeping.takeMessagesToRepublish().map(\.routingKey) == ["a", "b"])
+        // Numbered from 1 again on the new connection.
+        for request in kept { keeping.published(request) }
+        keeping.confirm(2, multiple: true, acked: true)
+        #expect(await Self.outcome(kept[0]) == nil)
+        #expect(await Self.outcome(kept[1]) == nil)
+    }
+}
