@@ -32,43 +32,43 @@ struct AcknowledgementTests {
 
     @Test("out-of-order acks, nacks and rejects settle exactly what they name")
     func outOfOrder() async throws {
-        let connection = try await TestBroker.connect()
-        defer { Task { await connection.close() } }
-        let channel = try await connection.openChannel()
-        let (queue, d) = try await Self.receive(10, on: channel)
+        try await withTestConnection { connection in
+            let channel = try await connection.openChannel()
+            let (queue, d) = try await Self.receive(10, on: channel)
 
-        for index in [1, 2, 3] { try await d[index].ack() }  // tags 2-4 while 1 is unsettled
-        for index in 5..<10 { try await d[index].ack() }  // tags 6-10 while 1 and 5 are unsettled
-        try await d[4].reject(requeue: false)  // tag 5 is dropped
-        try await d[0].nack(requeue: true)  // tag 1 goes back
+            for index in [1, 2, 3] { try await d[index].ack() }  // tags 2-4 while 1 is unsettled
+            for index in 5..<10 { try await d[index].ack() }  // tags 6-10 while 1 and 5 are unsettled
+            try await d[4].reject(requeue: false)  // tag 5 is dropped
+            try await d[0].nack(requeue: true)  // tag 1 goes back
 
-        #expect(try await Self.readyAfterClose(channel, connection, queue) == 1)
+            #expect(try await Self.readyAfterClose(channel, connection, queue) == 1)
+        }
     }
 
     @Test("a held delivery is not swept up by later in-order acks")
     func heldDelivery() async throws {
-        let connection = try await TestBroker.connect()
-        defer { Task { await connection.close() } }
-        let channel = try await connection.openChannel()
-        let (queue, d) = try await Self.receive(50, on: channel)
+        try await withTestConnection { connection in
+            let channel = try await connection.openChannel()
+            let (queue, d) = try await Self.receive(50, on: channel)
 
-        for index in 0..<20 { try await d[index].ack() }
-        // Tag 21 is held by the application; 22-50 are acked.
-        for index in 21..<50 { try await d[index].ack() }
-        #expect(try await Self.readyAfterClose(channel, connection, queue) == 1)
+            for index in 0..<20 { try await d[index].ack() }
+            // Tag 21 is held by the application; 22-50 are acked.
+            for index in 21..<50 { try await d[index].ack() }
+            #expect(try await Self.readyAfterClose(channel, connection, queue) == 1)
+        }
     }
 
     @Test("multiple acks and multiple nacks cover every earlier delivery")
     func multiple() async throws {
-        let connection = try await TestBroker.connect()
-        defer { Task { await connection.close() } }
-        let channel = try await connection.openChannel()
-        let (queue, d) = try await Self.receive(30, on: channel)
+        try await withTestConnection { connection in
+            let channel = try await connection.openChannel()
+            let (queue, d) = try await Self.receive(30, on: channel)
 
-        try await d[9].ack(multiple: true)  // 1-10
-        try await d[11].ack()  // 12, while 11 is unsettled
-        try await d[19].nack(multiple: true, requeue: true)  // 11 and 13-20 go back
-        for index in 20..<30 { try await d[index].ack() }  // 21-30
-        #expect(try await Self.readyAfterClose(channel, connection, queue) == 9)
+            try await d[9].ack(multiple: true)  // 1-10
+            try await d[11].ack()  // 12, while 11 is unsettled
+            try await d[19].nack(multiple: true, requeue: true)  // 11 and 13-20 go back
+            for index in 20..<30 { try await d[index].ack() }  // 21-30
+            #expect(try await Self.readyAfterClose(channel, connection, queue) == 9)
+        }
     }
 }

@@ -115,42 +115,43 @@ struct ConnectionFailureTests {
 struct LosslessTests {
     @Test("deliveries not acked before a cut come back redelivered; acked ones do not")
     func unackedAreRedelivered() async throws {
-        let scratch = try await ScratchQueue.make()
-        defer { scratch.remove() }
-        let (queue, admin) = (scratch.name, scratch.channel)
-        for index in 0..<10 { try await admin.publish("m\(index)", routingKey: queue) }
+        try await withScratchQueue { scratch in
+            let queue = scratch.name
+            let admin = scratch.channel
+            for index in 0..<10 { try await admin.publish("m\(index)", routingKey: queue) }
 
-        let (proxy, connection) = try await ConnectionFailureTests.connectThroughProxy()
-        defer { proxy.stop() }
-        let channel = try await connection.openChannel()
-        try await channel.setPrefetch(count: 10)
-        var iterator = try await channel.consume(queue: queue).makeAsyncIterator()
-        var acked: Set<String> = []
-        for index in 0..<10 {
-            let delivery = try #require(try await iterator.next(within: 5))
-            if index < 4 {
-                try await delivery.ack()
-                acked.insert(delivery.bodyString)
+            let (proxy, connection) = try await ConnectionFailureTests.connectThroughProxy()
+            defer { proxy.stop() }
+            let channel = try await connection.openChannel()
+            try await channel.setPrefetch(count: 10)
+            var iterator = try await channel.consume(queue: queue).makeAsyncIterator()
+            var acked: Set<String> = []
+            for index in 0..<10 {
+                let delivery = try #require(try await iterator.next(within: 5))
+                if index < 4 {
+                    try await delivery.ack()
+                    acked.insert(delivery.bodyString)
+                }
+            }
+            // A round trip on the channel: the acks reached the broker before the cut.
+            try await channel.declareQueue(queue, passive: true)
+            proxy.cutAll()
+            #expect(try await withTimeout(10) { await connection.closed() }?.code == .connectionLost)
+
+            try await withTestConnection { again in
+                var redelivered = try await again.openChannel().consume(queue: queue).makeAsyncIterator()
+                var bodies: [String] = []
+                for _ in 0..<6 {
+                    let delivery = try #require(try await redelivered.next(within: 5))
+                    #expect(delivery.redelivered)
+                    bodies.append(delivery.bodyString)
+                    try await delivery.ack()
+                }
+                print("redelivery after a cut: \(acked.count) acked before it, \(bodies.count) redelivered")
+                #expect(Set(bodies).isDisjoint(with: acked))
+                #expect(Set(bodies).union(acked) == Set((0..<10).map { "m\($0)" }))
             }
         }
-        // A round trip on the channel: the acks reached the broker before the cut.
-        try await channel.declareQueue(queue, passive: true)
-        proxy.cutAll()
-        #expect(try await withTimeout(10) { await connection.closed() }?.code == .connectionLost)
-
-        let again = try await TestBroker.connect()
-        defer { Task { await again.close() } }
-        var redelivered = try await again.openChannel().consume(queue: queue).makeAsyncIterator()
-        var bodies: [String] = []
-        for _ in 0..<6 {
-            let delivery = try #require(try await redelivered.next(within: 5))
-            #expect(delivery.redelivered)
-            bodies.append(delivery.bodyString)
-            try await delivery.ack()
-        }
-        print("redelivery after a cut: \(acked.count) acked before it, \(bodies.count) redelivered")
-        #expect(Set(bodies).isDisjoint(with: acked))
-        #expect(Set(bodies).union(acked) == Set((0..<10).map { "m\($0)" }))
     }
 
     /// One publishing session on a new connection through `proxy`: publishes `indices` with
@@ -159,44 +160,48 @@ struct LosslessTests {
     static func publishSession(
         through proxy: TCPProxy, queue: String, indices: [Int], cutAfter: Int?
     ) async throws -> (confirmed: [Int], unknown: [Int]) {
-        let connection = try await TestBroker.connect {
+        try await withTestConnection({
             $0.host = "127.0.0.1"
             $0.port = proxy.port
             $0.recovery = .disabled  // the application itself republishes on a new connection
-        }
-        defer { Task { await connection.close() } }
-        let channel = try await connection.openChannel()
-        try await channel.enablePublisherConfirms()
-        var sent: [(index: Int, confirmation: AMQPPublishConfirmation)] = []
-        for (position, index) in indices.enumerated() {
-            if position == cutAfter { proxy.cutAll() }
-            guard
-                let confirmation = try? await channel.publish(
-                    "\(index)", routingKey: queue, properties: AMQPProperties(deliveryMode: .persistent))
-            else { break }
-            sent.append((index, confirmation))
-        }
-        var confirmed: [Int] = []
-        var unknown: [Int] = []
-        for publish in sent {
-            do {
-                try await publish.confirmation.confirmed()
-                confirmed.append(publish.index)
-            } catch {
-                #expect(error.code == .outcomeUnknown || error.code == .connectionLost)
-                unknown.append(publish.index)
+        }) { connection in
+            let channel = try await connection.openChannel()
+            try await channel.enablePublisherConfirms()
+            var sent: [(index: Int, confirmation: AMQPPublishConfirmation)] = []
+            for (position, index) in indices.enumerated() {
+                if position == cutAfter { proxy.cutAll() }
+                guard
+                    let confirmation = try? await channel.publish(
+                        "\(index)", routingKey: queue, properties: AMQPProperties(deliveryMode: .persistent))
+                else { break }
+                sent.append((index, confirmation))
             }
+            var confirmed: [Int] = []
+            var unknown: [Int] = []
+            for publish in sent {
+                do {
+                    try await publish.confirmation.confirmed()
+                    confirmed.append(publish.index)
+                } catch let error as AMQPError {
+                    #expect(error.code == .outcomeUnknown || error.code == .connectionLost)
+                    unknown.append(publish.index)
+                }
+            }
+            unknown.append(contentsOf: indices.dropFirst(sent.count))
+            return (confirmed, unknown)
         }
-        unknown.append(contentsOf: indices.dropFirst(sent.count))
-        return (confirmed, unknown)
     }
 
     @Test("confirmed persistent publishes survive three connection cuts: 0 lost")
     func confirmedPublishesSurviveCuts() async throws {
+        // A method of its own: Swift 6.3's region checker crashes on this body inside a closure.
+        try await withScratchQueue(durable: true) { try await confirmedPublishesSurviveCuts(in: $0) }
+    }
+
+    func confirmedPublishesSurviveCuts(in scratch: ScratchQueue) async throws {
         let total = 20_000
-        let scratch = try await ScratchQueue.make(durable: true)
-        defer { scratch.remove() }
-        let (queue, admin) = (scratch.name, scratch.channel)
+        let queue = scratch.name
+        let admin = scratch.channel
         let proxy = try TCPProxy(targetPort: try TestBroker.configuration.port)
         defer { proxy.stop() }
 
@@ -240,80 +245,82 @@ struct LosslessTests {
         arguments: [false, true])
     func recoveryLosesNothing(onIOExecutors: Bool) async throws {
         let total = 20_000
-        let scratch = try await ScratchQueue.make(durable: true)
-        defer { scratch.remove() }
-        let queue = scratch.name
-        let proxy = try TCPProxy(targetPort: try TestBroker.configuration.port)
-        defer { proxy.stop() }
-        let publisherName = "lossless-publisher-\(UUID().uuidString)"
-        let consumerName = "lossless-consumer-\(UUID().uuidString)"
-        func connect(_ name: String) async throws -> AMQPConnection {
-            try await TestBroker.connect {
-                $0.host = "127.0.0.1"
-                $0.port = proxy.port
-                $0.connectionName = name
-                $0.recovery = .fast(republishUnconfirmed: true)
+        try await withScratchQueue(durable: true) { scratch in
+            let queue = scratch.name
+            let proxy = try TCPProxy(targetPort: try TestBroker.configuration.port)
+            defer { proxy.stop() }
+            let publisherName = "lossless-publisher-\(UUID().uuidString)"
+            let consumerName = "lossless-consumer-\(UUID().uuidString)"
+            func connect(_ name: String) async throws -> AMQPConnection {
+                try await TestBroker.connect {
+                    $0.host = "127.0.0.1"
+                    $0.port = proxy.port
+                    $0.connectionName = name
+                    $0.recovery = .fast(republishUnconfirmed: true)
+                }
             }
-        }
-        let publisher = try await connect(publisherName)
-        defer { Task { await publisher.close() } }
-        let consumer = try await connect(consumerName)
-        defer { Task { await consumer.close() } }
+            let publisher = try await connect(publisherName)
+            try await withTestConnection(publisher) { publisher in
+                let consumer = try await connect(consumerName)
+                try await withTestConnection(consumer) { consumer in
 
-        // The consumer: acks everything, counts every index it sees, until it has seen them all.
-        let consumerChannel = try await consumer.openChannel()
-        try await consumerChannel.setPrefetch(count: 500)
-        let deliveries = try await consumerChannel.consume(queue: queue)
-        // Also with publisher and consumer each on its connection's I/O thread, through the cuts.
-        let consuming = Task(executorPreference: onIOExecutors ? consumer.taskExecutor : nil) { () throws -> [Int: Int] in
-            var seen: [Int: Int] = [:]
-            for try await delivery in deliveries {
-                seen[Int(delivery.bodyString)!, default: 0] += 1
-                try await delivery.ack()
-                if seen.count == total { break }
-            }
-            return seen
-        }
-
-        // The publisher: a window of up to 1,000 unconfirmed messages, faults injected as it goes.
-        let channel = try await publisher.openChannel()
-        try await channel.enablePublisherConfirms()
-        var confirmations: [AMQPPublishConfirmation] = []
-        var awaited = 0
-        var failed = 0
-        var brokerSideClose: Task<Int, any Error>?
-        try await withTaskExecutorPreference(onIOExecutors ? publisher.taskExecutor : nil) {
-            for index in 0..<total {
-                switch index {
-                case 5_000, 10_000: proxy.cutAll()
-                case 15_000:
-                    brokerSideClose = Task(executorPreference: globalConcurrentExecutor) {  // not on an I/O thread
-                        try await closeConnectionsFromBroker(named: publisherName)
-                            + closeConnectionsFromBroker(named: consumerName)
+                    // The consumer: acks everything, counts every index it sees, until it has seen them all.
+                    let consumerChannel = try await consumer.openChannel()
+                    try await consumerChannel.setPrefetch(count: 500)
+                    let deliveries = try await consumerChannel.consume(queue: queue)
+                    // Also with publisher and consumer each on its connection's I/O thread, through the cuts.
+                    let consuming = Task(executorPreference: onIOExecutors ? consumer.taskExecutor : nil) { () throws -> [Int: Int] in
+                        var seen: [Int: Int] = [:]
+                        for try await delivery in deliveries {
+                            seen[Int(delivery.bodyString)!, default: 0] += 1
+                            try await delivery.ack()
+                            if seen.count == total { break }
+                        }
+                        return seen
                     }
-                default: break
+
+                    // The publisher: a window of up to 1,000 unconfirmed messages, faults injected as it goes.
+                    let channel = try await publisher.openChannel()
+                    try await channel.enablePublisherConfirms()
+                    var confirmations: [AMQPPublishConfirmation] = []
+                    var awaited = 0
+                    var failed = 0
+                    var brokerSideClose: Task<Int, any Error>?
+                    try await withTaskExecutorPreference(onIOExecutors ? publisher.taskExecutor : nil) {
+                        for index in 0..<total {
+                            switch index {
+                            case 5_000, 10_000: proxy.cutAll()
+                            case 15_000:
+                                brokerSideClose = Task(executorPreference: globalConcurrentExecutor) {  // not on an I/O thread
+                                    try await closeConnectionsFromBroker(named: publisherName)
+                                        + closeConnectionsFromBroker(named: consumerName)
+                                }
+                            default: break
+                            }
+                            confirmations.append(
+                                try await channel.publish("\(index)", routingKey: queue, properties: AMQPProperties(deliveryMode: .persistent)))
+                            while confirmations.count - awaited > 1_000 {
+                                do { try await confirmations[awaited].confirmed() } catch { failed += 1 }
+                                awaited += 1
+                            }
+                        }
+                        while awaited < confirmations.count {
+                            do { try await confirmations[awaited].confirmed() } catch { failed += 1 }
+                            awaited += 1
+                        }
+                    }
+                    let closedFromBroker = try await brokerSideClose?.value ?? 0
+                    let seen = try await withTimeout(120, "every message to be consumed") { try await consuming.value }
+                    let lost = (0..<total).filter { seen[$0] == nil }.count
+                    let duplicates = seen.values.reduce(0) { $0 + $1 - 1 }
+                    print(
+                        "automatic recovery\(onIOExecutors ? " on the I/O threads" : ""): \(total) published, \(total - failed) confirmed, 2 proxy cuts + \(closedFromBroker) broker-side closes: \(lost) lost, \(duplicates) duplicates"
+                    )
+                    #expect(failed == 0)
+                    #expect(closedFromBroker == 2)
+                    #expect(lost == 0)
                 }
-                confirmations.append(
-                    try await channel.publish("\(index)", routingKey: queue, properties: AMQPProperties(deliveryMode: .persistent)))
-                while confirmations.count - awaited > 1_000 {
-                    do { try await confirmations[awaited].confirmed() } catch { failed += 1 }
-                    awaited += 1
-                }
-            }
-            while awaited < confirmations.count {
-                do { try await confirmations[awaited].confirmed() } catch { failed += 1 }
-                awaited += 1
             }
         }
-        let closedFromBroker = try await brokerSideClose?.value ?? 0
-        let seen = try await withTimeout(120, "every message to be consumed") { try await consuming.value }
-        let lost = (0..<total).filter { seen[$0] == nil }.count
-        let duplicates = seen.values.reduce(0) { $0 + $1 - 1 }
-        print(
-            "automatic recovery\(onIOExecutors ? " on the I/O threads" : ""): \(total) published, \(total - failed) confirmed, 2 proxy cuts + \(closedFromBroker) broker-side closes: \(lost) lost, \(duplicates) duplicates"
-        )
-        #expect(failed == 0)
-        #expect(closedFromBroker == 2)
-        #expect(lost == 0)
     }
 }

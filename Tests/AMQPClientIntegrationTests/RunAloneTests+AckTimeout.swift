@@ -18,24 +18,24 @@ extension RunAloneTests {
     }
 
     private func checkAckTimeout() async throws {
-        let scratch = try await ScratchQueue.make()
-        defer { scratch.remove() }
-        try await scratch.channel.publish("never acked", routingKey: scratch.name)
+        try await withScratchQueue { scratch in
+            try await scratch.channel.publish("never acked", routingKey: scratch.name)
 
-        let connection = try await TestBroker.connect()
-        defer { Task { await connection.close() } }
-        let channel = try await connection.openChannel()
-        var iterator = try await channel.consume(queue: scratch.name).makeAsyncIterator()
-        let delivery = try #require(try await iterator.next(within: 5))
-        #expect(delivery.bodyString == "never acked")
-        // RabbitMQ checks the timeout about once a minute.
-        let error = await expectAMQPError { _ = try await iterator.next(within: 120) }
-        print("ack timeout reported as: \(error.map { "\($0)" } ?? "nothing")")
-        #expect(error?.code == .channelClosed)
-        #expect(error?.replyCode == 406)
-        #expect(channel.closedError?.replyCode == 406)
-        #expect(connection.isOpen)
-        // The unacked message went back to its queue.
-        #expect(try await scratch.channel.waitForMessage(from: scratch.name).bodyString == "never acked")
+            try await withTestConnection { connection in
+                let channel = try await connection.openChannel()
+                var iterator = try await channel.consume(queue: scratch.name).makeAsyncIterator()
+                let delivery = try #require(try await iterator.next(within: 5))
+                #expect(delivery.bodyString == "never acked")
+                // RabbitMQ checks the timeout about once a minute.
+                let error = await expectAMQPError { _ = try await iterator.next(within: 120) }
+                print("ack timeout reported as: \(error.map { "\($0)" } ?? "nothing")")
+                #expect(error?.code == .channelClosed)
+                #expect(error?.replyCode == 406)
+                #expect(channel.closedError?.replyCode == 406)
+                #expect(connection.isOpen)
+                // The unacked message went back to its queue.
+                #expect(try await scratch.channel.waitForMessage(from: scratch.name).bodyString == "never acked")
+            }
+        }
     }
 }

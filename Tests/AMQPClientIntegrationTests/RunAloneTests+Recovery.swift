@@ -23,82 +23,84 @@ extension RunAloneTests {
     func brokerRestart() async throws {
         let queue = TestBroker.uniqueName()
         let publisher = try await Self.connectRecovering()
-        defer { Task { await publisher.close() } }
-        let consumer = try await Self.connectRecovering()
-        defer { Task { await consumer.close() } }
-        let publisherEvents = EventWatcher(publisher)
-        let consumerEvents = EventWatcher(consumer)
+        try await withTestConnection(publisher) { publisher in
+            let consumer = try await Self.connectRecovering()
+            try await withTestConnection(consumer) { consumer in
+                let publisherEvents = EventWatcher(publisher)
+                let consumerEvents = EventWatcher(consumer)
 
-        let consumerChannel = try await consumer.openChannel()
-        try await consumerChannel.declareQueue(queue, durable: true)
-        defer { Task { _ = try? await consumerChannel.deleteQueue(queue) } }
-        try await consumerChannel.setPrefetch(count: 200)
-        let deliveries = try await consumerChannel.consume(queue: queue)
-        let (received, sink) = AsyncStream.makeStream(of: Int.self)
-        let consuming = Task {
-            defer { sink.finish() }
-            for try await delivery in deliveries {
-                sink.yield(Int(delivery.bodyString)!)
-                try await delivery.ack()
-            }
-        }
-        defer { consuming.cancel() }
+                let consumerChannel = try await consumer.openChannel()
+                try await withTestQueue(queue, durable: true, on: consumerChannel) {
+                    try await consumerChannel.setPrefetch(count: 200)
+                    let deliveries = try await consumerChannel.consume(queue: queue)
+                    let (received, sink) = AsyncStream.makeStream(of: Int.self)
+                    let consuming = Task {
+                        defer { sink.finish() }
+                        for try await delivery in deliveries {
+                            sink.yield(Int(delivery.bodyString)!)
+                            try await delivery.ack()
+                        }
+                    }
+                    defer { consuming.cancel() }
 
-        // Publish in confirmed batches until the restart is over, and a little beyond.
-        let channel = try await publisher.openChannel()
-        try await channel.enablePublisherConfirms()
-        let restartDone = Flag()
-        var restart: Task<Void, any Error>?
-        var confirmed = Set<Int>()
-        var unknown = 0
-        var next = 0
-        var publishedAfterRestart = 0
-        while next < 1_000 || !restartDone.isSet || publishedAfterRestart < 500 {
-            if next == 500 {
-                restart = Task {
-                    defer { restartDone.set() }
-                    try await Self.restartBroker()
+                    // Publish in confirmed batches until the restart is over, and a little beyond.
+                    let channel = try await publisher.openChannel()
+                    try await channel.enablePublisherConfirms()
+                    let restartDone = Flag()
+                    var restart: Task<Void, any Error>?
+                    var confirmed = Set<Int>()
+                    var unknown = 0
+                    var next = 0
+                    var publishedAfterRestart = 0
+                    while next < 1_000 || !restartDone.isSet || publishedAfterRestart < 500 {
+                        if next == 500 {
+                            restart = Task {
+                                defer { restartDone.set() }
+                                try await Self.restartBroker()
+                            }
+                        }
+                        var batch: [(Int, AMQPPublishConfirmation)] = []
+                        for index in next..<next + 50 {
+                            let properties = AMQPProperties(deliveryMode: .persistent)
+                            batch.append((index, try await channel.publish("\(index)", routingKey: queue, properties: properties)))
+                        }
+                        next += 50
+                        if restartDone.isSet { publishedAfterRestart += 50 }
+                        for (index, confirmation) in batch {
+                            do {
+                                try await withTimeout(60, "a confirm") { try await confirmation.confirmed() }
+                                confirmed.insert(index)
+                            } catch let error as AMQPError {
+                                #expect(error.code == .outcomeUnknown)
+                                unknown += 1
+                            }
+                        }
+                    }
+                    try await restart?.value
+                    try await publisherEvents.recovered(within: 60)
+                    try await consumerEvents.recovered(within: 60)
+
+                    let (lost, duplicates) = try await withTimeout(60, "every confirmed message to be consumed") {
+                        [confirmed] () -> (Int, Int) in
+                        var missing = confirmed
+                        var duplicates = 0
+                        var seen = Set<Int>()
+                        for await index in received {
+                            if !seen.insert(index).inserted { duplicates += 1 }
+                            missing.remove(index)
+                            if missing.isEmpty { break }
+                        }
+                        return (missing.count, duplicates)
+                    }
+                    print(
+                        "broker restart: \(next) published, \(confirmed.count) confirmed, \(unknown) outcome unknown; \(lost) confirmed lost, \(duplicates) duplicates"
+                    )
+                    #expect(lost == 0)
+                    #expect(confirmed.count + unknown == next)
+                    #expect(confirmed.count > 1_000)
                 }
             }
-            var batch: [(Int, AMQPPublishConfirmation)] = []
-            for index in next..<next + 50 {
-                let properties = AMQPProperties(deliveryMode: .persistent)
-                batch.append((index, try await channel.publish("\(index)", routingKey: queue, properties: properties)))
-            }
-            next += 50
-            if restartDone.isSet { publishedAfterRestart += 50 }
-            for (index, confirmation) in batch {
-                do {
-                    try await withTimeout(60, "a confirm") { try await confirmation.confirmed() }
-                    confirmed.insert(index)
-                } catch let error as AMQPError {
-                    #expect(error.code == .outcomeUnknown)
-                    unknown += 1
-                }
-            }
         }
-        try await restart?.value
-        try await publisherEvents.recovered(within: 60)
-        try await consumerEvents.recovered(within: 60)
-
-        let (lost, duplicates) = try await withTimeout(60, "every confirmed message to be consumed") {
-            [confirmed] () -> (Int, Int) in
-            var missing = confirmed
-            var duplicates = 0
-            var seen = Set<Int>()
-            for await index in received {
-                if !seen.insert(index).inserted { duplicates += 1 }
-                missing.remove(index)
-                if missing.isEmpty { break }
-            }
-            return (missing.count, duplicates)
-        }
-        print(
-            "broker restart: \(next) published, \(confirmed.count) confirmed, \(unknown) outcome unknown; \(lost) confirmed lost, \(duplicates) duplicates"
-        )
-        #expect(lost == 0)
-        #expect(confirmed.count + unknown == next)
-        #expect(confirmed.count > 1_000)
     }
 
     @Test("the user_events samples exchange every event across a broker restart")

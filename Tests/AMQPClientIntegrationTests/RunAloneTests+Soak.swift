@@ -27,68 +27,70 @@ extension RunAloneTests {
             }
         }
         let publisher = try await connect()
-        defer { Task { await publisher.close() } }
-        let consumer = try await connect()
-        defer { Task { await consumer.close() } }
+        try await withTestConnection(publisher) { publisher in
+            let consumer = try await connect()
+            try await withTestConnection(consumer) { consumer in
 
-        let consumerChannel = try await consumer.openChannel()
-        try await consumerChannel.declareQueue(queue)
-        defer { Task { _ = try? await consumerChannel.deleteQueue(queue) } }
-        try await consumerChannel.setPrefetch(count: 500)
-        let deliveries = try await consumerChannel.consume(queue: queue)
-        let published = Counter()
-        let consuming = Task { () throws -> (distinct: Int, duplicates: Int, lost: Int) in
-            var counts = [UInt8](repeating: 0, count: capacity)
-            var distinct = 0
-            var duplicates = 0
-            for try await delivery in deliveries {
-                if let index = Int(delivery.bodyString) {
-                    if counts[index] == 0 { distinct += 1 } else { duplicates += 1 }
-                    counts[index] = 1
+                let consumerChannel = try await consumer.openChannel()
+                try await withTestQueue(queue, on: consumerChannel) {
+                    try await consumerChannel.setPrefetch(count: 500)
+                    let deliveries = try await consumerChannel.consume(queue: queue)
+                    let published = Counter()
+                    let consuming = Task { () throws -> (distinct: Int, duplicates: Int, lost: Int) in
+                        var counts = [UInt8](repeating: 0, count: capacity)
+                        var distinct = 0
+                        var duplicates = 0
+                        for try await delivery in deliveries {
+                            if let index = Int(delivery.bodyString) {
+                                if counts[index] == 0 { distinct += 1 } else { duplicates += 1 }
+                                counts[index] = 1
+                            }
+                            try await delivery.ack()
+                            if distinct == published.target { break }
+                        }
+                        let total = published.target
+                        return (distinct, duplicates, (0..<min(total, capacity)).count { counts[$0] == 0 })
+                    }
+
+                    let channel = try await publisher.openChannel()
+                    try await channel.enablePublisherConfirms()
+                    let start = ContinuousClock.now
+                    var nextCut = start + .seconds(seconds / 6)
+                    var cuts = 0
+                    var warmMemory: Int?
+                    var next = 0
+                    while ContinuousClock.now - start < .seconds(seconds), next + 200 <= capacity {
+                        var batch: [AMQPPublishConfirmation] = []
+                        for index in next..<next + 200 { batch.append(try await channel.publish("\(index)", routingKey: queue)) }
+                        next += 200
+                        try await withTimeout(30, "a batch of confirms") { [batch] in
+                            for confirmation in batch { try await confirmation.confirmed() }
+                        }
+                        let now = ContinuousClock.now
+                        if warmMemory == nil && now - start >= warmUp { warmMemory = Self.residentBytes() }
+                        if now >= nextCut {
+                            proxy.cutAll()
+                            cuts += 1
+                            nextCut = now + .seconds(seconds / 6)
+                        }
+                    }
+                    let endMemory = Self.residentBytes()
+                    published.finish(at: next)
+                    // Wakes the consumer should it have caught up already.
+                    try await channel.publish("end", routingKey: queue).confirmed()
+                    let result = try await withTimeout(120, "the consumer to catch up") { try await consuming.value }
+                    let warm = warmMemory ?? endMemory
+                    let growth = Double(endMemory) / Double(max(warm, 1))
+                    print(
+                        "soak: \(next) published and confirmed over \(seconds) s with \(cuts) cuts; \(result.distinct) consumed, \(result.lost) lost, \(result.duplicates) duplicates; resident memory \(warm >> 20) MiB after warm-up, \(endMemory >> 20) MiB at the end (\(String(format: "%.2f", growth))x)"
+                    )
+                    #expect(cuts >= 4)
+                    #expect(result.lost == 0)
+                    #expect(result.distinct == next)
+                    #expect(growth <= 1.10)
                 }
-                try await delivery.ack()
-                if distinct == published.target { break }
-            }
-            let total = published.target
-            return (distinct, duplicates, (0..<min(total, capacity)).count { counts[$0] == 0 })
-        }
-
-        let channel = try await publisher.openChannel()
-        try await channel.enablePublisherConfirms()
-        let start = ContinuousClock.now
-        var nextCut = start + .seconds(seconds / 6)
-        var cuts = 0
-        var warmMemory: Int?
-        var next = 0
-        while ContinuousClock.now - start < .seconds(seconds), next + 200 <= capacity {
-            var batch: [AMQPPublishConfirmation] = []
-            for index in next..<next + 200 { batch.append(try await channel.publish("\(index)", routingKey: queue)) }
-            next += 200
-            try await withTimeout(30, "a batch of confirms") { [batch] in
-                for confirmation in batch { try await confirmation.confirmed() }
-            }
-            let now = ContinuousClock.now
-            if warmMemory == nil && now - start >= warmUp { warmMemory = Self.residentBytes() }
-            if now >= nextCut {
-                proxy.cutAll()
-                cuts += 1
-                nextCut = now + .seconds(seconds / 6)
             }
         }
-        let endMemory = Self.residentBytes()
-        published.finish(at: next)
-        // Wakes the consumer should it have caught up already.
-        try await channel.publish("end", routingKey: queue).confirmed()
-        let result = try await withTimeout(120, "the consumer to catch up") { try await consuming.value }
-        let warm = warmMemory ?? endMemory
-        let growth = Double(endMemory) / Double(max(warm, 1))
-        print(
-            "soak: \(next) published and confirmed over \(seconds) s with \(cuts) cuts; \(result.distinct) consumed, \(result.lost) lost, \(result.duplicates) duplicates; resident memory \(warm >> 20) MiB after warm-up, \(endMemory >> 20) MiB at the end (\(String(format: "%.2f", growth))x)"
-        )
-        #expect(cuts >= 4)
-        #expect(result.lost == 0)
-        #expect(result.distinct == next)
-        #expect(growth <= 1.10)
     }
 }
 

@@ -27,53 +27,53 @@ struct RunAloneTests {
     @Test("a memory alarm blocks publishing without wedging the connection; nothing is lost")
     func memoryAlarm() async throws {
         // Room for more held publishes than the socket buffers could take.
-        let connection = try await TestBroker.connect { $0.publishBufferLimit = 32 << 20 }
-        defer { Task { await connection.close() } }
-        let publisher = try await connection.openChannel()
-        let consumerChannel = try await connection.openChannel()
-        let outbox = try await publisher.declareQueue("", exclusive: true).name
-        // Messages reach `inbox` during the alarm by dead-lettering, which the alarm does not stop:
-        // they expire from `waiting` five seconds after being published.
-        let inbox = try await publisher.declareQueue("", exclusive: true).name
-        let waiting = try await publisher.declareQueue(
-            "", exclusive: true,
-            arguments: ["x-message-ttl": 5_000, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": .string(inbox)]
-        ).name
-        for index in 0..<20 { try await publisher.publish("expiring-\(index)", routingKey: waiting) }
-        try await consumerChannel.setPrefetch(count: 100)
-        let consumer = try await consumerChannel.consume(queue: inbox)
-        var iterator = consumer.makeAsyncIterator()
-        let events = connection.events()
+        try await withTestConnection({ $0.publishBufferLimit = 32 << 20 }) { connection in
+            let publisher = try await connection.openChannel()
+            let consumerChannel = try await connection.openChannel()
+            let outbox = try await publisher.declareQueue("", exclusive: true).name
+            // Messages reach `inbox` during the alarm by dead-lettering, which the alarm does not stop:
+            // they expire from `waiting` five seconds after being published.
+            let inbox = try await publisher.declareQueue("", exclusive: true).name
+            let waiting = try await publisher.declareQueue(
+                "", exclusive: true,
+                arguments: ["x-message-ttl": 5_000, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": .string(inbox)]
+            ).name
+            for index in 0..<20 { try await publisher.publish("expiring-\(index)", routingKey: waiting) }
+            try await consumerChannel.setPrefetch(count: 100)
+            let consumer = try await consumerChannel.consume(queue: inbox)
+            var iterator = consumer.makeAsyncIterator()
+            let events = connection.events()
 
-        try await rabbitmqctl("set_vm_memory_high_watermark", "absolute", "1")
-        do {
-            // RabbitMQ blocks a connection (and tells it so) when it publishes during the alarm,
-            // and stops reading its socket.
-            try await publisher.publish("trigger", routingKey: outbox)
-            try await waitUntil(connection, isBlocked: true)
-            // Publishes now wait in the client instead of filling the socket (10 MiB: more than
-            // the socket buffers hold), so the connection keeps reading: the dead-lettered
-            // messages still arrive.
-            let large = [UInt8](repeating: 0x2A, count: 100 << 10)
-            for _ in 0..<100 { try await publisher.publish(large, routingKey: outbox) }
-            for _ in 0..<20 {
-                let delivery = try #require(try await iterator.next(within: 20))
-                #expect(delivery.bodyString.hasPrefix("expiring-"))
-                try await delivery.ack()
+            try await rabbitmqctl("set_vm_memory_high_watermark", "absolute", "1")
+            do {
+                // RabbitMQ blocks a connection (and tells it so) when it publishes during the alarm,
+                // and stops reading its socket.
+                try await publisher.publish("trigger", routingKey: outbox)
+                try await waitUntil(connection, isBlocked: true)
+                // Publishes now wait in the client instead of filling the socket (10 MiB: more than
+                // the socket buffers hold), so the connection keeps reading: the dead-lettered
+                // messages still arrive.
+                let large = [UInt8](repeating: 0x2A, count: 100 << 10)
+                for _ in 0..<100 { try await publisher.publish(large, routingKey: outbox) }
+                for _ in 0..<20 {
+                    let delivery = try #require(try await iterator.next(within: 20))
+                    #expect(delivery.bodyString.hasPrefix("expiring-"))
+                    try await delivery.ack()
+                }
+                #expect(connection.isOpen)
+            } catch {
+                try await rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+                throw error
             }
-            #expect(connection.isOpen)
-        } catch {
-            try await rabbitmqctl("set_vm_memory_high_watermark", "0.4")
-            throw error
-        }
 
-        try await rabbitmqctl("set_vm_memory_high_watermark", "0.4")
-        try await waitUntil(connection, isBlocked: false)
-        let outboxInfo = try await publisher.waitForQueue(outbox, within: 30, "the held publishes") { $0.messageCount == 101 }
-        #expect(outboxInfo.messageCount == 101)
-        await connection.close()
-        let seen = try await withTimeout(5, "the events") { await collectAll(events) }
-        #expect(seen.first.map { if case .blocked = $0 { true } else { false } } == true)
-        #expect(Array(seen.dropFirst()) == [.unblocked, .closed(nil)])
+            try await rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+            try await waitUntil(connection, isBlocked: false)
+            let outboxInfo = try await publisher.waitForQueue(outbox, within: 30, "the held publishes") { $0.messageCount == 101 }
+            #expect(outboxInfo.messageCount == 101)
+            await connection.close()
+            let seen = try await withTimeout(5, "the events") { await collectAll(events) }
+            #expect(seen.first.map { if case .blocked = $0 { true } else { false } } == true)
+            #expect(Array(seen.dropFirst()) == [.unblocked, .closed(nil)])
+        }
     }
 }

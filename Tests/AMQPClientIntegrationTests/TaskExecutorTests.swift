@@ -16,53 +16,53 @@ struct TaskExecutorTests {
 
     @Test("a consumer whose task prefers the executor runs on the I/O thread, gets every delivery in order, and acks")
     func consumerOnIOThread() async throws {
-        let scratch = try await ScratchQueue.make()
-        defer { scratch.remove() }
-        let count = 300
-        for index in 0..<count { try await scratch.channel.publish("m\(index)", routingKey: scratch.name) }
-        try await scratch.channel.waitForQueue(scratch.name) { $0.messageCount == count }
+        try await withScratchQueue { scratch in
+            let count = 300
+            for index in 0..<count { try await scratch.channel.publish("m\(index)", routingKey: scratch.name) }
+            try await scratch.channel.waitForQueue(scratch.name) { $0.messageCount == count }
 
-        let connection = try await TestBroker.connect()
-        defer { Task { await connection.close() } }
-        let channel = try await connection.openChannel()
-        try await channel.setPrefetch(count: 10)
-        let (bodies, threads) = try await withTaskExecutorPreference(connection.taskExecutor) {
-            var bodies: [String] = []
-            var threads: Set<String> = []
-            for try await delivery in try await channel.consume(queue: scratch.name) {
-                threads.insert(Self.threadName())
-                bodies.append(delivery.bodyString)
-                try await delivery.ack()
-                if bodies.count == count { break }
+            try await withTestConnection { connection in
+                let channel = try await connection.openChannel()
+                try await channel.setPrefetch(count: 10)
+                let (bodies, threads) = try await withTaskExecutorPreference(connection.taskExecutor) {
+                    var bodies: [String] = []
+                    var threads: Set<String> = []
+                    for try await delivery in try await channel.consume(queue: scratch.name) {
+                        threads.insert(Self.threadName())
+                        bodies.append(delivery.bodyString)
+                        try await delivery.ack()
+                        if bodies.count == count { break }
+                    }
+                    return (bodies, threads)
+                }
+                #expect(bodies == (0..<count).map { "m\($0)" })
+                #if os(Linux)
+                #expect(threads == ["amqp-io"])
+                #endif
+                let info = try await scratch.channel.waitForQueue(scratch.name, "every message acked") {
+                    $0.messageCount == 0 && $0.consumerCount == 0
+                }
+                #expect(info.messageCount == 0)
             }
-            return (bodies, threads)
         }
-        #expect(bodies == (0..<count).map { "m\($0)" })
-        #if os(Linux)
-        #expect(threads == ["amqp-io"])
-        #endif
-        let info = try await scratch.channel.waitForQueue(scratch.name, "every message acked") {
-            $0.messageCount == 0 && $0.consumerCount == 0
-        }
-        #expect(info.messageCount == 0)
     }
 
     @Test("publishing and confirms from the executor's own connection make progress")
     func publishFromIOThread() async throws {
-        let scratch = try await ScratchQueue.make()
-        defer { scratch.remove() }
-        let connection = try await TestBroker.connect()
-        defer { Task { await connection.close() } }
-        let channel = try await connection.openChannel()
-        try await channel.enablePublisherConfirms()
-        try await withTimeout(10, "50 confirmed publishes from the I/O thread") {
-            try await withTaskExecutorPreference(connection.taskExecutor) {
-                for index in 0..<50 {
-                    try await channel.publish("m\(index)", routingKey: scratch.name).confirmed()
+        try await withScratchQueue { scratch in
+            try await withTestConnection { connection in
+                let channel = try await connection.openChannel()
+                try await channel.enablePublisherConfirms()
+                try await withTimeout(10, "50 confirmed publishes from the I/O thread") {
+                    try await withTaskExecutorPreference(connection.taskExecutor) {
+                        for index in 0..<50 {
+                            try await channel.publish("m\(index)", routingKey: scratch.name).confirmed()
+                        }
+                    }
                 }
+                try await scratch.channel.waitForQueue(scratch.name) { $0.messageCount == 50 }
             }
         }
-        try await scratch.channel.waitForQueue(scratch.name) { $0.messageCount == 50 }
     }
 
     @Test("tasks that prefer the executor keep running while the connection recovers, and after it closes")

@@ -32,25 +32,66 @@ enum TestBroker {
     }
 }
 
+/// Connects to the test broker (with `adjust` applied to its configuration), runs `body`, and
+/// closes the connection however `body` ends, waiting for the close (as valkey-swift's
+/// `withValkeyClient` does): a test leaves no connection behind, whether it passes or throws.
+func withTestConnection<Result>(
+    _ adjust: (inout AMQPConnection.Configuration) -> Void = { _ in },
+    _ body: (AMQPConnection) async throws -> Result
+) async throws -> Result {
+    try await withTestConnection(TestBroker.connect(adjust), body)
+}
+
+/// Runs `body` with a connection the test opened its own way, and closes it however `body` ends.
+func withTestConnection<Result>(
+    _ connection: AMQPConnection,
+    _ body: (AMQPConnection) async throws -> Result
+) async throws -> Result {
+    do {
+        let result = try await body(connection)
+        await connection.close()
+        return result
+    } catch {
+        await connection.close()
+        throw error
+    }
+}
+
+/// Declares `queue` on `channel`, runs `body`, and deletes the queue however `body` ends
+/// (best effort: the channel may have closed).
+func withTestQueue<Result>(
+    _ queue: String, durable: Bool = false, on channel: AMQPChannel,
+    _ body: () async throws -> Result
+) async throws -> Result {
+    try await channel.declareQueue(queue, durable: durable)
+    do {
+        let result = try await body()
+        _ = try? await channel.deleteQueue(queue)
+        return result
+    } catch {
+        _ = try? await channel.deleteQueue(queue)
+        throw error
+    }
+}
+
 /// A queue of the test's own, on a connection of its own, for setting up and checking what the
-/// connection under test did. `defer { scratch.remove() }` deletes the queue, then closes.
+/// connection under test did.
 struct ScratchQueue: Sendable {
     let name: String
     let connection: AMQPConnection
     let channel: AMQPChannel
+}
 
-    static func make(durable: Bool = false, _ prefix: String = #function) async throws -> ScratchQueue {
-        let connection = try await TestBroker.connect()
+/// Runs `body` with a ``ScratchQueue``, then deletes the queue and closes its connection
+/// however `body` ends.
+func withScratchQueue<Result>(
+    durable: Bool = false, _ prefix: String = #function, _ body: (ScratchQueue) async throws -> Result
+) async throws -> Result {
+    try await withTestConnection { connection in
         let channel = try await connection.openChannel()
         let name = TestBroker.uniqueName(prefix)
-        try await channel.declareQueue(name, durable: durable)
-        return ScratchQueue(name: name, connection: connection, channel: channel)
-    }
-
-    func remove() {
-        Task {
-            _ = try? await channel.deleteQueue(name)
-            await connection.close()
+        return try await withTestQueue(name, durable: durable, on: channel) {
+            try await body(ScratchQueue(name: name, connection: connection, channel: channel))
         }
     }
 }
