@@ -205,7 +205,7 @@ public final class AMQPChannel: Sendable {
             return state.confirmMode
         }
         let tracker = confirmMode ? ConfirmTracker() : nil
-        try await core.publish(
+        try await core.submitPublish(
             ref,
             PublishRequest(
                 exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties, body: body,

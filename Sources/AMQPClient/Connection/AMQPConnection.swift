@@ -74,15 +74,7 @@ public final class AMQPConnection: Sendable {
         logger: Logger = Logger(label: "amqp-client"),
         _ body: (AMQPConnection) async throws -> sending Result
     ) async throws -> sending Result {
-        let connection = try await connect(to: configuration, logger: logger)
-        do {
-            let result = try await body(connection)
-            await connection.close()
-            return result
-        } catch {
-            await connection.close()
-            throw error
-        }
+        try await withClosing(connect(to: configuration, logger: logger), close: { await $0.close() }, body)
     }
 
     /// Opens a new channel.
@@ -101,15 +93,7 @@ public final class AMQPConnection: Sendable {
     public func withChannel<Result>(
         _ body: (AMQPChannel) async throws -> sending Result
     ) async throws -> sending Result {
-        let channel = try await openChannel()
-        do {
-            let result = try await body(channel)
-            await channel.close()
-            return result
-        } catch {
-            await channel.close()
-            throw error
-        }
+        try await withClosing(openChannel(), close: { await $0.close() }, body)
     }
 
     /// The connection's I/O thread as a task executor, for consumers that want each delivery

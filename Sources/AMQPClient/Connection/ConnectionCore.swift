@@ -74,15 +74,15 @@ final class ConnectionCore: Sendable {
     /// idle (see ``DirectPublisher``), else through the I/O thread. Suspends while more than
     /// `publishBufferLimit` bytes are waiting for the I/O thread, so a fast publisher cannot grow
     /// memory without bound.
-    func publish(_ channel: ChannelRef, _ request: PublishRequest) async throws(AMQPError) {
+    func submitPublish(_ channel: ChannelRef, _ request: PublishRequest) async throws(AMQPError) {
         let limit = configuration.publishBufferLimit
         let now = ContinuousClock.now
         let action = try state.withLock { state throws(AMQPError) in
-            try state.publish(channel, request, at: now, bufferLimit: limit)
+            try state.routePublish(channel, request, at: now, bufferLimit: limit)
         }
         switch action {
         case .writeDirectly(let socket, let frameMax):
-            let outcome = directPublisher.publish(request, channel: channel.id, socket: socket, frameMax: frameMax)
+            let outcome = directPublisher.write(request, channel: channel.id, socket: socket, frameMax: frameMax)
             let leftRemainder = if case .remainder = outcome { true } else { false }
             perform(state.withLock { $0.directPublishEnded(leftRemainder: leftRemainder) })
             if case .failed(let status) = outcome { throw .unencodable(status) }

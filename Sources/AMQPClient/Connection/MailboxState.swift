@@ -94,7 +94,7 @@ struct MailboxState {
     /// Routes a publish: straight to the socket when it is sporadic, small, needs no confirm and
     /// the I/O thread is idle; else through the I/O thread, which holds it while the broker
     /// blocks the connection and keeps it until a recovery is done.
-    mutating func publish(
+    mutating func routePublish(
         _ channel: ChannelRef, _ request: PublishRequest, at now: ContinuousClock.Instant, bufferLimit: Int
     ) throws(AMQPError) -> PublishAction {
         if let refusal { throw refusal }

@@ -38,7 +38,7 @@ extension IOLoop {
                 request.confirm?.fail(closedError(ref))
                 return
             }
-            publish(request, on: channel)
+            writePublish(request, on: channel)
         case .settle(let ref, let generation, let method):
             guard let channel = openChannel(ref) else { return }
             guard channel.generation == generation else {
@@ -218,7 +218,7 @@ extension IOLoop {
     }
 
     /// Encodes a publish (method, content header, body frames) into the outgoing buffer.
-    func publish(_ request: PublishRequest, on channel: ChannelIO) {
+    func writePublish(_ request: PublishRequest, on channel: ChannelIO) {
         guard let connection else { return }
         do {
             try connection.appendPublish(request, channel: channel.id)

@@ -37,6 +37,12 @@ extension IOLoop {
         }
     }
 
+    /// Hands each consumer that waits its new deliveries: one wake-up per batch of frames.
+    func wakeStreams() {
+        for stream in streamsToWake { stream.wake() }
+        streamsToWake.removeAll(keepingCapacity: true)
+    }
+
     // MARK: Frames
 
     func handle(_ frame: ReceivedFrame) {

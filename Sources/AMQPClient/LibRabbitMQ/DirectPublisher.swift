@@ -23,7 +23,7 @@ final class DirectPublisher: @unchecked Sendable {
     }
 
     /// Encodes the publish and writes as much of it as the socket takes without waiting.
-    func publish(_ request: PublishRequest, channel: UInt16, socket: Int32, frameMax: Int) -> Outcome {
+    func write(_ request: PublishRequest, channel: UInt16, socket: Int32, frameMax: Int) -> Outcome {
         writer.frameMax = frameMax
         let status = writer.appendPublish(request, channel: channel)
         guard status.isOK else { return .failed(status) }

@@ -139,7 +139,7 @@ extension IOLoop {
         }
         for channel in ordered where channels[channel.id] === channel {
             for message in channel.confirms.takeMessagesToRepublish() {
-                publish(message, on: channel)
+                writePublish(message, on: channel)
                 if let attemptFailure { throw attemptFailure }
             }
         }
@@ -314,10 +314,5 @@ extension IOLoop {
             flushOutbound()
             if let attemptFailure { throw .connection(attemptFailure) }
         }
-    }
-
-    func wakeStreams() {
-        for stream in streamsToWake { stream.wake() }
-        streamsToWake.removeAll(keepingCapacity: true)
     }
 }

@@ -28,7 +28,7 @@ struct MailboxStateTests {
     @Test("a sporadic small publish goes straight to the socket while the I/O thread sleeps")
     func directPublish() throws {
         var state = Self.idleOpenMailbox()
-        let action = try state.publish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
+        let action = try state.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
         #expect(action == .writeDirectly(socket: 42, frameMax: 131_072))
         // While it writes, the I/O thread waits for it rather than touch the socket.
         let decision2 = state.ioThreadWoke()
@@ -44,15 +44,15 @@ struct MailboxStateTests {
     @Test("a publish goes through the I/O thread when it needs a confirm, is large, or follows another closely")
     func queuedPublishes() throws {
         var state = Self.idleOpenMailbox()
-        let confirmed = try state.publish(Self.channel, Self.request(confirm: true), at: Self.later, bufferLimit: Self.limit)
+        let confirmed = try state.routePublish(Self.channel, Self.request(confirm: true), at: Self.later, bufferLimit: Self.limit)
         #expect(confirmed == .queued(.wakeIOThread, waitForRoom: false))
         // The thread was woken once; the next publish need not wake it again.
-        let close = try state.publish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
+        let close = try state.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
         #expect(close == .queued(.none, waitForRoom: false))
         #expect(state.commands.count == 2)
 
         var large = Self.idleOpenMailbox()
-        let big = try large.publish(Self.channel, Self.request(size: 64 * 1024), at: Self.later, bufferLimit: Self.limit)
+        let big = try large.routePublish(Self.channel, Self.request(size: 64 * 1024), at: Self.later, bufferLimit: Self.limit)
         #expect(big == .queued(.wakeIOThread, waitForRoom: false))
     }
 
@@ -60,20 +60,20 @@ struct MailboxStateTests {
     func recoveringAndBlocked() throws {
         var recovering = Self.idleOpenMailbox()
         recovering.recovering = true
-        let whileRecovering = try recovering.publish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
+        let whileRecovering = try recovering.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
         #expect(whileRecovering == .queued(.wakeIOThread, waitForRoom: false))
         #expect(recovering.commands.count == 1)
 
         var blocked = Self.idleOpenMailbox()
         blocked.setBlocked("low on memory")
-        let whileBlocked = try blocked.publish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
+        let whileBlocked = try blocked.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
         #expect(whileBlocked == .queued(.wakeIOThread, waitForRoom: false))
     }
 
     @Test("past the buffer limit a publisher waits, and is resumed once the I/O thread takes the commands")
     func bufferLimit() throws {
         var state = MailboxState()
-        let action = try state.publish(Self.channel, Self.request(size: 1000), at: Self.later, bufferLimit: 500)
+        let action = try state.routePublish(Self.channel, Self.request(size: 1000), at: Self.later, bufferLimit: 500)
         #expect(action == .queued(.none, waitForRoom: true))
         var batch: Deque<Command> = []
         let decision6 = state.takeCommands(into: &batch, bufferLimit: 500)
@@ -109,7 +109,7 @@ struct MailboxStateTests {
         #expect(decision12 == nil)
         #expect(throws: AMQPError.self) { try state.submit(.closeConnection) }
         #expect(throws: AMQPError.self) {
-            try state.publish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
+            try state.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
         }
         let leftovers = state.finish(error: .connectionClosedByApplication, byApplication: true)
         #expect(leftovers.commands.count == 1)  // the close itself
