@@ -66,8 +66,8 @@ final class ChannelIO {
 
     /// A server-named queue got a new name in a recovery: its consumers follow it.
     func renameQueue(_ oldName: String, to newName: String) {
-        for (tag, record) in consumers where record.restoreSpec?.queue == oldName {
-            consumers[tag]?.restoreSpec?.queue = newName
+        for record in consumers.values where record.restoreSpec?.queue == oldName {
+            record.restoreSpec?.queue = newName
             record.stream.queue = newName
         }
     }

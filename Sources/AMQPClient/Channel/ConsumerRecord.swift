@@ -1,10 +1,18 @@
 /// A consumer as its channel's bookkeeping knows it: the stream its deliveries go to, and how
 /// to start it again on a new connection.
-struct ConsumerRecord {
+///
+/// A class: every delivery looks its consumer up, and a reference is cheaper to fetch from the
+/// dictionary than a copy of the spec's strings and arguments. Touched only by the I/O thread.
+final class ConsumerRecord {
     let stream: ConsumerStream
     /// How the consumer was started; `nil` once it is being cancelled, so that a recovery never
     /// brings back a consumer the application stopped.
     var restoreSpec: Spec?
+
+    init(stream: ConsumerStream, restoreSpec: Spec?) {
+        self.stream = stream
+        self.restoreSpec = restoreSpec
+    }
 
     struct Spec {
         var queue: String

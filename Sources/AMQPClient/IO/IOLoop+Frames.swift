@@ -49,9 +49,10 @@ extension IOLoop {
         switch frame.payload {
         case .method(let method):
             handleMethod(method, channel: frame.channel)
-        case .header(let properties, let bodySize):
-            guard let channel = channels[frame.channel], channel.state == .open, let properties else { return }
-            if let message = channel.content.header(properties: properties, bodySize: Int(clamping: bodySize)) {
+        case .header(let header):
+            guard let channel = channels[frame.channel], channel.state == .open, let properties = header.properties
+            else { return }
+            if let message = channel.content.header(properties: properties, bodySize: Int(clamping: header.bodySize)) {
                 completed(message, on: channel)
             }
         case .body(let fragment):

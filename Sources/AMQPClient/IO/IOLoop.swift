@@ -171,13 +171,15 @@ final class IOLoop {
             lost(.connectionLost(.socketClosed))
             return
         }
-        var fds = [
+        // A tuple, not an array: no allocation each time the thread sleeps.
+        var fds = (
             pollfd(fd: socket, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: core.wakeFileDescriptor, events: Int16(POLLIN), revents: 0),
-        ]
-        _ = poll(&fds, 2, settlementsMayWait ? 1 : pollTimeoutMilliseconds())
-        socketReadable = fds[0].revents != 0  // data, or an error or hang-up for librabbitmq to report
-        if core.didWake(drainWakePipe: fds[1].revents != 0) {
+            pollfd(fd: core.wakeFileDescriptor, events: Int16(POLLIN), revents: 0)
+        )
+        let timeout = settlementsMayWait ? 1 : pollTimeoutMilliseconds()
+        _ = withUnsafeMutableBytes(of: &fds) { poll($0.baseAddress!.assumingMemoryBound(to: pollfd.self), 2, timeout) }
+        socketReadable = fds.0.revents != 0  // data, or an error or hang-up for librabbitmq to report
+        if core.didWake(drainWakePipe: fds.1.revents != 0) {
             // What a direct publish left on the socket's doorstep goes before anything else.
             do {
                 try connection.flushRemainder(of: core.directPublisher, stallLimit: writeStallLimit)

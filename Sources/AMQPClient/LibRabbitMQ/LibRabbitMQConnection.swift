@@ -105,7 +105,8 @@ final class LibRabbitMQConnection {
     func nextFrame(timeout: Duration) -> FrameRead {
         guard let state else { return .failed(.connectionLost(.socketClosed)) }
         var frame = amqp_frame_t()
-        var wait = timeval(timeout)
+        // Most reads take what is ready (`.zero`): no need to convert a Duration for those.
+        var wait = timeout == .zero ? timeval(tv_sec: 0, tv_usec: 0) : timeval(timeout)
         let status = LibraryStatus(amqp_simple_wait_frame_noblock(state, &frame, &wait))
         if status == .timeout { return .timedOut }
         guard status.isOK else { return .failed(.connectionLost(status)) }

@@ -1,13 +1,14 @@
 import CRabbitMQ
 
-/// One frame read from the broker, turned into Swift values (a body still points into
-/// librabbitmq's memory; see ``LibRabbitMQConnection/nextFrame(timeout:)``).
+/// One frame read from the broker: a method as a Swift value, a content header or a body still
+/// in librabbitmq's memory (valid until ``LibRabbitMQConnection/releaseBuffers(channel:)``).
+///
+/// Kept small, as it is passed along for every frame: a content header's properties are
+/// decoded only when asked for.
 struct ReceivedFrame {
     enum Payload {
         case method(ServerMethod)
-        /// A content header. `properties` is `nil` for a class other than `basic`, whose
-        /// properties this client does not read.
-        case header(properties: AMQPProperties?, bodySize: UInt64)
+        case header(ContentHeader)
         case body(UnsafeRawBufferPointer)
         /// A heartbeat, or a frame type AMQP 0-9-1 does not define.
         case other(type: UInt8)
@@ -28,17 +29,34 @@ struct ReceivedFrame {
             payload = .method(ServerMethod(frame.payload.method))
         case AMQP_FRAME_HEADER:
             let header = frame.payload.properties
-            // librabbitmq decodes the properties of the header's own class: only `basic`'s are
-            // an amqp_basic_properties_t.
-            let properties =
-                header.class_id == UInt16(AMQP_BASIC_CLASS)
-                ? header.decoded.map { CDecoding.properties($0.load(as: amqp_basic_properties_t.self)) } : nil
-            payload = .header(properties: properties, bodySize: header.body_size)
+            payload = .header(
+                ContentHeader(classID: header.class_id, bodySize: header.body_size, decoded: UnsafeRawPointer(header.decoded)))
         case AMQP_FRAME_BODY:
             let fragment = frame.payload.body_fragment
             payload = .body(UnsafeRawBufferPointer(start: fragment.bytes, count: fragment.len))
         default:
             payload = .other(type: frame.frame_type)
         }
+    }
+}
+
+/// A content header frame, its properties still as librabbitmq decoded them.
+struct ContentHeader {
+    let classID: UInt16
+    let bodySize: UInt64
+    /// The properties librabbitmq decoded, in its frame pool.
+    private let decoded: UnsafeRawPointer?
+
+    init(classID: UInt16, bodySize: UInt64, decoded: UnsafeRawPointer?) {
+        self.classID = classID
+        self.bodySize = bodySize
+        self.decoded = decoded
+    }
+
+    /// The `basic` properties, copied into Swift values; `nil` for another class, whose
+    /// properties are not an `amqp_basic_properties_t` (librabbitmq decodes each class's own).
+    var properties: AMQPProperties? {
+        guard classID == UInt16(AMQP_BASIC_CLASS), let decoded else { return nil }
+        return CDecoding.properties(decoded.load(as: amqp_basic_properties_t.self))
     }
 }
