@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "user-events-producer", targets: ["UserEventsProducer"]),
         .executable(name: "user-events-consumer", targets: ["UserEventsConsumer"]),
         .executable(name: "amqp-bench", targets: ["AMQPBench"]),
+        .executable(name: "amqp-probe", targets: ["AMQPProbe"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
@@ -63,6 +64,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Samples/UserEventsConsumer",
+            swiftSettings: strictSwift6
+        ),
+        // A client the hostile-broker tests run as a separate process.
+        .executableTarget(
+            name: "AMQPProbe",
+            dependencies: ["AMQPClient", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/Tools/AMQPProbe",
             swiftSettings: strictSwift6
         ),
         // The benchmark's raw librabbitmq baseline, used only by amqp-bench.

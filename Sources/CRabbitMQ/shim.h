@@ -11,6 +11,9 @@
 #include <amqp_tcp_socket.h>
 #endif
 
+#include <sys/types.h>
+#include <sys/time.h>
+
 #if defined(__linux__)
 #include <sys/prctl.h>
 #elif defined(__APPLE__)
@@ -40,5 +43,21 @@ static inline void camqp_set_thread_name(const char *name) {
     (void)name;
 #endif
 }
+
+// librabbitmq's private socket layout (amqp_socket.h), the same from 0.6 to 0.16: every socket
+// starts with a pointer to its class's table of functions. The client puts a table of its own
+// on the sockets it creates, to see every byte received before librabbitmq parses it.
+typedef struct camqp_socket_class {
+    ssize_t (*send)(void *, const void *, size_t, int);
+    ssize_t (*recv)(void *, void *, size_t, int);
+    int (*open)(void *, const char *, int, const struct timeval *);
+    int (*close)(void *, int);
+    int (*get_sockfd)(void *);
+    void (*delete_socket)(void *);
+} camqp_socket_class;
+
+typedef struct camqp_socket_header {
+    const camqp_socket_class *klass;
+} camqp_socket_header;
 
 #endif

@@ -316,7 +316,10 @@ public final class AMQPChannel: Sendable {
             return false
         }
         guard !alreadyClosed else { return }
-        _ = try? await awaitReply { continuation in .closeChannel(ref, continuation) }
+        // Bounded: a connection that is recovering from an unreachable broker answers nothing.
+        _ = await awaitAtMost(core.configuration.closeTimeout + AMQPConnection.closeGrace) {
+            _ = try? await self.awaitReply { continuation in .closeChannel(self.ref, continuation) }
+        }
     }
 
     // MARK: Internals
@@ -344,7 +347,7 @@ public final class AMQPChannel: Sendable {
         return try await awaitReply { continuation in .call(ref, method, continuation) }
     }
 
-    private func awaitReply(_ command: (ReplyContinuation) -> Command) async throws(AMQPError) -> ServerMethod {
+    func awaitReply(_ command: (ReplyContinuation) -> Command) async throws(AMQPError) -> ServerMethod {
         do {
             return try await withCheckedThrowingContinuation { continuation in
                 core.submitOrFail(command(continuation))

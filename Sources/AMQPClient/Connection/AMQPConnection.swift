@@ -52,6 +52,7 @@ public final class AMQPConnection: Sendable {
         to configuration: Configuration,
         logger: Logger = Logger(label: "amqp-client")
     ) async throws(AMQPError) -> AMQPConnection {
+        try configuration.validate()
         var logger = logger
         if let name = configuration.connectionName { logger[metadataKey: LoggingKeys.connection] = "\(name)" }
         let core = try ConnectionCore(configuration: configuration, logger: logger)
@@ -139,10 +140,19 @@ public final class AMQPConnection: Sendable {
     /// Closes the connection: sends what was already queued, then `connection.close`, and waits
     /// up to ``Configuration/closeTimeout`` for the broker to confirm. Consumers end; pending
     /// calls throw ``AMQPError/Code/connectionClosed``. Safe to call more than once.
+    ///
+    /// Returns within about ``Configuration/closeTimeout`` whatever the connection is doing,
+    /// also while it recovers from a broker that cannot be reached: the connection refuses new
+    /// work at once, and its thread finishes by itself.
     public func close() async {
         core.beginClose()
-        _ = await core.waitUntilClosed()
+        let core = self.core
+        _ = await awaitAtMost(configuration.closeTimeout + Self.closeGrace) { _ = await core.waitUntilClosed() }
     }
+
+    /// Beyond ``Configuration/closeTimeout``: time for the I/O thread to notice the close and
+    /// tear down once the broker's confirmation is overdue.
+    static let closeGrace = Duration.milliseconds(500)
 
     /// The connection's events, from now on: blocked and unblocked, each step of a recovery,
     /// and the end. A connection already blocked starts with `.blocked`. The sequence ends after

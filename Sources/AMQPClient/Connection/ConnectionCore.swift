@@ -168,6 +168,11 @@ final class ConnectionCore: Sendable {
         resume(state.withLock { $0.takeCommands(into: &batch, bufferLimit: limit) })
     }
 
+    /// While recovering: the commands that can complete without the broker.
+    func takeCommandsNeedingNoBroker() -> [Command] {
+        state.withLock { $0.takeCommandsNeedingNoBroker() }
+    }
+
     /// Publishes held back while the connection is blocked still count against the buffer limit.
     func setHeldPublishBytes(_ bytes: Int) {
         let limit = configuration.publishBufferLimit

@@ -183,6 +183,21 @@ struct MailboxState {
         return takePublishWaitersIfRoom(bufferLimit: bufferLimit)
     }
 
+    /// While the connection recovers: takes out the commands that need no broker (closing a
+    /// channel, stopping a consumer), so that they complete at once instead of waiting for a
+    /// broker that may not come back. The rest keep their order and still count against the
+    /// publish buffer.
+    mutating func takeCommandsNeedingNoBroker() -> [Command] {
+        guard commands.contains(where: \.needsNoBroker) else { return [] }
+        var taken: [Command] = []
+        var kept: Deque<Command> = []
+        for command in commands {
+            if command.needsNoBroker { taken.append(command) } else { kept.append(command) }
+        }
+        commands = kept
+        return taken
+    }
+
     /// Publishes held back while the connection is blocked still count against the buffer limit.
     mutating func setHeldPublishBytes(_ bytes: Int, bufferLimit: Int) -> [PublishWaiter] {
         heldPublishBytes = bytes

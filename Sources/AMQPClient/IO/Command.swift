@@ -31,4 +31,13 @@ enum Command: Sendable {
         case .settle, .closeConnection: break
         }
     }
+
+    /// Can complete without the broker while the connection recovers: the channel or consumer
+    /// ends on the client's side, and the broker has forgotten it with the lost connection.
+    var needsNoBroker: Bool {
+        switch self {
+        case .closeChannel, .stopConsumer: true
+        default: false
+        }
+    }
 }

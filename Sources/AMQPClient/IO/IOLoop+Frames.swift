@@ -50,18 +50,43 @@ extension IOLoop {
         case .method(let method):
             handleMethod(method, channel: frame.channel)
         case .header(let header):
-            guard let channel = channels[frame.channel], channel.state == .open, let properties = header.properties
-            else { return }
-            if let message = channel.content.header(properties: properties, bodySize: Int(clamping: header.bodySize)) {
-                completed(message, on: channel)
+            guard let channel = channels[frame.channel], channel.state == .open else { return }
+            // The frame scanner let through only `basic` headers within the maximum message size.
+            guard let properties = header.properties, let bodySize = Int(exactly: header.bodySize) else {
+                lost(.protocolViolation(.unexpectedFrame("a content header the client cannot read")))
+                return
+            }
+            do {
+                if let message = try channel.content.header(properties: properties, bodySize: bodySize) {
+                    completed(message, on: channel)
+                }
+            } catch {
+                lost(.protocolViolation(error))
             }
         case .body(let fragment):
             guard let channel = channels[frame.channel], channel.state == .open else { return }
-            if let message = channel.content.body(fragment) {
-                completed(message, on: channel)
+            do {
+                if let message = try channel.content.body(fragment) {
+                    completed(message, on: channel)
+                }
+            } catch {
+                lost(.protocolViolation(error))
             }
         case .other:
             break
+        }
+    }
+
+    /// A method that carries content: its header and body frames follow.
+    private func startContent(
+        _ kind: ContentAssembly.Kind, on channel: ChannelIO, deliveryTag: UInt64, redelivered: Bool, exchange: String,
+        routingKey: String
+    ) {
+        do {
+            try channel.content.start(
+                kind, deliveryTag: deliveryTag, redelivered: redelivered, exchange: exchange, routingKey: routingKey)
+        } catch {
+            lost(.protocolViolation(error))
         }
     }
 
@@ -88,16 +113,16 @@ extension IOLoop {
 
         switch method {
         case .deliver(let consumerTag, let deliveryTag, let redelivered, let exchange, let routingKey):
-            channel.content.start(
-                .delivery(consumerTag: consumerTag), deliveryTag: deliveryTag, redelivered: redelivered,
+            startContent(
+                .delivery(consumerTag: consumerTag), on: channel, deliveryTag: deliveryTag, redelivered: redelivered,
                 exchange: exchange, routingKey: routingKey)
         case .getOk(let deliveryTag, let redelivered, let exchange, let routingKey, let messageCount):
-            channel.content.start(
-                .get(messageCount: messageCount), deliveryTag: deliveryTag, redelivered: redelivered,
+            startContent(
+                .get(messageCount: messageCount), on: channel, deliveryTag: deliveryTag, redelivered: redelivered,
                 exchange: exchange, routingKey: routingKey)
         case .returned(let replyCode, let replyText, let exchange, let routingKey):
-            channel.content.start(
-                .returned(replyCode: replyCode, replyText: replyText), deliveryTag: 0, redelivered: false,
+            startContent(
+                .returned(replyCode: replyCode, replyText: replyText), on: channel, deliveryTag: 0, redelivered: false,
                 exchange: exchange, routingKey: routingKey)
         case .channelClose(let replyCode, let replyText, let classID, let methodID):
             send(.channelCloseOk, on: id)

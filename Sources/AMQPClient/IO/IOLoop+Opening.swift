@@ -26,6 +26,10 @@ extension IOLoop {
         let connection = try LibRabbitMQConnection.open(
             endpoint, configuration: core.configuration, clientProperties: clientProperties)
         self.connection = connection
+        // Frames on any other channel are refused before librabbitmq keeps memory for them.
+        connection.inboundGuard.isChannelOpen = { [unowned self] id in
+            self.channels[id] != nil || id == self.recoveryTopologyChannel
+        }
         core.connectionOpened(socket: connection.socket, frameMax: connection.frameMax)
         nextHeartbeatService = ContinuousClock.now + heartbeatServiceInterval
         logger[metadataKey: LoggingKeys.endpoint] = "\(endpoint)"

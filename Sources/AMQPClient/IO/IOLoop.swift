@@ -31,6 +31,8 @@ final class IOLoop {
     var recoveryCause: AMQPError?
     /// A failure noticed while a recovery attempt talks to the broker; the attempt ends with it.
     var attemptFailure: AMQPError?
+    /// The channel a recovery declares the topology on, while it does.
+    var recoveryTopologyChannel: UInt16?
     var recovering: Bool { recoveryCause != nil }
     var startContinuation: CheckedContinuation<Void, any Error>?
 
@@ -98,8 +100,15 @@ final class IOLoop {
         #else
         var thread: pthread_t? = nil
         #endif
+        // An explicit stack: platform defaults range from 512 KiB to 8 MiB, and the thread runs
+        // librabbitmq's decoders (bounded by the frame scanner's depth limit) and the jobs of
+        // tasks that prefer the connection's executor.
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        pthread_attr_setstacksize(&attributes, Self.threadStackSize)
         let status = pthread_create(
-            &thread, nil,
+            &thread, &attributes,
             { context in
                 let loop = Unmanaged<IOLoop>.fromOpaque(context!).takeRetainedValue()
                 loop.threadMain()
@@ -115,6 +124,9 @@ final class IOLoop {
         #endif
         return nil
     }
+
+    /// The I/O thread's stack size.
+    static let threadStackSize = 8 << 20
 
     func threadMain() {
         ThreadName.set("amqp-io")

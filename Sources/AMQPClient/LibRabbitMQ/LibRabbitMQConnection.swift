@@ -13,6 +13,8 @@ import CRabbitMQ
 /// (``IOLoop``), which also keeps calling ``nextFrame(timeout:)`` so that heartbeats go out.
 final class LibRabbitMQConnection {
     private var state: amqp_connection_state_t?
+    /// Checks every byte received before librabbitmq parses it.
+    let inboundGuard: InboundGuard
     /// Outgoing frames, written to the socket once per batch by ``flush(stallLimit:)``.
     private let writer = FrameWriter()
     let endpoint: AMQPConnection.Configuration.Endpoint
@@ -22,16 +24,18 @@ final class LibRabbitMQConnection {
     let frameMax: Int
 
     private init(
-        state: amqp_connection_state_t, endpoint: AMQPConnection.Configuration.Endpoint
+        state: amqp_connection_state_t, endpoint: AMQPConnection.Configuration.Endpoint, inboundGuard: InboundGuard
     ) {
         self.state = state
         self.endpoint = endpoint
+        self.inboundGuard = inboundGuard
         let channelMax = UInt16(clamping: amqp_get_channel_max(state))
         self.channelMax = channelMax == 0 ? .max : channelMax
         self.heartbeatSeconds = amqp_get_heartbeat(state)
         let frameMax = Int(amqp_get_frame_max(state))
         self.frameMax = frameMax > 0 ? frameMax : Int(AMQP_DEFAULT_FRAME_SIZE)
         writer.frameMax = self.frameMax
+        inboundGuard.limits.frameMax = self.frameMax
     }
 
     deinit {
@@ -53,12 +57,18 @@ final class LibRabbitMQConnection {
             amqp_destroy_connection(state)
             throw AMQPError(code: .library, message: "librabbitmq could not allocate a socket")
         }
+        let inboundGuard = InboundGuard(
+            limits: .init(
+                frameMax: Int(configuration.frameMax), maximumMessageSize: UInt64(configuration.maximumMessageSize)))
+        inboundGuard.install(on: socket)
+        func fail(_ error: AMQPError) -> AMQPError {
+            amqp_destroy_connection(state)
+            inboundGuard.resignCurrent()
+            return inboundGuard.violation.map { .protocolViolation($0) } ?? error
+        }
         var timeout = timeval(configuration.connectTimeout)
         let status = LibraryStatus(amqp_socket_open_noblock(socket, endpoint.host, Int32(endpoint.port), &timeout))
-        guard status.isOK else {
-            amqp_destroy_connection(state)
-            throw .connectFailed(status, endpoint)
-        }
+        guard status.isOK else { throw fail(.connectFailed(status, endpoint)) }
         _ = amqp_set_handshake_timeout(state, &timeout)
 
         let pool = CPool()
@@ -68,11 +78,14 @@ final class LibRabbitMQConnection {
             state, configuration.virtualHost, Int32(configuration.channelMax),
             Int32(bitPattern: configuration.frameMax), heartbeat, &properties, configuration.username,
             configuration.password)
-        if let error = AMQPError.loginFailure(reply, configuration) {
-            amqp_destroy_connection(state)
-            throw error
+        if let error = AMQPError.loginFailure(reply, configuration) { throw fail(error) }
+        // A frame_max under 4096 (which AMQP forbids) would leave no room for a body in a frame.
+        guard amqp_get_frame_max(state) >= 4096 else {
+            throw fail(
+                .protocolViolation(
+                    .frameError("the broker negotiated a frame_max of \(amqp_get_frame_max(state)), under AMQP's minimum of 4096")))
         }
-        return LibRabbitMQConnection(state: state, endpoint: endpoint)
+        return LibRabbitMQConnection(state: state, endpoint: endpoint, inboundGuard: inboundGuard)
     }
 
     // MARK: Reading
@@ -109,7 +122,9 @@ final class LibRabbitMQConnection {
         var wait = timeout == .zero ? timeval(tv_sec: 0, tv_usec: 0) : timeval(timeout)
         let status = LibraryStatus(amqp_simple_wait_frame_noblock(state, &frame, &wait))
         if status == .timeout { return .timedOut }
-        guard status.isOK else { return .failed(.connectionLost(status)) }
+        guard status.isOK else {
+            return .failed(inboundGuard.violation.map { .protocolViolation($0) } ?? .connectionLost(status))
+        }
         return .frame(ReceivedFrame(frame))
     }
 
@@ -173,6 +188,7 @@ final class LibRabbitMQConnection {
         if let state {
             amqp_destroy_connection(state)
             self.state = nil
+            inboundGuard.resignCurrent()
         }
     }
 }

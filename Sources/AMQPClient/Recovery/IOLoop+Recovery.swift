@@ -116,8 +116,36 @@ extension IOLoop {
             if remaining <= .zero { return false }
             core.waitForWakeUp(timeout: remaining)
             runJobs()
+            completeWithoutBroker(core.takeCommandsNeedingNoBroker())
         }
         return true
+    }
+
+    /// Closes channels and stops consumers on the client's side alone, between recovery
+    /// attempts: the lost connection took them with it on the broker, and a recovery does not
+    /// bring them back. So `close()` and `cancel()` return even while no broker can be reached.
+    private func completeWithoutBroker(_ commands: [Command]) {
+        for command in commands {
+            switch command {
+            case .closeChannel(let ref, let continuation):
+                if let channel = channels[ref.id], channel.epoch == ref.epoch {
+                    channels[ref.id] = nil
+                    channel.handle.markClosed(.channelClosedByApplication(ref.id))
+                    channel.finish(consumersWith: nil, pendingWith: nil)
+                }
+                continuation.resume(returning: .ok(.channelCloseOk))
+            case .stopConsumer(let ref, let stream, _, let continuation):
+                // Deliveries it never handed out come back from the broker with the lost connection.
+                if let channel = channels[ref.id], channel.epoch == ref.epoch, channel.isCurrent(stream) {
+                    channel.consumers[stream.consumerTag] = nil
+                    forgetAutoDeleteQueueIfUnused(stream.queue)
+                }
+                stream.finish(nil)
+                continuation?.resume(returning: .ok(.basicCancelOk))
+            default:
+                batch.append(command)  // only the two above are taken; anything else runs after recovery
+            }
+        }
     }
 
     // MARK: Restoring
@@ -206,6 +234,8 @@ extension IOLoop {
             }
         }
 
+        recoveryTopologyChannel = id
+        defer { recoveryTopologyChannel = nil }
         try openTopologyChannel()
         for exchange in topology.exchanges {
             _ = try declare(exchange.declaration, "exchange \"\(exchange.name)\"")

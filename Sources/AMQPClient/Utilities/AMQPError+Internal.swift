@@ -34,4 +34,11 @@ extension AMQPError {
     static func wrap(_ error: any Error) -> AMQPError {
         (error as? AMQPError) ?? AMQPError(code: .library, message: "\(error)")
     }
+
+    /// The broker broke the protocol; the connection cannot go on.
+    static func protocolViolation(_ violation: ProtocolViolation) -> AMQPError {
+        AMQPError(
+            code: .protocolError, message: "the broker broke the AMQP protocol: \(violation.description)",
+            replyCode: violation.replyCode, replyText: violation.replyText)
+    }
 }

@@ -20,6 +20,7 @@ public struct AMQPError: Error, Sendable, Hashable, CustomStringConvertible {
             case publishNacked
             case messageReturned
             case outcomeUnknown
+            case protocolError
             case library
         }
 
@@ -57,6 +58,13 @@ public struct AMQPError: Error, Sendable, Hashable, CustomStringConvertible {
         /// The channel or connection closed before the broker confirmed a publish: it may or may
         /// not have been taken.
         public static let outcomeUnknown = Code(backing: .outcomeUnknown)
+        /// The broker sent something that breaks the AMQP protocol (an unknown frame type, a frame
+        /// on a channel the client never opened, a message larger than
+        /// ``AMQPConnection/Configuration/maximumMessageSize``, tables nested too deeply…). The
+        /// connection was closed before anything acted on it, and recovers like any lost one;
+        /// ``AMQPError/replyCode`` names the violation (501 FRAME_ERROR, 502 SYNTAX_ERROR,
+        /// 503 COMMAND_INVALID, 504 CHANNEL_ERROR, 505 UNEXPECTED_FRAME).
+        public static let protocolError = Code(backing: .protocolError)
         /// librabbitmq reported a status this package has no finer code for; see
         /// ``AMQPError/libraryStatus``.
         public static let library = Code(backing: .library)

@@ -5,14 +5,14 @@ import Testing
 @Suite("Channel: assembling messages from method, header and body frames")
 struct ContentAssemblyTests {
     @Test("a body split over several frames is assembled whole")
-    func multiFrameBody() {
+    func multiFrameBody() throws {
         var assembly = ContentAssembly()
-        assembly.start(.delivery(consumerTag: "c"), deliveryTag: 7, redelivered: true, exchange: "x", routingKey: "k")
-        #expect(assembly.header(properties: AMQPProperties(messageID: "m1"), bodySize: 10) == nil)
+        try assembly.start(.delivery(consumerTag: "c"), deliveryTag: 7, redelivered: true, exchange: "x", routingKey: "k")
+        #expect(try assembly.header(properties: AMQPProperties(messageID: "m1"), bodySize: 10) == nil)
         let parts: [[UInt8]] = [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
         var completed: ContentAssembly.Completed?
         for (index, part) in parts.enumerated() {
-            completed = part.withUnsafeBytes { assembly.body($0) }
+            completed = try part.withUnsafeBytes { try assembly.body($0) }
             if index < parts.count - 1 { #expect(completed == nil) }
         }
         #expect(completed?.body == (0...9).map { UInt8($0) })
@@ -23,23 +23,31 @@ struct ContentAssemblyTests {
     }
 
     @Test("an empty body completes at the header; a body in one frame is taken at once")
-    func emptyAndSingleFrame() {
+    func emptyAndSingleFrame() throws {
         var assembly = ContentAssembly()
-        assembly.start(.get(messageCount: 3), deliveryTag: 1, redelivered: false, exchange: "", routingKey: "q")
-        let empty = assembly.header(properties: AMQPProperties(), bodySize: 0)
+        try assembly.start(.get(messageCount: 3), deliveryTag: 1, redelivered: false, exchange: "", routingKey: "q")
+        let empty = try assembly.header(properties: AMQPProperties(), bodySize: 0)
         #expect(empty?.body == [])
         if case .get(let count) = empty?.kind { #expect(count == 3) } else { Issue.record("not a get") }
 
-        assembly.start(.returned(replyCode: 312, replyText: "NO_ROUTE"), deliveryTag: 0, redelivered: false, exchange: "e", routingKey: "r")
-        _ = assembly.header(properties: AMQPProperties(), bodySize: 3)
-        let whole = [UInt8]([9, 8, 7]).withUnsafeBytes { assembly.body($0) }
+        try assembly.start(.returned(replyCode: 312, replyText: "NO_ROUTE"), deliveryTag: 0, redelivered: false, exchange: "e", routingKey: "r")
+        _ = try assembly.header(properties: AMQPProperties(), bodySize: 3)
+        let whole = try [UInt8]([9, 8, 7]).withUnsafeBytes { try assembly.body($0) }
         #expect(whole?.body == [9, 8, 7])
     }
 
-    @Test("a header or body with no message started is ignored")
-    func strayFrames() {
+    @Test("frames out of sequence are protocol violations: a header or body with no message, a second message, too much body")
+    func outOfSequence() throws {
         var assembly = ContentAssembly()
-        #expect(assembly.header(properties: AMQPProperties(), bodySize: 0) == nil)
-        #expect([UInt8]([1]).withUnsafeBytes { assembly.body($0) } == nil)
+        #expect(throws: ProtocolViolation.self) { try assembly.header(properties: AMQPProperties(), bodySize: 0) }
+        #expect(throws: ProtocolViolation.self) { try [UInt8]([1]).withUnsafeBytes { try assembly.body($0) } }
+
+        try assembly.start(.delivery(consumerTag: "c"), deliveryTag: 1, redelivered: false, exchange: "", routingKey: "q")
+        #expect(throws: ProtocolViolation.self) { try [UInt8]([1]).withUnsafeBytes { try assembly.body($0) } }
+        _ = try assembly.header(properties: AMQPProperties(), bodySize: 2)
+        #expect(throws: ProtocolViolation.self) {
+            try assembly.start(.delivery(consumerTag: "c"), deliveryTag: 2, redelivered: false, exchange: "", routingKey: "q")
+        }
+        #expect(throws: ProtocolViolation.self) { try [UInt8]([1, 2, 3]).withUnsafeBytes { try assembly.body($0) } }
     }
 }

@@ -59,7 +59,9 @@ struct ConfigurationTests {
     @Test("malformed URIs are an invalidArgument error", arguments: [
         "localhost:5672", "http://host", "amqp:/host", "amqp://host:notaport", "amqp://host:70000",
         "amqp://host/a/b", "amqp://us%zzer@host", "amqp://host?heartbeat=soon", "amqp://host?frame_max=10",
-        "amqp://[::1", "amqps://host",
+        "amqp://[::1", "amqps://host", "amqp://host?frame_max=0",
+        // Ambiguous user info: an unencoded / ? or # in the password would leak it into the vhost.
+        "amqp://alice:pa/ss@host", "amqp://alice:pa?ss@host/vh", "amqp://alice:pa#ss@host",
     ])
     func malformed(url: String) {
         #expect {
@@ -80,5 +82,33 @@ struct ConfigurationTests {
         } catch {
             #expect(!"\(error)".contains("hunter2secret"))
         }
+    }
+
+    @Test("dump, Mirror and debugDescription never show the password; a URI's broken password is never echoed")
+    func passwordsStayOutOfReflection() throws {
+        var configuration = try Configuration(url: "amqp://alice:hunter2secret@host/vh")
+        configuration.connectionName = "orders"
+        var dumped = ""
+        dump(configuration, to: &dumped)
+        #expect(!dumped.contains("hunter2secret"))
+        #expect(dumped.contains("alice"))
+        #expect(!String(reflecting: configuration).contains("hunter2secret"))
+        #expect(!Mirror(reflecting: configuration).children.contains { "\($0.value)".contains("hunter2secret") })
+        do {
+            _ = try Configuration(url: "amqp://alice:hunter2/secret@host")
+            Issue.record("expected an error")
+        } catch {
+            #expect(!"\(error)".contains("secret"))
+        }
+    }
+
+    @Test("a configuration the client cannot work with is refused before connecting")
+    func validation() {
+        var configuration = Configuration()
+        configuration.frameMax = 0
+        #expect(throws: AMQPError.self) { try configuration.validate() }
+        configuration.frameMax = 4096
+        configuration.maximumMessageSize = 0
+        #expect(throws: AMQPError.self) { try configuration.validate() }
     }
 }
