@@ -337,4 +337,43 @@ struct RecoveryTests {
         #expect(callError?.code == .connectionClosed)
         #expect(await connection.closed() == nil)
     }
+
+    @Test(
+        "while recovery cannot reach a broker, closing a channel, cancelling a consumer and closing the connection each return within closeTimeout",
+        arguments: [TCPProxy.Mode.refuse, .blackHole])
+    func stoppingWhileUnreachable(mode: TCPProxy.Mode) async throws {
+        let closeTimeout = Duration.seconds(1)
+        let (proxy, connection) = try await ConnectionFailureTests.connectThroughProxy(recovery: .fast()) {
+            $0.closeTimeout = closeTimeout
+            $0.connectTimeout = .seconds(5)  // a black-holed attempt lasts this long
+        }
+        defer { proxy.stop() }
+        let watcher = EventWatcher(connection)
+        let channel = try await connection.openChannel()
+        let consumerChannel = try await connection.openChannel()
+        let queue = try await consumerChannel.declareQueue("", exclusive: true).name
+        let consumer = try await consumerChannel.consume(queue: queue)
+        proxy.mode = mode
+        proxy.cutAll()
+        try await watcher.next("the connection to be lost") { if case .connectionLost = $0 { true } else { false } }
+        #expect(connection.isRecovering)
+
+        let clock = ContinuousClock()
+        let bound = closeTimeout + .seconds(1)
+        let cancelTook = try await clock.measure {
+            try await withTimeout(10, "consumer.cancel() while recovering") { try await consumer.cancel() }
+        }
+        let channelCloseTook = try await clock.measure {
+            try await withTimeout(10, "channel.close() while recovering") { await channel.close() }
+        }
+        let connectionCloseTook = try await clock.measure {
+            try await withTimeout(10, "connection.close() while recovering") { await connection.close() }
+        }
+        print("stopping while unreachable (\(mode)): cancel \(cancelTook), channel close \(channelCloseTook), connection close \(connectionCloseTook)")
+        #expect(cancelTook < bound)
+        #expect(channelCloseTook < bound)
+        #expect(connectionCloseTook < bound)
+        #expect(!channel.isOpen)
+        #expect(!connection.isOpen)
+    }
 }

@@ -317,8 +317,8 @@ public final class AMQPChannel: Sendable {
         }
         guard !alreadyClosed else { return }
         // Bounded: a connection that is recovering from an unreachable broker answers nothing.
-        _ = await awaitAtMost(core.configuration.closeTimeout + AMQPConnection.closeGrace) {
-            _ = try? await self.awaitReply { continuation in .closeChannel(self.ref, continuation) }
+        _ = await awaitAtMost(core.configuration.closeTimeout + ConnectionCore.closeGrace) {
+            try? await self.awaitReply { continuation in .closeChannel(self.ref, continuation) }
         }
     }
 
@@ -385,6 +385,19 @@ public final class AMQPChannel: Sendable {
 
     func cancelConsumer(_ stream: ConsumerStream) async throws(AMQPError) {
         if stream.isFinished { return }
-        _ = try await awaitReply { continuation in .stopConsumer(ref, stream, requeue: [], continuation) }
+        // Bounded like close(): a connection recovering from an unreachable broker answers late.
+        let answer = await awaitAtMost(core.configuration.closeTimeout + ConnectionCore.closeGrace) {
+            do throws(AMQPError) {
+                return Result<ServerMethod, AMQPError>.success(
+                    try await self.awaitReply { continuation in .stopConsumer(self.ref, stream, requeue: [], continuation) })
+            } catch {
+                return .failure(error)
+            }
+        }
+        switch answer {
+        case .success?: break
+        case .failure(let error)?: throw error
+        case nil: stream.finish(nil)  // the I/O thread stops it on the broker's side when it can
+        }
     }
 }

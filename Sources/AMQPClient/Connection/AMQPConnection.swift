@@ -146,13 +146,8 @@ public final class AMQPConnection: Sendable {
     /// work at once, and its thread finishes by itself.
     public func close() async {
         core.beginClose()
-        let core = self.core
-        _ = await awaitAtMost(configuration.closeTimeout + Self.closeGrace) { _ = await core.waitUntilClosed() }
+        _ = await core.waitUntilClosed()
     }
-
-    /// Beyond ``Configuration/closeTimeout``: time for the I/O thread to notice the close and
-    /// tear down once the broker's confirmation is overdue.
-    static let closeGrace = Duration.milliseconds(500)
 
     /// The connection's events, from now on: blocked and unblocked, each step of a recovery,
     /// and the end. A connection already blocked starts with `.blocked`. The sequence ends after

@@ -110,8 +110,27 @@ final class ConnectionCore: Sendable {
     }
 
     /// Asks the I/O thread to close the connection gracefully. Idempotent.
+    ///
+    /// Whoever waits for the end (``waitUntilClosed()``: `close()`, `closed()`, the `Service`)
+    /// is released after ``AMQPConnection/Configuration/closeTimeout`` even if the I/O thread is
+    /// still busy, say in a recovery attempt against a broker that does not answer: the
+    /// connection refuses new work at once, and the thread finishes by itself.
     func beginClose() {
-        if let action = state.withLock({ $0.beginClose() }) { perform(action) }
+        guard let action = state.withLock({ $0.beginClose() }) else { return }
+        perform(action)
+        let limit = configuration.closeTimeout + Self.closeGrace
+        Task { [weak self] in
+            try? await Task.sleep(for: limit)
+            self?.releaseCloseWaiters()
+        }
+    }
+
+    /// Beyond ``AMQPConnection/Configuration/closeTimeout``: time for the I/O thread to notice
+    /// the close and tear down once the broker's confirmation is overdue.
+    static let closeGrace = Duration.milliseconds(500)
+
+    private func releaseCloseWaiters() {
+        for waiter in state.withLock({ $0.takeCloseWaiters() }) { waiter.resume(returning: nil) }
     }
 
     /// Waits until the I/O thread has finished. Returns the error that ended the connection,

@@ -1,34 +1,36 @@
 import Synchronization
 
-/// Waits for `operation` for at most `limit`. Returns `false` when the limit passed first; the
-/// operation then goes on without a waiter. For waits that must end whatever the broker does,
-/// such as closing.
-func awaitAtMost(_ limit: Duration, _ operation: @escaping @Sendable () async -> Void) async -> Bool {
-    let outcome = OneShot()
+/// Waits for `operation` for at most `limit`, and returns its result, or `nil` when the limit
+/// passed first; the operation then goes on without a waiter. For waits that must end whatever
+/// the broker does, such as closing.
+func awaitAtMost<Result: Sendable>(
+    _ limit: Duration, _ operation: @escaping @Sendable () async -> Result
+) async -> Result? {
+    let outcome = OneShot<Result?>()
     return await withCheckedContinuation { continuation in
         outcome.set(continuation)
         let timer = Task {
             try? await Task.sleep(for: limit)
-            outcome.resume(returning: false)
+            outcome.resume(returning: nil)
         }
         Task {
-            await operation()
+            let result = await operation()
             timer.cancel()  // thousands of closes must not leave thousands of sleeping timers
-            outcome.resume(returning: true)
+            outcome.resume(returning: result)
         }
     }
 }
 
 /// A continuation resumed by whichever side comes first.
-private final class OneShot: Sendable {
-    private let continuation = Mutex<CheckedContinuation<Bool, Never>?>(nil)
+private final class OneShot<Value: Sendable>: Sendable {
+    private let continuation = Mutex<CheckedContinuation<Value, Never>?>(nil)
 
-    func set(_ continuation: CheckedContinuation<Bool, Never>) {
+    func set(_ continuation: CheckedContinuation<Value, Never>) {
         self.continuation.withLock { $0 = continuation }
     }
 
-    func resume(returning value: Bool) {
-        let waiting = continuation.withLock { state -> CheckedContinuation<Bool, Never>? in
+    func resume(returning value: Value) {
+        let waiting = continuation.withLock { state -> CheckedContinuation<Value, Never>? in
             defer { state = nil }
             return state
         }
