@@ -19,6 +19,7 @@ public final class AMQPChannel: Sendable {
     }
 
     private let state = Mutex(State())
+    private let unconfirmedLimiter: UnconfirmedPublishLimiter
     /// The channel's current incarnation: it advances each time a recovery opens the channel
     /// on a new connection. Deliveries carry the one they came in; settling a delivery from an
     /// earlier one does nothing (its tag may name another delivery now).
@@ -27,6 +28,7 @@ public final class AMQPChannel: Sendable {
     init(core: ConnectionCore, ref: ChannelRef) {
         self.core = core
         self.ref = ref
+        self.unconfirmedLimiter = UnconfirmedPublishLimiter(limit: core.configuration.unconfirmedPublishLimit)
     }
 
     /// The channel number on its connection.
@@ -204,12 +206,23 @@ public final class AMQPChannel: Sendable {
             if let error = state.closedError { throw error }
             return state.confirmMode
         }
-        let tracker = confirmMode ? ConfirmTracker() : nil
-        try await core.submitPublish(
-            ref,
-            PublishRequest(
-                exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties, body: body,
-                confirm: tracker))
+        let tracker: ConfirmTracker?
+        if confirmMode {
+            await unconfirmedLimiter.acquire()
+            tracker = ConfirmTracker(limiter: unconfirmedLimiter)
+        } else {
+            tracker = nil
+        }
+        do {
+            try await core.submitPublish(
+                ref,
+                PublishRequest(
+                    exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties, body: body,
+                    confirm: tracker))
+        } catch {
+            tracker?.fail(error)  // never sent: gives its place back
+            throw error
+        }
         return AMQPPublishConfirmation(tracker: tracker)
     }
 
@@ -256,7 +269,11 @@ public final class AMQPChannel: Sendable {
         try AMQPError.checkShortString(consumerTag, "consumer tag")
         try arguments.validate("argument")
         let tag = consumerTag.isEmpty ? core.makeConsumerTag(channel: id) : consumerTag
-        let stream = ConsumerStream(consumerTag: tag, queue: queue, noAck: noAck) { stream, unseen in
+        let core = self.core
+        let stream = ConsumerStream(
+            consumerTag: tag, queue: queue, noAck: noAck, bufferLimit: core.configuration.consumerBufferLimit,
+            onDrained: { core.wakeIOThread() }
+        ) { stream, unseen in
             self.stopOnBroker(stream, unseen: unseen)
         }
         let method = ClientMethod.basicConsume(

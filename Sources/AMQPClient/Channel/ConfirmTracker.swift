@@ -11,6 +11,12 @@ final class ConfirmTracker: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Gets back the place this publish took once it has an outcome.
+    private let limiter: UnconfirmedPublishLimiter?
+
+    init(limiter: UnconfirmedPublishLimiter? = nil) {
+        self.limiter = limiter
+    }
 
     /// The broker's ack (or nack) arrived.
     func resolve(acked: Bool) {
@@ -39,6 +45,7 @@ final class ConfirmTracker: Sendable {
             return (state.waiters, result)
         }
         guard let result else { return }
+        limiter?.release()
         for waiter in waiters { waiter.resume(with: result.mapError { $0 as any Error }) }
     }
 

@@ -31,6 +31,14 @@ extension AMQPConnection {
         /// (``AMQPError/Code/protocolError``): the client never reserves memory for more than this.
         /// Default: 128 MiB, RabbitMQ's own maximum.
         public var maximumMessageSize: Int
+        /// How many publishes a channel in confirm mode may have waiting for the broker's confirm;
+        /// past it, `publish` waits until confirms come back. Default: 10,000.
+        public var unconfirmedPublishLimit: Int
+        /// How many bytes of deliveries a consumer may hold that the application has not taken
+        /// yet (each counts its body and 256 bytes). Past it the connection stops reading, so TCP
+        /// makes the broker wait, until the consumer has taken half: a consumer without a prefetch
+        /// (no-ack, or prefetch 0) cannot fill memory. Default: 64 MiB.
+        public var consumerBufferLimit: Int
         /// More brokers of the same cluster to try, in order, after ``host`` and ``port``: when
         /// connecting, and on every recovery attempt. Default: none.
         public var alternateEndpoints: [Endpoint]
@@ -58,6 +66,8 @@ extension AMQPConnection {
             self.connectionName = nil
             self.publishBufferLimit = 4 << 20
             self.maximumMessageSize = 128 << 20
+            self.consumerBufferLimit = 64 << 20
+            self.unconfirmedPublishLimit = 10_000
             self.alternateEndpoints = []
             self.recovery = Recovery()
         }
@@ -83,8 +93,10 @@ extension AMQPConnection {
             guard frameMax >= 4096 else {
                 throw .invalidArgument("frameMax is \(frameMax); AMQP requires at least 4096")
             }
-            guard maximumMessageSize > 0 else {
-                throw .invalidArgument("maximumMessageSize must be positive")
+            guard maximumMessageSize > 0, consumerBufferLimit > 0, publishBufferLimit > 0, unconfirmedPublishLimit > 0
+            else {
+                throw .invalidArgument(
+                    "maximumMessageSize, consumerBufferLimit, publishBufferLimit and unconfirmedPublishLimit must be positive")
             }
             guard (1...65535).contains(port), alternateEndpoints.allSatisfy({ (1...65535).contains($0.port) }) else {
                 throw .invalidArgument("a port must be from 1 to 65535")
@@ -110,7 +122,9 @@ extension AMQPConnection.Configuration: CustomReflectable, CustomDebugStringConv
                 "heartbeat": heartbeat, "frameMax": frameMax, "channelMax": channelMax,
                 "connectTimeout": connectTimeout, "closeTimeout": closeTimeout,
                 "connectionName": connectionName as Any, "publishBufferLimit": publishBufferLimit,
-                "maximumMessageSize": maximumMessageSize, "alternateEndpoints": alternateEndpoints,
+                "maximumMessageSize": maximumMessageSize, "consumerBufferLimit": consumerBufferLimit,
+                "unconfirmedPublishLimit": unconfirmedPublishLimit,
+                "alternateEndpoints": alternateEndpoints,
                 "recovery": recovery,
             ],
             displayStyle: .struct)

@@ -151,7 +151,8 @@ public final class AMQPConnection: Sendable {
 
     /// The connection's events, from now on: blocked and unblocked, each step of a recovery,
     /// and the end. A connection already blocked starts with `.blocked`. The sequence ends after
-    /// `.closed`. Each call returns a new, independent sequence.
+    /// `.closed`. Each call returns a new, independent sequence; one that is not iterated keeps
+    /// only its newest 256 events.
     ///
     /// ```swift
     /// for await event in connection.events() {

@@ -157,9 +157,13 @@ final class ConnectionCore: Sendable {
 
     // MARK: Events
 
+    /// How many events a subscriber that does not keep up may have waiting; the oldest go first.
+    static let eventBufferLimit = 256
+
     /// A new stream of the connection's events; it ends after `.closed`.
     func events() -> AsyncStream<AMQPConnection.Event> {
-        let (stream, continuation) = AsyncStream.makeStream(of: AMQPConnection.Event.self)
+        let (stream, continuation) = AsyncStream.makeStream(
+            of: AMQPConnection.Event.self, bufferingPolicy: .bufferingNewest(Self.eventBufferLimit))
         let (id, blockedReason, final) = state.withLock { state in
             (state.subscribe(continuation), state.blockedReason, state.final)
         }
@@ -185,6 +189,11 @@ final class ConnectionCore: Sendable {
     func takeCommands(into batch: inout Deque<Command>) {
         let limit = configuration.publishBufferLimit
         resume(state.withLock { $0.takeCommands(into: &batch, bufferLimit: limit) })
+    }
+
+    /// Has the I/O thread run its loop once more (a consumer took enough from a full buffer).
+    func wakeIOThread() {
+        perform(state.withLock { $0.requestLookAgain() })
     }
 
     /// While recovering: the commands that can complete without the broker.

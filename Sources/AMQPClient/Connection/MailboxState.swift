@@ -23,6 +23,9 @@ struct MailboxState {
     private var publishWaiters: [PublishWaiter] = []
     /// The I/O thread is (about to be) in `poll` and needs a byte on the pipe to wake.
     private(set) var ioSleeping = false
+    /// Someone asked the I/O thread to look again (a consumer drained its buffer) while it was
+    /// awake: it must not go to sleep before it has.
+    private var lookAgain = false
     /// The I/O thread sleeps for at most a millisecond: an ack, nack or reject can wait for it
     /// to wake by itself, so a run of them costs one wake-up and one write.
     private var settlementsMayWait = false
@@ -217,8 +220,20 @@ struct MailboxState {
         return publishWaiters
     }
 
+    /// Asks the I/O thread to run its loop once more, without a command: wakes it if it sleeps,
+    /// else keeps it from going to sleep before it has looked.
+    mutating func requestLookAgain() -> WakeAction {
+        let action = takeWakeUp()
+        if action == .none { lookAgain = true }
+        return action
+    }
+
     /// Marks the I/O thread as about to sleep, unless work is already waiting (then it must not).
     mutating func prepareToSleep(settlementsMayWait: Bool) -> Bool {
+        if lookAgain {
+            lookAgain = false
+            return false
+        }
         guard commands.isEmpty && jobs.isEmpty else { return false }
         ioSleeping = true
         self.settlementsMayWait = settlementsMayWait

@@ -4,18 +4,27 @@ import Synchronization
 /// The buffer between the I/O thread, which pushes deliveries, and the task that
 /// iterates an ``AMQPConsumer``.
 ///
-/// Its size is bounded by the channel's prefetch (the broker sends no more
-/// unacknowledged messages than that). When the iterating side stops, the
-/// deliveries still buffered are handed back so they can be requeued rather than
-/// left unacknowledged.
+/// Its size is bounded by the channel's prefetch (the broker sends no more unacknowledged
+/// messages than that) and, for consumers without one (no-ack, or prefetch 0), by
+/// ``AMQPConnection/Configuration/consumerBufferLimit``: past it the I/O thread stops reading
+/// the socket, so TCP makes the broker wait, until the iterating task has taken half of it.
+/// When the iterating side stops, the deliveries still buffered are handed back so they can be
+/// requeued rather than left unacknowledged.
 final class ConsumerStream: Sendable {
-    enum PushResult {
+    enum PushResult: Equatable {
         case accepted
         /// Accepted, and the iterating task waits for it: call ``wake()`` once the current batch
         /// of frames is handled, so one wake-up hands over many deliveries.
         case acceptedNeedsWake
+        /// Accepted, and the buffer is now over its limit: stop reading until ``onDrained`` runs.
+        case acceptedOverLimit(needsWake: Bool)
         /// Iteration has ended: the delivery was not taken.
         case refused
+    }
+
+    /// What a buffered delivery counts against the limit: its body and a share for the rest.
+    static func cost(_ delivery: AMQPDelivery) -> Int {
+        delivery.body.count + 256
     }
 
     private struct State {
@@ -29,6 +38,29 @@ final class ConsumerStream: Sendable {
         var wakeRequested = false
         /// The queue consumed from; recovery may rename a server-named queue.
         var queue: String
+        /// What the buffered deliveries cost (see ``ConsumerStream/cost(_:)``).
+        var bufferedBytes = 0
+        /// The buffer went over its limit and the I/O thread stopped reading; set back once half
+        /// of the limit is taken out.
+        var overLimit = false
+
+        /// Takes the oldest buffered delivery out. Returns whether that drained an over-limit
+        /// buffer to half its limit (the I/O thread must then be told).
+        mutating func popFirst(limit: Int) -> (AMQPDelivery, drained: Bool)? {
+            guard let delivery = buffer.popFirst() else { return nil }
+            bufferedBytes -= ConsumerStream.cost(delivery)
+            guard overLimit, bufferedBytes <= limit / 2 else { return (delivery, false) }
+            overLimit = false
+            return (delivery, true)
+        }
+
+        /// Empties the buffer. Returns whether that drained an over-limit buffer.
+        mutating func removeAllBuffered() -> Bool {
+            buffer.removeAll()
+            bufferedBytes = 0
+            defer { overLimit = false }
+            return overLimit
+        }
     }
 
     let consumerTag: String
@@ -37,14 +69,21 @@ final class ConsumerStream: Sendable {
     /// Runs once when the iterating side stops (loop ended, task cancelled, consumer released),
     /// with the deliveries it never handed out: cancels the consumer on the broker, requeues them.
     private let onStop: @Sendable (ConsumerStream, [AMQPDelivery]) -> Void
+    /// The most the buffered deliveries may cost before the I/O thread stops reading.
+    private let bufferLimit: Int
+    /// Runs when a buffer that was over its limit has drained to half of it: wakes the I/O thread.
+    private let onDrained: @Sendable () -> Void
 
     init(
-        consumerTag: String, queue: String, noAck: Bool,
+        consumerTag: String, queue: String, noAck: Bool, bufferLimit: Int = .max,
+        onDrained: @escaping @Sendable () -> Void = {},
         onStop: @escaping @Sendable (ConsumerStream, [AMQPDelivery]) -> Void
     ) {
         self.consumerTag = consumerTag
         self.noAck = noAck
         self.state = Mutex(State(queue: queue))
+        self.bufferLimit = bufferLimit
+        self.onDrained = onDrained
         self.onStop = onStop
     }
 
@@ -56,38 +95,54 @@ final class ConsumerStream: Sendable {
     // MARK: I/O thread side
 
     func push(_ delivery: AMQPDelivery) -> PushResult {
-        state.withLock { state in
+        let limit = bufferLimit
+        return state.withLock { state in
             if state.terminated || state.finished != nil { return .refused }
             state.buffer.append(delivery)
-            guard state.waiter != nil, !state.wakeRequested else { return .accepted }
-            state.wakeRequested = true
-            return .acceptedNeedsWake
+            state.bufferedBytes += Self.cost(delivery)
+            let needsWake = state.waiter != nil && !state.wakeRequested
+            if needsWake { state.wakeRequested = true }
+            if !state.overLimit && state.bufferedBytes > limit {
+                state.overLimit = true
+                return .acceptedOverLimit(needsWake: needsWake)
+            }
+            return needsWake ? .acceptedNeedsWake : .accepted
         }
     }
 
+    /// Whether the buffer is still over its limit (the I/O thread keeps not reading).
+    var isOverLimit: Bool { state.withLock { $0.overLimit } }
+
     /// Hands the oldest buffered delivery to the waiting iterator.
     func wake() {
-        let handOver = state.withLock { state -> (CheckedContinuation<AMQPDelivery?, any Error>, AMQPDelivery)? in
+        let limit = bufferLimit
+        let handOver = state.withLock { state -> (CheckedContinuation<AMQPDelivery?, any Error>, AMQPDelivery, Bool)? in
             state.wakeRequested = false
-            guard let waiter = state.waiter, let delivery = state.buffer.popFirst() else { return nil }
+            guard let waiter = state.waiter, let (delivery, drained) = state.popFirst(limit: limit) else { return nil }
             state.waiter = nil
-            return (waiter, delivery)
+            return (waiter, delivery, drained)
         }
-        if let (waiter, delivery) = handOver { waiter.resume(returning: delivery) }
+        if let (waiter, delivery, drained) = handOver {
+            if drained { onDrained() }
+            waiter.resume(returning: delivery)
+        }
     }
 
     /// Ends the sequence once the buffered deliveries have been taken: normally, or with `error`.
     func finish(_ error: AMQPError?) {
         enum Wake { case none, delivery(AMQPDelivery), end }
-        let (waiter, wake) = state.withLock { state -> (CheckedContinuation<AMQPDelivery?, any Error>?, Wake) in
-            guard state.finished == nil else { return (nil, .none) }
+        let limit = bufferLimit
+        let (waiter, wake, drained) = state.withLock {
+            state -> (CheckedContinuation<AMQPDelivery?, any Error>?, Wake, Bool) in
+            guard state.finished == nil else { return (nil, .none, false) }
             state.finished = error.map { .failure($0) } ?? .success(())
-            guard let waiter = state.waiter else { return (nil, .none) }
+            guard let waiter = state.waiter else { return (nil, .none, false) }
             state.waiter = nil
             // A wake may still be pending: buffered deliveries come before the end.
-            if let delivery = state.buffer.popFirst() { return (waiter, .delivery(delivery)) }
-            return (waiter, .end)
+            if let (delivery, drained) = state.popFirst(limit: limit) { return (waiter, .delivery(delivery), drained) }
+            return (waiter, .end, false)
         }
+        if drained { onDrained() }
         switch wake {
         case .none: break
         case .delivery(let delivery): waiter?.resume(returning: delivery)
@@ -105,20 +160,24 @@ final class ConsumerStream: Sendable {
         case empty
     }
 
-    /// What the iterating side gets now, without waiting.
-    private static func take(_ state: inout State) -> Take {
-        if let delivery = state.buffer.popFirst() { return .delivery(delivery) }
-        if state.terminated { return .end }
+    /// What the iterating side gets now, without waiting, and whether taking it drained an
+    /// over-limit buffer.
+    private static func take(_ state: inout State, limit: Int) -> (Take, drained: Bool) {
+        if let (delivery, drained) = state.popFirst(limit: limit) { return (.delivery(delivery), drained) }
+        if state.terminated { return (.end, false) }
         switch state.finished {
-        case .success: return .end
-        case .failure(let error): return .failure(error)
-        case nil: return .empty
+        case .success: return (.end, false)
+        case .failure(let error): return (.failure(error), false)
+        case nil: return (.empty, false)
         }
     }
 
     func next() async throws -> AMQPDelivery? {
+        let limit = bufferLimit
         // Fast path: a buffered delivery needs no continuation.
-        switch state.withLock({ Self.take(&$0) }) {
+        let (taken, drained) = state.withLock { Self.take(&$0, limit: limit) }
+        if drained { onDrained() }
+        switch taken {
         case .delivery(let delivery): return delivery
         case .end: return nil
         case .failure(let error): throw error
@@ -127,11 +186,12 @@ final class ConsumerStream: Sendable {
 
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<AMQPDelivery?, any Error>) in
-                let taken = state.withLock { state -> Take in
-                    let taken = Self.take(&state)
-                    if case .empty = taken { state.waiter = continuation }
+                let (taken, drained) = state.withLock { state -> (Take, drained: Bool) in
+                    let taken = Self.take(&state, limit: limit)
+                    if case .empty = taken.0 { state.waiter = continuation }
                     return taken
                 }
+                if drained { onDrained() }
                 switch taken {
                 case .empty: break
                 case .delivery(let delivery): continuation.resume(returning: delivery)
@@ -147,14 +207,16 @@ final class ConsumerStream: Sendable {
     /// Stops the iterating side. Returns the deliveries that were buffered but never handed
     /// out, or `nil` when the stream had already been terminated.
     func terminate() -> [AMQPDelivery]? {
-        let (buffered, waiter) = state.withLock { state -> ([AMQPDelivery]?, CheckedContinuation<AMQPDelivery?, any Error>?) in
-            guard !state.terminated else { return (nil, nil) }
+        let (buffered, waiter, drained) = state.withLock {
+            state -> ([AMQPDelivery]?, CheckedContinuation<AMQPDelivery?, any Error>?, Bool) in
+            guard !state.terminated else { return (nil, nil, false) }
             state.terminated = true
             let buffered = Array(state.buffer)
-            state.buffer.removeAll()
+            let drained = state.removeAllBuffered()
             defer { state.waiter = nil }
-            return (buffered, state.waiter)
+            return (buffered, state.waiter, drained)
         }
+        if drained { onDrained() }
         waiter?.resume(returning: nil)
         if let buffered { onStop(self, buffered) }
         return buffered
@@ -168,6 +230,6 @@ final class ConsumerStream: Sendable {
     /// Drops the buffered deliveries the application has not seen: the connection was lost, so
     /// the broker redelivers them, and they could no longer be acknowledged.
     func discardBuffered() {
-        state.withLock { $0.buffer.removeAll() }
+        if state.withLock({ $0.removeAllBuffered() }) { onDrained() }
     }
 }

@@ -224,7 +224,7 @@ extension IOLoop {
             try connection.appendPublish(request, channel: channel.id)
         } catch {
             request.confirm?.fail(error)
-            logger.error("a message could not be encoded", metadata: [LoggingKeys.error: "\(error)"])
+            logger.error("a message could not be encoded", metadata: [LoggingKeys.error: .untrusted(error)])
             return
         }
         if connection.shouldFlush && !flushOutbound() {

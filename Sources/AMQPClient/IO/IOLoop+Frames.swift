@@ -16,6 +16,14 @@ extension IOLoop {
         guard let connection else { return }
         let now = ContinuousClock.now
         let heartbeatsDue = now >= nextHeartbeatService
+        if !fullConsumers.isEmpty {
+            fullConsumers.removeAll { !$0.isOverLimit }
+            guard fullConsumers.isEmpty else {
+                // Not reading, so librabbitmq sends no heartbeats: send them here.
+                if heartbeatsDue { sendHeartbeat(at: now) }
+                return
+            }
+        }
         guard socketReadable || heartbeatsDue || connection.hasBufferedInput else { return }
         socketReadable = false
         if heartbeatsDue { nextHeartbeatService = now + heartbeatServiceInterval }
@@ -31,10 +39,19 @@ extension IOLoop {
                 handle(frame)
                 if finished || recovering { return }
                 connection.releaseBuffers(channel: frame.channel)
+                if !fullConsumers.isEmpty { return }  // a consumer's buffer is full: stop reading
             }
             // Read buffer drained: let poll say when more arrives rather than try a recv now.
             if !heartbeatsDue && !connection.hasBufferedInput { return }
         }
+    }
+
+    /// While reading is paused for a full consumer buffer.
+    private func sendHeartbeat(at now: ContinuousClock.Instant) {
+        nextHeartbeatService = now + heartbeatServiceInterval
+        guard let connection, heartbeatSeconds > 0 else { return }
+        connection.appendHeartbeat()
+        flushOutbound()
     }
 
     /// Hands each consumer that waits its new deliveries: one wake-up per batch of frames.
@@ -129,7 +146,7 @@ extension IOLoop {
             channels[id] = nil
             let error = AMQPError.channelClosedByBroker(
                 channel: id, replyCode: replyCode, replyText: replyText, classID: classID, methodID: methodID)
-            logger.debug("channel closed by the broker", metadata: [LoggingKeys.channel: "\(id)", LoggingKeys.error: "\(error)"])
+            logger.debug("channel closed by the broker", metadata: [LoggingKeys.channel: "\(id)", LoggingKeys.error: .untrusted(error)])
             channel.handle.markClosed(error)
             closeReasons[id] = (channel.epoch, error)
             channel.finish(consumersWith: error, pendingWith: error)
@@ -153,7 +170,7 @@ extension IOLoop {
             channel.confirms.confirm(deliveryTag, multiple: multiple, acked: false)
         default:
             if !channel.pendingReplies.resolveNext(method) {
-                logger.debug("unexpected method", metadata: [LoggingKeys.channel: "\(id)", LoggingKeys.method: "\(method)"])
+                logger.debug("unexpected method", metadata: [LoggingKeys.channel: "\(id)", LoggingKeys.method: .untrusted(method)])
             }
         }
     }
@@ -168,7 +185,7 @@ extension IOLoop {
                     channel.settlements.delivered(content.deliveryTag)
                     settle(.basicReject(deliveryTag: content.deliveryTag, requeue: true), on: channel)
                 } else {
-                    logger.debug("delivery for an unknown consumer", metadata: [LoggingKeys.consumerTag: "\(consumerTag)"])
+                    logger.debug("delivery for an unknown consumer", metadata: [LoggingKeys.consumerTag: .untrusted(consumerTag)])
                 }
                 return
             }
@@ -178,6 +195,12 @@ extension IOLoop {
             switch stream.push(delivery) {
             case .accepted: break
             case .acceptedNeedsWake: streamsToWake.append(stream)
+            case .acceptedOverLimit(let needsWake):
+                if needsWake { streamsToWake.append(stream) }
+                fullConsumers.append(stream)
+                logger.debug(
+                    "a consumer's buffer is full; reading paused until it takes half",
+                    metadata: [LoggingKeys.consumerTag: .untrusted(consumerTag)])
             case .refused:
                 if !stream.noAck && !closingConnection {
                     // The application stopped iterating: give the message back at once.
@@ -198,12 +221,15 @@ extension IOLoop {
             if channel.confirms.returned(exchange: content.exchange, routingKey: content.routingKey, error: error) {
                 return
             }
-            logger.warning(
-                "the broker returned an unroutable mandatory message",
-                metadata: [
-                    LoggingKeys.replyCode: "\(replyCode)", LoggingKeys.replyText: "\(replyText)",
-                    LoggingKeys.exchange: "\(content.exchange)", LoggingKeys.routingKey: "\(content.routingKey)",
-                ])
+            if let suppressed = logLimiter.admit("returned") {
+                logger.warning(
+                    "the broker returned an unroutable mandatory message",
+                    metadata: [
+                        LoggingKeys.replyCode: "\(replyCode)", LoggingKeys.replyText: .untrusted(replyText),
+                        LoggingKeys.exchange: .untrusted(content.exchange),
+                        LoggingKeys.routingKey: .untrusted(content.routingKey), LoggingKeys.suppressed: "\(suppressed)",
+                    ])
+            }
         }
     }
 
@@ -223,8 +249,11 @@ extension IOLoop {
         case .ok(.connectionCloseOk):
             tearDown(.connectionClosedByApplication, byApplication: true)
         case .connectionBlocked(let reason):
-            logger.warning(
-                "the broker blocked publishing on this connection", metadata: [LoggingKeys.blockedReason: "\(reason)"])
+            if let suppressed = logLimiter.admit("blocked") {
+                logger.warning(
+                    "the broker blocked publishing on this connection",
+                    metadata: [LoggingKeys.blockedReason: .untrusted(reason), LoggingKeys.suppressed: "\(suppressed)"])
+            }
             blocked = true
             core.setBlocked(reason)
         case .connectionUnblocked:
@@ -232,7 +261,7 @@ extension IOLoop {
             blocked = false
             core.setBlocked(nil)
         default:
-            logger.debug("unexpected method on channel 0", metadata: [LoggingKeys.method: "\(method)"])
+            logger.debug("unexpected method on channel 0", metadata: [LoggingKeys.method: .untrusted(method)])
         }
     }
 }

@@ -14,7 +14,7 @@ extension IOLoop {
             } catch {
                 if endpoints.count > 1 {
                     logger.debug(
-                        "could not connect", metadata: [LoggingKeys.endpoint: "\(endpoint)", LoggingKeys.error: "\(error)"])
+                        "could not connect", metadata: [LoggingKeys.endpoint: "\(endpoint)", LoggingKeys.error: .untrusted(error)])
                 }
                 lastError = error
             }

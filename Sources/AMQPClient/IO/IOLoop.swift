@@ -65,8 +65,14 @@ final class IOLoop {
     static let frameBudget = 256
     /// Consumers whose waiting iterator gets its deliveries once the current batch is read.
     var streamsToWake: [ConsumerStream] = []
+    /// Consumers whose buffer went over ``AMQPConnection/Configuration/consumerBufferLimit``:
+    /// while any is, the socket is not read (TCP makes the broker wait); heartbeats still go out.
+    var fullConsumers: [ConsumerStream] = []
     /// When the application last acked, nacked or rejected a delivery.
     var lastSettlementAt = ContinuousClock.now - .seconds(1)
+
+    /// Lines a misbehaving broker could repeat without end are written at most every 10 s.
+    var logLimiter = LogRateLimiter()
 
     // Running tasks (see ``AMQPConnection/taskExecutor``)
     var jobBatch: Deque<UnownedJob> = []
@@ -173,7 +179,8 @@ final class IOLoop {
 
     func waitForWork() {
         guard let connection else { return }
-        if connection.hasBufferedInput { return }
+        let readingPaused = !fullConsumers.isEmpty
+        if connection.hasBufferedInput && !readingPaused { return }
         if !blocked && !held.isEmpty { return }  // unblocked: release the held publishes first
         let settlementsMayWait = settlementsCanWait()
         guard core.prepareToSleep(settlementsMayWait: settlementsMayWait) else { return }
@@ -185,7 +192,7 @@ final class IOLoop {
         }
         // A tuple, not an array: no allocation each time the thread sleeps.
         var fds = (
-            pollfd(fd: socket, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: readingPaused ? -1 : socket, events: Int16(POLLIN), revents: 0),  // poll skips -1
             pollfd(fd: core.wakeFileDescriptor, events: Int16(POLLIN), revents: 0)
         )
         let timeout = settlementsMayWait ? 1 : pollTimeoutMilliseconds()
@@ -289,7 +296,7 @@ final class IOLoop {
         } else if core.configuration.recovery.isEnabled {
             beginRecovery(after: error)
         } else {
-            logger.warning("connection lost", metadata: [LoggingKeys.error: "\(error)"])
+            logger.warning("connection lost", metadata: [LoggingKeys.error: .untrusted(error)])
             tearDown(error, byApplication: false)
         }
     }

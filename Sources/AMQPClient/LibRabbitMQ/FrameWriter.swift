@@ -108,6 +108,12 @@ final class FrameWriter {
         return AMQP_STATUS_OK.rawValue
     }
 
+    /// Appends a heartbeat frame: type 8 on channel 0, no payload.
+    func appendHeartbeat() {
+        reserve(Self.headerSize + 1)
+        finishFrame(type: UInt8(AMQP_FRAME_HEARTBEAT), channel: 0, at: count, payloadSize: 0)
+    }
+
     /// Appends the body, split into as many body frames as frame_max requires.
     func appendBody(channel: UInt16, _ body: UnsafeRawBufferPointer) {
         let largestFragment = frameMax - Self.headerSize - 1

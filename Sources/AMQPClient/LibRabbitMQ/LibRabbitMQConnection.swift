@@ -149,6 +149,12 @@ final class LibRabbitMQConnection {
         guard status.isOK else { throw .connectionLost(status) }
     }
 
+    /// Encodes a heartbeat frame into the outgoing buffer (librabbitmq sends them itself only
+    /// while it reads).
+    func appendHeartbeat() {
+        writer.appendHeartbeat()
+    }
+
     /// Encodes a publish (method, content header, body frames) into the outgoing buffer; a
     /// message that cannot be encoded leaves nothing behind.
     func appendPublish(_ request: PublishRequest, channel: UInt16) throws(AMQPError) {

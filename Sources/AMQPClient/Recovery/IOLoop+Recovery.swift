@@ -17,7 +17,7 @@ extension IOLoop {
     }
 
     func beginRecovery(after error: AMQPError) {
-        logger.warning("connection lost; recovering", metadata: [LoggingKeys.error: "\(error)"])
+        logger.warning("connection lost; recovering", metadata: [LoggingKeys.error: .untrusted(error)])
         recoveryCause = error
         attemptFailure = nil
         destroyConnection()
@@ -25,6 +25,7 @@ extension IOLoop {
         closeDeadline = nil
         closeReasons.removeAll()
         channelsWithHeldAck.removeAll()
+        fullConsumers.removeAll()  // their buffers are dropped: the broker redelivers
         wakeStreams()
         core.setRecovering(true)
         core.emit(.connectionLost(error))
@@ -67,7 +68,7 @@ extension IOLoop {
                     code: .connectionLost,
                     message: "gave up recovering the connection after \(maximum) attempts: \(lastError.message)",
                     replyCode: lastError.replyCode, replyText: lastError.replyText, libraryStatus: lastError.libraryStatus)
-                logger.error("connection recovery gave up", metadata: [LoggingKeys.error: "\(error)"])
+                logger.error("connection recovery gave up", metadata: [LoggingKeys.error: .untrusted(error)])
                 endRecovery()
                 tearDown(error, byApplication: false)
                 return
@@ -87,7 +88,7 @@ extension IOLoop {
                 destroyConnection()
                 lastError = error
                 logger.warning(
-                    "recovery attempt failed", metadata: [LoggingKeys.attempt: "\(attempt)", LoggingKeys.error: "\(error)"])
+                    "recovery attempt failed", metadata: [LoggingKeys.attempt: "\(attempt)", LoggingKeys.error: .untrusted(error)])
                 core.emit(.recoveryFailed(attempt: attempt, error: error))
                 // What this attempt restored belonged to a connection that is gone too.
                 attemptFailure = nil
@@ -196,7 +197,7 @@ extension IOLoop {
             case .channelClosed(let error):
                 logger.warning(
                     "could not restore a channel",
-                    metadata: [LoggingKeys.channel: "\(channel.id)", LoggingKeys.error: "\(error)"])
+                    metadata: [LoggingKeys.channel: "\(channel.id)", LoggingKeys.error: .untrusted(error)])
                 channels[channel.id] = nil
                 channel.handle.markClosed(error)
                 closeReasons[channel.id] = (channel.epoch, error)
@@ -227,7 +228,7 @@ extension IOLoop {
                 switch error {
                 case .connection(let error): throw error
                 case .channelClosed(let error):
-                    logger.warning("could not restore \(what)", metadata: [LoggingKeys.error: "\(error)"])
+                    logger.warning("could not restore \(what)", metadata: [LoggingKeys.error: .untrusted(error)])
                     try openTopologyChannel()
                     return nil
                 }
@@ -259,7 +260,7 @@ extension IOLoop {
         }
         logger.debug(
             "server-named queue renamed by recovery",
-            metadata: [LoggingKeys.queue: "\(oldName)", LoggingKeys.newQueue: "\(newName)"])
+            metadata: [LoggingKeys.queue: .untrusted(oldName), LoggingKeys.newQueue: .untrusted(newName)])
         core.emit(.queueRenamed(from: oldName, to: newName))
     }
 
@@ -275,8 +276,8 @@ extension IOLoop {
                     logger.warning(
                         "could not restore a consumer",
                         metadata: [
-                            LoggingKeys.consumerTag: "\(tag)", LoggingKeys.queue: "\(spec.queue)",
-                            LoggingKeys.error: "\(error)",
+                            LoggingKeys.consumerTag: .untrusted(tag), LoggingKeys.queue: .untrusted(spec.queue),
+                            LoggingKeys.error: .untrusted(error),
                         ])
                     channel.consumers[tag] = nil
                     stream.finish(

@@ -24,6 +24,8 @@ enum LoggingKeys {
     static let heartbeat = "amqp.heartbeat"
     static let frameMax = "amqp.frame_max"
     static let channelMax = "amqp.channel_max"
+    /// How many lines of the same kind were left out since the last one (see ``LogRateLimiter``).
+    static let suppressed = "amqp.suppressed"
     /// How long code on the connection's task executor held its I/O thread.
     static let heldFor = "amqp.held_for"
 }

@@ -96,3 +96,22 @@ struct PublisherConfirmsTests {
         #expect(await Self.outcome(kept[1]) == nil)
     }
 }
+
+@Suite("Channel: bounding unconfirmed publishes")
+struct UnconfirmedPublishLimiterTests {
+    @Test("past the limit a publisher waits until a confirm gives a place back")
+    func waitsForAPlace() async throws {
+        let limiter = UnconfirmedPublishLimiter(limit: 2)
+        await limiter.acquire()
+        await limiter.acquire()
+        let third = Task { await limiter.acquire() }
+        let tracker = ConfirmTracker(limiter: limiter)
+        tracker.resolve(acked: true)  // one publish confirmed: its place goes to the waiter
+        await third.value
+        #expect(limiter.outstanding == 2)
+        tracker.resolve(acked: true)  // an outcome gives its place back only once
+        #expect(limiter.outstanding == 2)
+        ConfirmTracker(limiter: limiter).fail(AMQPError(code: .outcomeUnknown, message: "closed"))
+        #expect(limiter.outstanding == 1)
+    }
+}

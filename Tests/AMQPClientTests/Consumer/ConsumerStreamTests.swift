@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 
 @testable import AMQPClient
@@ -47,6 +48,33 @@ struct ConsumerStreamTests {
         task.cancel()
         #expect(try await task.value == nil)
         #expect(stream.terminate() == nil)
+    }
+
+    @Test("past its limit the buffer says so once, and calls back when the iterator has taken half")
+    func bufferLimit() async throws {
+        let drained = Counter()
+        // Deliveries with an empty body cost 256 each: the limit is crossed by the fifth.
+        let stream = ConsumerStream(
+            consumerTag: "t", queue: "q", noAck: true, bufferLimit: 4 * 256, onDrained: { drained.increment() }
+        ) { _, _ in }
+        let channel = try Self.detachedChannel()
+        for tag in 1...4 { #expect(stream.push(Self.delivery(tag, channel)) == .accepted) }
+        #expect(stream.push(Self.delivery(5, channel)) == .acceptedOverLimit(needsWake: false))
+        #expect(stream.push(Self.delivery(6, channel)) == .accepted)  // said once
+        #expect(stream.isOverLimit)
+        for _ in 1...3 { _ = try await stream.next() }
+        #expect(drained.value == 0)  // 3 × 256 left: more than half
+        _ = try await stream.next()
+        #expect(drained.value == 1)
+        #expect(!stream.isOverLimit)
+        _ = try await stream.next()
+        #expect(drained.value == 1)
+    }
+
+    final class Counter: Sendable {
+        private let count = Mutex(0)
+        func increment() { count.withLock { $0 += 1 } }
+        var value: Int { count.withLock { $0 } }
     }
 
     static func detachedChannel() throws -> AMQPChannel {
