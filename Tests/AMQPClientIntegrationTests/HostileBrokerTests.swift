@@ -1,3 +1,4 @@
+import AMQPClient
 import Foundation
 import Testing
 
@@ -48,6 +49,30 @@ struct HostileBrokerTests {
         #expect(outcome.output.contains("probe: delivery of 5 bytes"), "\(outcome.output)")
     }
 
+    @Test("a broker that keeps the connection but never replies: a call times out after callTimeout, its channel closes, close() returns")
+    func silentBroker() async throws {
+        let broker = try Self.startFakeBroker("no-replies")
+        defer { if broker.process.isRunning { broker.process.terminate() } }
+        var configuration = try AMQPConnection.Configuration(url: "amqp://guest:guest@127.0.0.1:\(broker.port)/")
+        configuration.recovery = .disabled
+        configuration.callTimeout = .milliseconds(500)
+        configuration.closeTimeout = .milliseconds(500)
+        let connection = try await AMQPConnection.connect(to: configuration)
+        let channel = try await connection.openChannel()
+        let clock = ContinuousClock()
+        var error: AMQPError?
+        let took = await clock.measure {
+            error = await expectAMQPError { try await withTimeout(10, "the declaration") { _ = try await channel.declareQueue("q") } }
+        }
+        print("silent broker: the call failed after \(took): \(error.map(String.init(describing:)) ?? "no error")")
+        #expect(error?.code == .timedOut)
+        #expect(took < .seconds(3))
+        #expect(!channel.isOpen)
+        #expect(connection.isOpen)  // only the channel is given up
+        let closing = try await clock.measure { try await withTimeout(10, "close()") { await connection.close() } }
+        #expect(closing < .seconds(2))
+    }
+
     struct Outcome {
         let output: String
         let status: Int32
@@ -62,26 +87,9 @@ struct HostileBrokerTests {
 
     /// Starts the fake broker with `scenario`, runs the probe against it, and waits at most 20 s.
     static func run(_ scenario: String, expectEnd: Bool = true) async throws -> Outcome {
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("HostileBroker/hostile_broker.py")
-        let broker = Process()
-        broker.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        broker.arguments = ["python3", script.path, scenario]
-        let brokerOutput = Pipe()
-        broker.standardOutput = brokerOutput
-        try broker.run()
-        defer { if broker.isRunning { broker.terminate() } }
-        let port = try await withTimeout(10, "the fake broker's port") {
-            var line = ""
-            while !line.contains("\n") {
-                let chunk = brokerOutput.fileHandleForReading.availableData
-                if chunk.isEmpty { break }
-                line += String(decoding: chunk, as: UTF8.self)
-            }
-            guard line.hasPrefix("PORT "), let port = Int(line.dropFirst(5).trimmingCharacters(in: .whitespacesAndNewlines))
-            else { throw FakeBrokerFailed(output: line) }
-            return port
-        }
+        let broker = try startFakeBroker(scenario)
+        defer { if broker.process.isRunning { broker.process.terminate() } }
+        let port = broker.port
 
         let probe = Process()
         probe.executableURL = try SampleTests.executable("amqp-probe")
@@ -110,6 +118,30 @@ struct HostileBrokerTests {
             return (output, probe.terminationStatus, probe.terminationReason == .exit)
         }
         return Outcome(output: early + finished.0, status: finished.1, terminatedNormally: finished.2)
+    }
+
+    /// Starts `hostile_broker.py` with `scenario` and reads the port it listens on.
+    static func startFakeBroker(_ scenario: String) throws -> (process: Process, port: Int) {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("HostileBroker/hostile_broker.py")
+        let broker = Process()
+        broker.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        broker.arguments = ["python3", script.path, scenario]
+        let output = Pipe()
+        broker.standardOutput = output
+        try broker.run()
+        // The script prints its port at once; a read returns as soon as it has.
+        var line = ""
+        while !line.contains("\n") {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            line += String(decoding: chunk, as: UTF8.self)
+        }
+        guard line.hasPrefix("PORT "), let port = Int(line.dropFirst(5).trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            broker.terminate()
+            throw FakeBrokerFailed(output: line)
+        }
+        return (broker, port)
     }
 
     struct FakeBrokerFailed: Error, CustomStringConvertible {

@@ -3,6 +3,9 @@
 
     hostile_broker.py SCENARIO
 
+Scenarios: those in scenarios() below, "deep-server-properties" (in connection.start) and
+"no-replies" (opens channel 1, then answers nothing).
+
 It listens on 127.0.0.1 (a port of the system's choosing, printed as "PORT <n>"), accepts one
 client, performs the handshake, answers channel.open and basic.consume, then plays SCENARIO
 and keeps the connection open (reading and discarding) until the client leaves or 30 s pass.
@@ -153,6 +156,12 @@ def main():
     try:
         if name == "deep-server-properties":
             handshake(client, start_properties=shortstr("n") + b"F" + nested_table(5000))
+        elif name == "no-replies":
+            # Opens channels, then never answers anything else (nor a close).
+            handshake(client)
+            while True:
+                arguments = client.read_method(20, 10)
+                client.send(method(1, 20, 11, longstr("")))
         else:
             handshake(client)
             tag = open_channel_and_consumer(client)

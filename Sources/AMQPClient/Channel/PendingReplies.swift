@@ -22,6 +22,16 @@ struct PendingReplies {
         return true
     }
 
+    /// Whether a request has waited past its deadline.
+    func hasExpired(at now: ContinuousClock.Instant) -> Bool {
+        waiting.contains { $0.deadline.map { $0 <= now } ?? false }
+    }
+
+    /// The earliest deadline of the requests waiting.
+    var earliestDeadline: ContinuousClock.Instant? {
+        waiting.lazy.compactMap(\.deadline).min()
+    }
+
     /// The oldest request that `reply` would complete.
     func oldest(answeredBy reply: AMQPMethodID) -> PendingReply? {
         waiting.first { $0.replies.contains(reply) }

@@ -5,6 +5,8 @@ struct PendingReply {
     let complete: (Result<ServerMethod, AMQPError>) -> Void
     /// A `basic.get` without no-ack: its message must be settled.
     var tracksDelivery = false
+    /// When the call times out (``AMQPConnection/Configuration/callTimeout``).
+    var deadline: ContinuousClock.Instant?
 
     init(replies: [AMQPMethodID], complete: @escaping (Result<ServerMethod, AMQPError>) -> Void) {
         self.replies = replies

@@ -31,6 +31,12 @@ extension AMQPConnection {
         /// (``AMQPError/Code/protocolError``): the client never reserves memory for more than this.
         /// Default: 128 MiB, RabbitMQ's own maximum.
         public var maximumMessageSize: Int
+        /// How long a call (a declaration, a binding, `consume`, `get`, opening a channel…) waits
+        /// for the broker's reply. A broker that keeps the connection alive but never answers then
+        /// cannot hang the caller: the call throws ``AMQPError/Code/timedOut``, and its channel
+        /// closes (a late reply could no longer be told from the next one). `nil`: no limit, as
+        /// long as the connection lives. Default: `nil`.
+        public var callTimeout: Duration?
         /// How many publishes a channel in confirm mode may have waiting for the broker's confirm;
         /// past it, `publish` waits until confirms come back. Default: 10,000.
         public var unconfirmedPublishLimit: Int
@@ -68,6 +74,7 @@ extension AMQPConnection {
             self.maximumMessageSize = 128 << 20
             self.consumerBufferLimit = 64 << 20
             self.unconfirmedPublishLimit = 10_000
+            self.callTimeout = nil
             self.alternateEndpoints = []
             self.recovery = Recovery()
         }
@@ -123,7 +130,7 @@ extension AMQPConnection.Configuration: CustomReflectable, CustomDebugStringConv
                 "connectTimeout": connectTimeout, "closeTimeout": closeTimeout,
                 "connectionName": connectionName as Any, "publishBufferLimit": publishBufferLimit,
                 "maximumMessageSize": maximumMessageSize, "consumerBufferLimit": consumerBufferLimit,
-                "unconfirmedPublishLimit": unconfirmedPublishLimit,
+                "unconfirmedPublishLimit": unconfirmedPublishLimit, "callTimeout": callTimeout as Any,
                 "alternateEndpoints": alternateEndpoints,
                 "recovery": recovery,
             ],

@@ -72,6 +72,7 @@ extension IOLoop {
                     }
                 }
             }
+            reply.deadline = deadlineForCall()
             channel.pendingReplies.append(reply)
             send(method, on: channel.id)
         case .consume(let ref, let method, let stream, let continuation):
@@ -88,18 +89,19 @@ extension IOLoop {
                     spec: ConsumerRecord.Spec(
                         queue: queue, noAck: noAck, exclusive: exclusive, arguments: arguments, order: nextConsumerOrder))
             }
-            channel.pendingReplies.append(
-                PendingReply(replies: method.replies) { [weak channel] result in
-                    if case .failure(let error) = result, let channel, channel.isCurrent(stream) {
-                        // The connection was lost before consume-ok: no consumer to restore.
-                        channel.consumers[stream.consumerTag] = nil
-                        stream.finish(error)
-                    }
-                    switch result {
-                    case .success(let reply): continuation.resume(returning: reply)
-                    case .failure(let error): continuation.resume(throwing: error)
-                    }
-                })
+            var reply = PendingReply(replies: method.replies) { [weak channel] result in
+                if case .failure(let error) = result, let channel, channel.isCurrent(stream) {
+                    // The connection was lost before consume-ok: no consumer to restore.
+                    channel.consumers[stream.consumerTag] = nil
+                    stream.finish(error)
+                }
+                switch result {
+                case .success(let reply): continuation.resume(returning: reply)
+                case .failure(let error): continuation.resume(throwing: error)
+                }
+            }
+            reply.deadline = deadlineForCall()
+            channel.pendingReplies.append(reply)
             send(method, on: channel.id)
         case .stopConsumer(let ref, let stream, let requeue, let continuation):
             guard let channel = openChannel(ref) else {
@@ -128,13 +130,8 @@ extension IOLoop {
                 continuation.resume(returning: .ok(.channelCloseOk))
                 return
             }
-            channel.state = .closing
-            channel.handle.markClosed(.channelClosedByApplication(channel.id))
             channel.pendingReplies.append(PendingReply(replies: [.channelCloseOk], continuation: continuation))
-            let deadline = ContinuousClock.now + core.configuration.closeTimeout
-            channel.closeDeadline = deadline
-            closeDeadline = min(closeDeadline ?? deadline, deadline)
-            send(.channelClose(replyCode: 200, replyText: "Goodbye"), on: channel.id)
+            close(channel, because: nil)
         case .closeConnection:
             guard !closingConnection else { return }
             closingConnection = true
@@ -142,6 +139,21 @@ extension IOLoop {
             closeDeadline = ContinuousClock.now + core.configuration.closeTimeout
             send(.connectionClose(replyCode: 200, replyText: "Goodbye"), on: 0)
         }
+    }
+
+    /// Starts closing a channel: by the application (`error` is `nil`), or because a call timed
+    /// out, which fails everything waiting on the channel at once.
+    func close(_ channel: ChannelIO, because error: AMQPError?) {
+        channel.state = .closing
+        channel.handle.markClosed(error ?? .channelClosedByApplication(channel.id))
+        if let error {
+            closeReasons[channel.id] = (channel.epoch, error)
+            channel.finish(consumersWith: error, pendingWith: error)
+        }
+        let deadline = ContinuousClock.now + core.configuration.closeTimeout
+        channel.closeDeadline = deadline
+        closeDeadline = min(closeDeadline ?? deadline, deadline)
+        send(.channelClose(replyCode: 200, replyText: "Goodbye"), on: channel.id)
     }
 
     func openChannel(_ ref: ChannelRef) -> ChannelIO? {
@@ -171,12 +183,14 @@ extension IOLoop {
         let channel = ChannelIO(
             handle: handle, keepsUnconfirmedMessages: recovery.isEnabled && recovery.republishUnconfirmed)
         channels[id] = channel
-        channel.pendingReplies.append(PendingReply(replies: [.channelOpenOk]) { result in
+        var reply = PendingReply(replies: [.channelOpenOk]) { result in
             switch result {
             case .success: continuation.resume(returning: handle)
             case .failure(let error): continuation.resume(throwing: error)
             }
-        })
+        }
+        reply.deadline = deadlineForCall()
+        channel.pendingReplies.append(reply)
         channel.state = .open
         send(.channelOpen, on: id)
     }

@@ -26,6 +26,8 @@ final class IOLoop {
     var nextConsumerOrder: UInt64 = 0
     var batch: Deque<Command> = []
     var closeDeadline: ContinuousClock.Instant?
+    /// The earliest deadline of a call waiting for its reply (``AMQPConnection/Configuration/callTimeout``).
+    var callDeadline: ContinuousClock.Instant?
     var finished = false
     /// Set while the connection is lost and being recovered: why it was lost.
     var recoveryCause: AMQPError?
@@ -166,6 +168,7 @@ final class IOLoop {
             }
             if !finished { runJobs() }  // tasks that prefer this thread, resumed by those frames
             if !finished && !recovering { checkCloseDeadline() }
+            if !finished && !recovering { checkCallDeadlines() }
             if !finished && !recovering { waitForWork() }
         }
     }
@@ -228,11 +231,37 @@ final class IOLoop {
     /// notice a close that took too long.
     func pollTimeoutMilliseconds() -> Int32 {
         var timeout: Int64 = heartbeatSeconds > 0 ? Int64(heartbeatSeconds) * 250 : 5_000
-        if let closeDeadline {
-            let remaining = ContinuousClock.now.duration(to: closeDeadline)
+        for deadline in [closeDeadline, callDeadline] {
+            guard let deadline else { continue }
+            let remaining = ContinuousClock.now.duration(to: deadline)
             timeout = min(timeout, max(0, remaining.milliseconds + 1))
         }
         return Int32(timeout)
+    }
+
+    /// Fails the calls that waited past ``AMQPConnection/Configuration/callTimeout`` and closes
+    /// their channels: a reply that comes later would be taken for the next call's.
+    func checkCallDeadlines() {
+        let now = ContinuousClock.now
+        guard let callDeadline, now >= callDeadline, let limit = core.configuration.callTimeout else { return }
+        self.callDeadline = nil
+        for channel in channels.values where channel.state == .open {
+            if channel.pendingReplies.hasExpired(at: now) {
+                let error = AMQPError.callTimedOut(channel: channel.id, after: limit)
+                logger.warning("a call timed out; closing its channel", metadata: [LoggingKeys.channel: "\(channel.id)"])
+                close(channel, because: error)
+            } else if let deadline = channel.pendingReplies.earliestDeadline {
+                self.callDeadline = min(self.callDeadline ?? deadline, deadline)
+            }
+        }
+    }
+
+    /// The deadline for a call made now, if calls have one.
+    func deadlineForCall() -> ContinuousClock.Instant? {
+        guard let limit = core.configuration.callTimeout else { return nil }
+        let deadline = ContinuousClock.now + limit
+        callDeadline = min(callDeadline ?? deadline, deadline)
+        return deadline
     }
 
     func checkCloseDeadline() {

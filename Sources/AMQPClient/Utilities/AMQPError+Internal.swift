@@ -35,6 +35,13 @@ extension AMQPError {
         (error as? AMQPError) ?? AMQPError(code: .library, message: "\(error)")
     }
 
+    /// A call got no reply in time; its channel closes.
+    static func callTimedOut(channel: UInt16, after limit: Duration) -> AMQPError {
+        AMQPError(
+            code: .timedOut,
+            message: "the broker did not answer within \(limit) on channel \(channel); the channel is closed")
+    }
+
     /// The broker broke the protocol; the connection cannot go on.
     static func protocolViolation(_ violation: ProtocolViolation) -> AMQPError {
         AMQPError(

@@ -21,6 +21,7 @@ public struct AMQPError: Error, Sendable, Hashable, CustomStringConvertible {
             case messageReturned
             case outcomeUnknown
             case protocolError
+            case timedOut
             case library
         }
 
@@ -65,6 +66,9 @@ public struct AMQPError: Error, Sendable, Hashable, CustomStringConvertible {
         /// ``AMQPError/replyCode`` names the violation (501 FRAME_ERROR, 502 SYNTAX_ERROR,
         /// 503 COMMAND_INVALID, 504 CHANNEL_ERROR, 505 UNEXPECTED_FRAME).
         public static let protocolError = Code(backing: .protocolError)
+        /// The broker did not answer a call within ``AMQPConnection/Configuration/callTimeout``.
+        /// The call's channel is closed: open a new one.
+        public static let timedOut = Code(backing: .timedOut)
         /// librabbitmq reported a status this package has no finer code for; see
         /// ``AMQPError/libraryStatus``.
         public static let library = Code(backing: .library)
