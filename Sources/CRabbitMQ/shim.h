@@ -11,6 +11,10 @@
 #include <amqp_tcp_socket.h>
 #endif
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 #include <sys/types.h>
 #include <sys/time.h>
 
@@ -59,5 +63,32 @@ typedef struct camqp_socket_class {
 typedef struct camqp_socket_header {
     const camqp_socket_class *klass;
 } camqp_socket_header;
+
+// TLS: the client runs its own OpenSSL session on librabbitmq's TCP socket, so that its batched
+// writes and librabbitmq's own reads and writes go through one SSL object. These wrap the
+// OpenSSL macros Swift cannot call.
+static inline int camqp_ssl_set_sni(SSL *ssl, const char *name) {
+    return (int)SSL_set_tlsext_host_name(ssl, name);
+}
+
+static inline int camqp_ssl_ctx_set_min_tls12(SSL_CTX *ctx) {
+    return (int)SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+}
+
+static inline long camqp_ssl_ctx_set_partial_writes(SSL_CTX *ctx) {
+    return SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+}
+
+// amqp_login_with_properties with SASL EXTERNAL: the identity is the client certificate's.
+static inline amqp_rpc_reply_t camqp_login_external(amqp_connection_state_t state,
+                                                    const char *vhost,
+                                                    int channel_max,
+                                                    int frame_max,
+                                                    int heartbeat,
+                                                    const amqp_table_t *properties,
+                                                    const char *identity) {
+    return amqp_login_with_properties(state, vhost, channel_max, frame_max, heartbeat,
+                                      properties, AMQP_SASL_METHOD_EXTERNAL, identity);
+}
 
 #endif

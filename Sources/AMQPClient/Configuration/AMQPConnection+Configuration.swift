@@ -48,6 +48,11 @@ extension AMQPConnection {
         /// More brokers of the same cluster to try, in order, after ``host`` and ``port``: when
         /// connecting, and on every recovery attempt. Default: none.
         public var alternateEndpoints: [Endpoint]
+        /// TLS settings; `nil` for plain TCP. `amqps://` URIs set it. Default: `nil`.
+        public var tls: TLS?
+        /// How the client logs in: with ``username`` and ``password`` (the default), or with
+        /// the TLS client certificate (`auth_mechanism=external` in a URI).
+        public var authentication: Authentication
         /// What the connection does when it is lost without the application asking: by default it
         /// reconnects and restores its channels, topology and consumers. See ``Recovery``.
         public var recovery: Recovery
@@ -75,6 +80,8 @@ extension AMQPConnection {
             self.consumerBufferLimit = 64 << 20
             self.unconfirmedPublishLimit = 10_000
             self.callTimeout = nil
+            self.tls = nil
+            self.authentication = .plain
             self.alternateEndpoints = []
             self.recovery = Recovery()
         }
@@ -108,13 +115,20 @@ extension AMQPConnection {
             guard (1...65535).contains(port), alternateEndpoints.allSatisfy({ (1...65535).contains($0.port) }) else {
                 throw .invalidArgument("a port must be from 1 to 65535")
             }
+            if authentication == .external && tls?.certificateFile == nil {
+                throw .invalidArgument("authentication .external needs a TLS client certificate (tls.certificateFile)")
+            }
+            if let tls, (tls.certificateFile == nil) != (tls.privateKeyFile == nil) {
+                throw .invalidArgument("tls.certificateFile and tls.privateKeyFile go together")
+            }
         }
 
         /// The configuration as a URI, with the password hidden.
         public var description: String {
             let hostPart = host.contains(":") ? "[\(host)]" : host
             let vhostPart = AMQPURIParser.percentEncode(virtualHost)
-            return "amqp://\(AMQPURIParser.percentEncode(username)):***@\(hostPart):\(port)/\(vhostPart)"
+            let scheme = tls == nil ? "amqp" : "amqps"
+            return "\(scheme)://\(AMQPURIParser.percentEncode(username)):***@\(hostPart):\(port)/\(vhostPart)"
         }
     }
 }
@@ -132,7 +146,7 @@ extension AMQPConnection.Configuration: CustomReflectable, CustomDebugStringConv
                 "maximumMessageSize": maximumMessageSize, "consumerBufferLimit": consumerBufferLimit,
                 "unconfirmedPublishLimit": unconfirmedPublishLimit, "callTimeout": callTimeout as Any,
                 "alternateEndpoints": alternateEndpoints,
-                "recovery": recovery,
+                "tls": tls as Any, "authentication": authentication, "recovery": recovery,
             ],
             displayStyle: .struct)
     }

@@ -10,9 +10,13 @@ enum AMQPURIParser {
             throw fail("expected amqp://")
         }
         switch url[..<colon].lowercased() {
-        case "amqp": break
-        case "amqps": throw fail("amqps (TLS) is not supported yet")
-        default: throw fail("the scheme must be amqp")
+        case "amqp":
+            configuration.tls = nil
+        case "amqps":
+            configuration.tls = configuration.tls ?? .init()
+            configuration.port = 5671
+        default:
+            throw fail("the scheme must be amqp or amqps")
         }
         var rest = url[url.index(colon, offsetBy: 3)...]
         // `amqp://user:pa/ss@host` would put part of the password into the host or the virtual
@@ -105,6 +109,31 @@ enum AMQPURIParser {
                 configuration.connectTimeout = .milliseconds(Int(milliseconds))
             case "connection_name":
                 configuration.connectionName = value
+            case "cacertfile", "certfile", "keyfile", "verify", "server_name_indication":
+                guard configuration.tls != nil else { throw fail("\(key) needs an amqps:// URI") }
+                switch key {
+                case "cacertfile": configuration.tls?.caCertificateFile = value
+                case "certfile": configuration.tls?.certificateFile = value
+                case "keyfile": configuration.tls?.privateKeyFile = value
+                case "verify":
+                    switch value {
+                    case "verify_peer": configuration.tls?.verifiesPeer = true
+                    case "verify_none": configuration.tls?.verifiesPeer = false
+                    default: throw fail("verify must be verify_peer or verify_none")
+                    }
+                default:
+                    if value == "disable" {
+                        configuration.tls?.sendsServerName = false
+                    } else {
+                        configuration.tls?.serverName = value
+                    }
+                }
+            case "auth_mechanism":
+                switch value.lowercased() {
+                case "external": configuration.authentication = .external
+                case "plain", "amqplain": configuration.authentication = .plain
+                default: throw fail("auth_mechanism must be external or plain")
+                }
             default:
                 continue  // RabbitMQ's URI spec lets clients ignore parameters they do not know.
             }

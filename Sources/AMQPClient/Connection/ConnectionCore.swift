@@ -81,8 +81,8 @@ final class ConnectionCore: Sendable {
             try state.routePublish(channel, request, at: now, bufferLimit: limit)
         }
         switch action {
-        case .writeDirectly(let socket, let frameMax):
-            let outcome = directPublisher.write(request, channel: channel.id, socket: socket, frameMax: frameMax)
+        case .writeDirectly(let transport, let frameMax):
+            let outcome = directPublisher.write(request, channel: channel.id, transport: transport, frameMax: frameMax)
             let leftRemainder = if case .remainder = outcome { true } else { false }
             perform(state.withLock { $0.directPublishEnded(leftRemainder: leftRemainder) })
             if case .failed(let status) = outcome { throw .unencodable(status) }
@@ -230,9 +230,9 @@ final class ConnectionCore: Sendable {
         return action == .awake(flushRemainder: true)
     }
 
-    /// A connection is open on `socket`; direct publishes may use it while the thread sleeps.
-    func connectionOpened(socket: Int32, frameMax: Int) {
-        state.withLock { $0.connectionOpened(socket: socket, frameMax: frameMax) }
+    /// A connection is open on `transport`; direct publishes may use it while the thread sleeps.
+    func connectionOpened(transport: Transport, frameMax: Int) {
+        state.withLock { $0.connectionOpened(transport: transport, frameMax: frameMax) }
     }
 
     /// The socket is about to close (the I/O thread is awake, so no direct publish is in progress).

@@ -41,8 +41,8 @@ struct MailboxState {
     private var nextSubscriber: UInt64 = 0
 
     // Direct publishes (see ``DirectPublisher``)
-    /// The open connection's socket and frame_max, or -1 while there is none.
-    private var socket: Int32 = -1
+    /// The open connection's transport and frame_max; `nil` while there is none.
+    private var transport: Transport?
     private var frameMax = 0
     /// A task is writing a direct publish; the I/O thread waits for it before it goes on.
     private var directClaimed = false
@@ -89,7 +89,7 @@ struct MailboxState {
     enum PublishAction: Equatable {
         /// Encode and write it from the publishing task: the I/O thread sleeps with nothing queued,
         /// so nothing can come before it. Call ``directPublishEnded(leftRemainder:)`` after.
-        case writeDirectly(socket: Int32, frameMax: Int)
+        case writeDirectly(Transport, frameMax: Int)
         /// Queued for the I/O thread; `waitForRoom`: the buffer is over its limit.
         case queued(WakeAction, waitForRoom: Bool)
     }
@@ -105,10 +105,10 @@ struct MailboxState {
         lastPublishAt = now
         if sporadic && request.confirm == nil && request.body.count <= Self.directPublishMaxBody
             && ioSleeping && commands.isEmpty && !directClaimed && !directRemainder && !recovering
-            && blockedReason == nil && socket >= 0
+            && blockedReason == nil, let transport
         {
             directClaimed = true
-            return .writeDirectly(socket: socket, frameMax: frameMax)
+            return .writeDirectly(transport, frameMax: frameMax)
         }
         commands.append(.publish(channel, request))
         queuedPublishBytes += Self.publishCost(request)
@@ -255,15 +255,15 @@ struct MailboxState {
         return .awake(flushRemainder: directRemainder)
     }
 
-    /// A connection is open on `socket`; direct publishes may use it while the thread sleeps.
-    mutating func connectionOpened(socket: Int32, frameMax: Int) {
-        self.socket = socket
+    /// A connection is open on `transport`; direct publishes may use it while the thread sleeps.
+    mutating func connectionOpened(transport: Transport, frameMax: Int) {
+        self.transport = transport
         self.frameMax = frameMax
     }
 
     /// The socket is about to close (the I/O thread is awake, so no direct publish is in progress).
     mutating func connectionClosing() {
-        socket = -1
+        transport = nil
         directRemainder = false
     }
 

@@ -27,10 +27,10 @@ extension IOLoop {
             endpoint, configuration: core.configuration, clientProperties: clientProperties)
         self.connection = connection
         // Frames on any other channel are refused before librabbitmq keeps memory for them.
-        connection.inboundGuard.isChannelOpen = { [unowned self] id in
+        connection.bridge.isChannelOpen = { [unowned self] id in
             self.channels[id] != nil || id == self.recoveryTopologyChannel
         }
-        core.connectionOpened(socket: connection.socket, frameMax: connection.frameMax)
+        core.connectionOpened(transport: connection.transport, frameMax: connection.frameMax)
         nextHeartbeatService = ContinuousClock.now + heartbeatServiceInterval
         logger[metadataKey: LoggingKeys.endpoint] = "\(endpoint)"
         logger.debug(

@@ -23,16 +23,16 @@ final class DirectPublisher: @unchecked Sendable {
     }
 
     /// Encodes the publish and writes as much of it as the socket takes without waiting.
-    func write(_ request: PublishRequest, channel: UInt16, socket: Int32, frameMax: Int) -> Outcome {
+    func write(_ request: PublishRequest, channel: UInt16, transport: Transport, frameMax: Int) -> Outcome {
         writer.frameMax = frameMax
         let status = writer.appendPublish(request, channel: channel)
         guard status.isOK else { return .failed(status) }
-        return writer.sendWithoutWaiting(to: socket) ? .written : .remainder
+        return writer.sendWithoutWaiting(to: transport) ? .written : .remainder
     }
 
     /// I/O thread: writes what a direct publish left, waiting as long as ``FrameWriter/flush(to:stallLimit:)`` does.
-    func flushRemainder(to socket: Int32, stallLimit: Duration?) -> LibraryStatus {
-        writer.flush(to: socket, stallLimit: stallLimit)
+    func flushRemainder(to transport: Transport, stallLimit: Duration?) -> LibraryStatus {
+        writer.flush(to: transport, stallLimit: stallLimit)
     }
 
     /// I/O thread: the connection is gone, and so is what was left for it.

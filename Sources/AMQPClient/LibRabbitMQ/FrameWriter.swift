@@ -162,11 +162,10 @@ final class FrameWriter {
 
     // MARK: Writing
 
-    /// Writes everything buffered to `socket` (non-blocking, as librabbitmq opens it), waiting
-    /// for room while the peer reads. Returns `AMQP_STATUS_TIMEOUT` after `stallLimit` without
-    /// progress (a peer that stopped reading; `nil` waits as long as it takes), else
-    /// librabbitmq's status.
-    func flush(to socket: Int32, stallLimit: Duration?) -> LibraryStatus {
+    /// Writes everything buffered through `transport` (non-blocking), waiting for room while
+    /// the peer reads. Returns `.timeout` after `stallLimit` without progress (a peer that
+    /// stopped reading; `nil` waits as long as it takes).
+    func flush(to transport: Transport, stallLimit: Duration?) -> LibraryStatus {
         var written = 0
         defer {
             count = 0
@@ -174,40 +173,31 @@ final class FrameWriter {
             if capacity > 4 * 1024 * 1024 { shrink() }
         }
         while written < count {
-            let sent = send(socket, storage + written, count - written, Int32(MSG_NOSIGNAL))
-            if sent > 0 {
+            switch transport.send(UnsafeRawBufferPointer(start: storage + written, count: count - written)) {
+            case .sent(let sent):
                 written += sent
-                continue
-            }
-            guard sent < 0 else { return .socketError }
-            switch errno {
-            case EINTR:
-                continue
-            case EAGAIN, EWOULDBLOCK:
-                var descriptor = pollfd(fd: socket, events: Int16(POLLOUT), revents: 0)
+            case .wouldBlock(let events):
+                var descriptor = pollfd(fd: transport.socket, events: events, revents: 0)
                 let ready = poll(&descriptor, 1, stallLimit.map { Int32(clamping: $0.milliseconds) } ?? -1)
                 if ready == 0 { return .timeout }
                 if ready < 0 && errno != EINTR { return .socketError }
-            default:
+            case .failed:
                 return .socketError
             }
         }
         return .ok
     }
 
-    /// Writes what the socket takes without waiting. Returns whether everything went; what
-    /// did not stays buffered, from its first unwritten byte, for ``flush(to:stallLimit:)``.
-    /// A socket error also leaves the bytes buffered: the flush that follows reports it.
-    func sendWithoutWaiting(to socket: Int32) -> Bool {
+    /// Writes what the transport takes without waiting. Returns whether everything went; what
+    /// did not stays buffered, from its first unwritten byte, for ``flush(to:stallLimit:)``
+    /// (under TLS the same bytes must be offered again, which they are). A failure also leaves
+    /// the bytes buffered: the flush that follows reports it.
+    func sendWithoutWaiting(to transport: Transport) -> Bool {
         var written = 0
-        while written < count {
-            let sent = send(socket, storage + written, count - written, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
-            if sent > 0 {
-                written += sent
-            } else if sent < 0 && errno == EINTR {
-                continue
-            } else {
-                break
+        sending: while written < count {
+            switch transport.send(UnsafeRawBufferPointer(start: storage + written, count: count - written)) {
+            case .sent(let sent): written += sent
+            case .wouldBlock, .failed: break sending
             }
         }
         if written == count {

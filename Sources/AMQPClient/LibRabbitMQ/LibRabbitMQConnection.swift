@@ -13,8 +13,8 @@ import CRabbitMQ
 /// (``IOLoop``), which also keeps calling ``nextFrame(timeout:)`` so that heartbeats go out.
 final class LibRabbitMQConnection {
     private var state: amqp_connection_state_t?
-    /// Checks every byte received before librabbitmq parses it.
-    let inboundGuard: InboundGuard
+    /// Checks every byte received before librabbitmq parses it, and carries TLS.
+    let bridge: SocketBridge
     /// Outgoing frames, written to the socket once per batch by ``flush(stallLimit:)``.
     private let writer = FrameWriter()
     let endpoint: AMQPConnection.Configuration.Endpoint
@@ -24,18 +24,18 @@ final class LibRabbitMQConnection {
     let frameMax: Int
 
     private init(
-        state: amqp_connection_state_t, endpoint: AMQPConnection.Configuration.Endpoint, inboundGuard: InboundGuard
+        state: amqp_connection_state_t, endpoint: AMQPConnection.Configuration.Endpoint, bridge: SocketBridge
     ) {
         self.state = state
         self.endpoint = endpoint
-        self.inboundGuard = inboundGuard
+        self.bridge = bridge
         let channelMax = UInt16(clamping: amqp_get_channel_max(state))
         self.channelMax = channelMax == 0 ? .max : channelMax
         self.heartbeatSeconds = amqp_get_heartbeat(state)
         let frameMax = Int(amqp_get_frame_max(state))
         self.frameMax = frameMax > 0 ? frameMax : Int(AMQP_DEFAULT_FRAME_SIZE)
         writer.frameMax = self.frameMax
-        inboundGuard.limits.frameMax = self.frameMax
+        bridge.limits.frameMax = self.frameMax
     }
 
     deinit {
@@ -57,27 +57,44 @@ final class LibRabbitMQConnection {
             amqp_destroy_connection(state)
             throw AMQPError(code: .library, message: "librabbitmq could not allocate a socket")
         }
-        let inboundGuard = InboundGuard(
-            limits: .init(
-                frameMax: Int(configuration.frameMax), maximumMessageSize: UInt64(configuration.maximumMessageSize)))
-        inboundGuard.install(on: socket)
+        let tls: TLSSession?
+        do {
+            tls = try configuration.tls.map { settings throws(AMQPError) in try TLSSession(settings: settings, host: endpoint.host) }
+        } catch {
+            amqp_destroy_connection(state)
+            throw error
+        }
+        let bridge = SocketBridge(
+            limits: .init(frameMax: Int(configuration.frameMax), maximumMessageSize: UInt64(configuration.maximumMessageSize)),
+            tls: tls)
+        bridge.install(on: socket)
         func fail(_ error: AMQPError) -> AMQPError {
             amqp_destroy_connection(state)
-            inboundGuard.resignCurrent()
-            return inboundGuard.violation.map { .protocolViolation($0) } ?? error
+            bridge.uninstall()
+            return bridge.violation.map { .protocolViolation($0) } ?? error
         }
+        // For TLS, opening the socket includes the handshake and its verification: a broker
+        // that fails it never sees a credential.
         var timeout = timeval(configuration.connectTimeout)
         let status = LibraryStatus(amqp_socket_open_noblock(socket, endpoint.host, Int32(endpoint.port), &timeout))
-        guard status.isOK else { throw fail(.connectFailed(status, endpoint)) }
+        guard status.isOK else { throw fail(tls?.failure ?? .connectFailed(status, endpoint)) }
         _ = amqp_set_handshake_timeout(state, &timeout)
 
         let pool = CPool()
         var properties = pool.table(clientProperties)
         let heartbeat = Int32(clamping: configuration.heartbeat.components.seconds)
-        let reply = camqp_login_plain(
-            state, configuration.virtualHost, Int32(configuration.channelMax),
-            Int32(bitPattern: configuration.frameMax), heartbeat, &properties, configuration.username,
-            configuration.password)
+        let channelMax = Int32(configuration.channelMax)
+        let frameMax = Int32(bitPattern: configuration.frameMax)
+        let reply =
+            switch configuration.authentication {
+            case .plain:
+                camqp_login_plain(
+                    state, configuration.virtualHost, channelMax, frameMax, heartbeat, &properties,
+                    configuration.username, configuration.password)
+            case .external:
+                // RabbitMQ takes the user from the certificate; the identity sent is not used.
+                camqp_login_external(state, configuration.virtualHost, channelMax, frameMax, heartbeat, &properties, "")
+            }
         if let error = AMQPError.loginFailure(reply, configuration) { throw fail(error) }
         // A frame_max under 4096 (which AMQP forbids) would leave no room for a body in a frame.
         guard amqp_get_frame_max(state) >= 4096 else {
@@ -85,7 +102,7 @@ final class LibRabbitMQConnection {
                 .protocolViolation(
                     .frameError("the broker negotiated a frame_max of \(amqp_get_frame_max(state)), under AMQP's minimum of 4096")))
         }
-        return LibRabbitMQConnection(state: state, endpoint: endpoint, inboundGuard: inboundGuard)
+        return LibRabbitMQConnection(state: state, endpoint: endpoint, bridge: bridge)
     }
 
     // MARK: Reading
@@ -96,10 +113,16 @@ final class LibRabbitMQConnection {
         return amqp_get_sockfd(state)
     }
 
-    /// Whether librabbitmq holds frames or bytes already read: `poll` would not see them.
+    /// Whether librabbitmq (or OpenSSL) holds frames or bytes already read: `poll` would not see them.
     var hasBufferedInput: Bool {
         guard let state else { return false }
-        return amqp_frames_enqueued(state) != 0 || amqp_data_in_buffer(state) != 0
+        return amqp_frames_enqueued(state) != 0 || amqp_data_in_buffer(state) != 0 || bridge.tls?.hasBufferedInput == true
+    }
+
+    /// Where the client's own writes go.
+    var transport: Transport {
+        if let tls = bridge.tls { return .tls(tls, socket: socket) }
+        return .plain(socket: socket)
     }
 
     /// What ``nextFrame(timeout:)`` found.
@@ -123,7 +146,7 @@ final class LibRabbitMQConnection {
         let status = LibraryStatus(amqp_simple_wait_frame_noblock(state, &frame, &wait))
         if status == .timeout { return .timedOut }
         guard status.isOK else {
-            return .failed(inboundGuard.violation.map { .protocolViolation($0) } ?? .connectionLost(status))
+            return .failed(bridge.violation.map { .protocolViolation($0) } ?? .connectionLost(status))
         }
         return .frame(ReceivedFrame(frame))
     }
@@ -166,8 +189,7 @@ final class LibRabbitMQConnection {
     /// `stallLimit` means the broker stopped reading.
     func flush(stallLimit: Duration?) throws(AMQPError) {
         guard !writer.isEmpty else { return }
-        let socket = self.socket
-        let status = socket < 0 ? LibraryStatus.socketClosed : writer.flush(to: socket, stallLimit: stallLimit)
+        let status = socket < 0 ? LibraryStatus.socketClosed : writer.flush(to: transport, stallLimit: stallLimit)
         guard status.isOK else {
             writer.discard()
             throw Self.writeFailure(status, stallLimit: stallLimit)
@@ -176,7 +198,7 @@ final class LibRabbitMQConnection {
 
     /// Writes what a direct publish left (see ``DirectPublisher``), before anything else goes out.
     func flushRemainder(of directPublisher: DirectPublisher, stallLimit: Duration?) throws(AMQPError) {
-        let status = directPublisher.flushRemainder(to: socket, stallLimit: stallLimit)
+        let status = directPublisher.flushRemainder(to: transport, stallLimit: stallLimit)
         guard status.isOK else { throw Self.writeFailure(status, stallLimit: stallLimit) }
     }
 
@@ -192,9 +214,10 @@ final class LibRabbitMQConnection {
     func close() {
         writer.discard()
         if let state {
+            bridge.tls?.shutdown()  // TLS's close notification, best effort
             amqp_destroy_connection(state)
             self.state = nil
-            inboundGuard.resignCurrent()
+            bridge.uninstall()
         }
     }
 }

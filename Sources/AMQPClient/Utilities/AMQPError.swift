@@ -22,6 +22,7 @@ public struct AMQPError: Error, Sendable, Hashable, CustomStringConvertible {
             case outcomeUnknown
             case protocolError
             case timedOut
+            case tlsFailed
             case library
         }
 
@@ -69,6 +70,10 @@ public struct AMQPError: Error, Sendable, Hashable, CustomStringConvertible {
         /// The broker did not answer a call within ``AMQPConnection/Configuration/callTimeout``.
         /// The call's channel is closed: open a new one.
         public static let timedOut = Code(backing: .timedOut)
+        /// The TLS handshake failed: the broker's certificate was refused (unknown CA, wrong name,
+        /// expired), a certificate or key file could not be loaded, or the broker does not speak
+        /// TLS there. The message says which. Nothing was sent to the broker.
+        public static let tlsFailed = Code(backing: .tlsFailed)
         /// librabbitmq reported a status this package has no finer code for; see
         /// ``AMQPError/libraryStatus``.
         public static let library = Code(backing: .library)

@@ -59,7 +59,8 @@ struct ConfigurationTests {
     @Test("malformed URIs are an invalidArgument error", arguments: [
         "localhost:5672", "http://host", "amqp:/host", "amqp://host:notaport", "amqp://host:70000",
         "amqp://host/a/b", "amqp://us%zzer@host", "amqp://host?heartbeat=soon", "amqp://host?frame_max=10",
-        "amqp://[::1", "amqps://host", "amqp://host?frame_max=0",
+        "amqp://[::1", "amqp://host?frame_max=0", "amqp://host?cacertfile=/ca.pem", "amqps://host?verify=maybe",
+        "amqps://host?auth_mechanism=kerberos",
         // Ambiguous user info: an unencoded / ? or # in the password would leak it into the vhost.
         "amqp://alice:pa/ss@host", "amqp://alice:pa?ss@host/vh", "amqp://alice:pa#ss@host",
     ])
@@ -110,5 +111,24 @@ struct ConfigurationTests {
         configuration.frameMax = 4096
         configuration.maximumMessageSize = 0
         #expect(throws: AMQPError.self) { try configuration.validate() }
+    }
+
+    @Test("amqps URIs: port 5671, RabbitMQ's TLS parameters, SASL EXTERNAL")
+    func amqps() throws {
+        let plain = try Configuration(url: "amqps://rabbit.example.com/")
+        #expect(plain.port == 5671)
+        #expect(plain.tls == Configuration.TLS())
+        #expect(plain.description.hasPrefix("amqps://"))
+        let full = try Configuration(
+            url: "amqps://127.0.0.1:5999/?cacertfile=/ca.pem&certfile=/c.pem&keyfile=/c.key&verify=verify_none&server_name_indication=rabbit.local&auth_mechanism=external")
+        #expect(full.port == 5999)
+        #expect(full.tls?.caCertificateFile == "/ca.pem")
+        #expect(full.tls?.certificateFile == "/c.pem")
+        #expect(full.tls?.privateKeyFile == "/c.key")
+        #expect(full.tls?.verifiesPeer == false)
+        #expect(full.tls?.serverName == "rabbit.local")
+        #expect(full.authentication == .external)
+        #expect(try Configuration(url: "amqps://h/?server_name_indication=disable").tls?.sendsServerName == false)
+        #expect(try Configuration(url: "amqp://h/").tls == nil)
     }
 }

@@ -17,7 +17,7 @@ struct MailboxStateTests {
     /// A mailbox whose I/O thread sleeps on an open connection, long after the last publish.
     static func idleOpenMailbox() -> MailboxState {
         var state = MailboxState()
-        state.connectionOpened(socket: 42, frameMax: 131_072)
+        state.connectionOpened(transport: .plain(socket: 42), frameMax: 131_072)
         let decision1 = state.prepareToSleep(settlementsMayWait: false)
         #expect(decision1)
         return state
@@ -29,7 +29,7 @@ struct MailboxStateTests {
     func directPublish() throws {
         var state = Self.idleOpenMailbox()
         let action = try state.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
-        #expect(action == .writeDirectly(socket: 42, frameMax: 131_072))
+        #expect(action == .writeDirectly(.plain(socket: 42), frameMax: 131_072))
         // While it writes, the I/O thread waits for it rather than touch the socket.
         let decision2 = state.ioThreadWoke()
         #expect(decision2 == .waitForDirectPublish)
