@@ -9,13 +9,23 @@
 #   scripts/broker.sh stop     stops the broker only if this script started it.
 #   scripts/broker.sh status   exits 0 when a broker accepts AMQP connections.
 #   scripts/broker.sh ctl ...  runs rabbitmqctl against the broker this script started.
+#   scripts/broker.sh certs    makes the test certificates under .broker/tls (start does too).
 #
-# Environment: AMQP_PORT (default 5672), BROKER_START_TIMEOUT seconds (default 90).
+# The broker also listens for TLS (amqps) on 127.0.0.1:$AMQPS_PORT with a server certificate for
+# localhost and 127.0.0.1 signed by a CA of its own (.broker/tls/ca.pem), asks clients for a
+# certificate (optional), and accepts SASL EXTERNAL for the user of .broker/tls/client.pem.
+#
+# Environment: AMQP_PORT (default 5672), AMQPS_PORT (default 5671), BROKER_START_TIMEOUT seconds
+# (default 90).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 state="$root/.broker"
 port="${AMQP_PORT:-5672}"
+tls_port="${AMQPS_PORT:-5671}"
+tls="$state/tls"
+# The user RabbitMQ takes from the client certificate's common name (SASL EXTERNAL).
+client_user="amqp-swift-client"
 timeout_s="${BROKER_START_TIMEOUT:-90}"
 node="amqp-swift@localhost"
 
@@ -78,12 +88,73 @@ ensure_package() {
   apt-get install -y -qq rabbitmq-server >/dev/null
 }
 
+# A CA, a server certificate for localhost and 127.0.0.1, a client certificate, and for the
+# tests' failure cases another CA, a server certificate for another name and an expired one.
+make_certs() {
+  [[ -f "$tls/expired.pem" ]] && return 0
+  command -v openssl >/dev/null || { log "openssl is needed for the TLS certificates"; return 1; }
+  mkdir -p "$tls"
+  local days=3650
+  (
+    cd "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days $days -subj "/CN=amqp-swift test CA" 2>/dev/null
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout other-ca.key -out other-ca.pem -days $days -subj "/CN=another CA" 2>/dev/null
+    sign() { # name subject san [extra x509 options]
+      local name=$1 subject=$2 san=$3
+      shift 3
+      openssl req -newkey rsa:2048 -nodes -keyout "$name.key" -out "$name.csr" -subj "$subject" 2>/dev/null
+      printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$san" >"$name.ext"
+      openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -out "$name.pem" \
+        -extfile "$name.ext" "$@" 2>/dev/null
+      rm -f "$name.csr" "$name.ext"
+    }
+    sign server "/CN=localhost" "DNS:localhost,IP:127.0.0.1" -days $days
+    sign client "/CN=$client_user" "DNS:$client_user" -days $days
+    sign wrong-name "/CN=wrong.example" "DNS:wrong.example" -days $days
+    # Expired: valid for a day, ten years ago (openssl ca sets the dates explicitly).
+    openssl req -newkey rsa:2048 -nodes -keyout expired.key -out expired.csr -subj "/CN=localhost" 2>/dev/null
+    mkdir -p ca-db && : >ca-db/index.txt && echo 01 >ca-db/serial
+    cat >ca-db/ca.conf <<CA
+[ca]
+default_ca = test
+[test]
+database = ca-db/index.txt
+serial = ca-db/serial
+new_certs_dir = ca-db
+default_md = sha256
+policy = any
+copy_extensions = none
+x509_extensions = server
+[any]
+commonName = supplied
+[server]
+subjectAltName = DNS:localhost,IP:127.0.0.1
+CA
+    openssl ca -batch -config ca-db/ca.conf -cert ca.pem -keyfile ca.key -in expired.csr -out expired.pem \
+      -startdate 20150101000000Z -enddate 20150102000000Z -notext 2>/dev/null
+    rm -rf expired.csr ca-db
+    chmod 644 ./*.key  # the broker runs as this user; the keys are for tests only
+  )
+  log "made test certificates in .broker/tls"
+}
+
 start_local() {
   ensure_package
+  make_certs
   mkdir -p "$state/mnesia" "$state/log" "$state/home"
-  echo "[]." >"$state/enabled_plugins"
+  echo "[rabbitmq_auth_mechanism_ssl]." >"$state/enabled_plugins"
   cat >"$state/rabbitmq.conf" <<CONF
 listeners.tcp.default = 127.0.0.1:$port
+listeners.ssl.default = 127.0.0.1:$tls_port
+ssl_options.cacertfile = $tls/ca.pem
+ssl_options.certfile = $tls/server.pem
+ssl_options.keyfile = $tls/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
+auth_mechanisms.1 = PLAIN
+auth_mechanisms.2 = AMQPLAIN
+auth_mechanisms.3 = EXTERNAL
+ssl_cert_login_from = common_name
 loopback_users.guest = true
 log.console = false
 log.file.level = info
@@ -95,14 +166,25 @@ CONF
   echo local >"$state/started-by"
   wait_for_amqp
   ctl await_startup >/dev/null
+  add_certificate_user
+}
+
+# The user that SASL EXTERNAL logs in as: no password, all permissions on /.
+add_certificate_user() {
+  ctl list_users 2>/dev/null | grep -q "^$client_user" && return 0
+  ctl add_user "$client_user" "unused-$RANDOM$RANDOM" >/dev/null
+  ctl clear_password "$client_user" >/dev/null
+  ctl set_permissions -p / "$client_user" ".*" ".*" ".*" >/dev/null
 }
 
 start_docker() {
+  make_certs
   log "starting RabbitMQ with docker compose"
   docker compose -f "$root/docker-compose.yml" up -d --wait
   mkdir -p "$state"
   echo docker >"$state/started-by"
   wait_for_amqp
+  add_certificate_user
 }
 
 case "${1:-}" in
@@ -133,8 +215,11 @@ case "${1:-}" in
     shift
     ctl "$@"
     ;;
+  certs)
+    make_certs
+    ;;
   *)
-    echo "usage: $0 start|stop|status|ctl ARGS..." >&2
+    echo "usage: $0 start|stop|status|certs|ctl ARGS..." >&2
     exit 2
     ;;
 esac

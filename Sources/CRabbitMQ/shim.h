@@ -91,4 +91,57 @@ static inline amqp_rpc_reply_t camqp_login_external(amqp_connection_state_t stat
                                       properties, AMQP_SASL_METHOD_EXTERNAL, identity);
 }
 
+// OpenSSL's socket BIO writes with write(2), which raises SIGPIPE on a connection the peer has
+// closed and kills the process. This BIO is the same but sends with MSG_NOSIGNAL (as
+// librabbitmq's own TLS socket does). Use it from one Swift file only: the method is static.
+#include <errno.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0
+#endif
+
+static inline int camqp_bio_write(BIO *bio, const char *data, int length) {
+    int fd = -1;
+    BIO_get_fd(bio, &fd);
+    BIO_clear_retry_flags(bio);
+    ssize_t sent = send(fd, data, (size_t)length, MSG_NOSIGNAL);
+    if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        BIO_set_retry_write(bio);
+    }
+    return (int)sent;
+}
+
+static inline BIO_METHOD **camqp_bio_method_slot(void) {
+    static BIO_METHOD *method;
+    return &method;
+}
+
+static inline void camqp_bio_method_make(void) {
+    const BIO_METHOD *socket = BIO_s_socket();
+    BIO_METHOD *method = BIO_meth_new(BIO_TYPE_SOCKET, "amqp-swift socket");
+    if (method == NULL) return;
+    BIO_meth_set_write(method, camqp_bio_write);
+    BIO_meth_set_read(method, BIO_meth_get_read(socket));
+    BIO_meth_set_puts(method, BIO_meth_get_puts(socket));
+    BIO_meth_set_gets(method, BIO_meth_get_gets(socket));
+    BIO_meth_set_ctrl(method, BIO_meth_get_ctrl(socket));
+    BIO_meth_set_create(method, BIO_meth_get_create(socket));
+    BIO_meth_set_destroy(method, BIO_meth_get_destroy(socket));
+    BIO_meth_set_callback_ctrl(method, BIO_meth_get_callback_ctrl(socket));
+    *camqp_bio_method_slot() = method;
+}
+
+// Attaches `ssl` to the socket `fd` through the BIO above. Returns 1 on success.
+static inline int camqp_ssl_set_socket(SSL *ssl, int fd) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, camqp_bio_method_make);
+    if (*camqp_bio_method_slot() == NULL) return 0;
+    BIO *bio = BIO_new(*camqp_bio_method_slot());
+    if (bio == NULL) return 0;
+    BIO_set_fd(bio, fd, BIO_NOCLOSE);
+    SSL_set_bio(ssl, bio, bio);
+    return 1;
+}
+
 #endif

@@ -240,20 +240,30 @@ struct LosslessTests {
         #expect(lost == 0)
     }
 
+    enum LosslessVariant: String, CaseIterable, Sendable {
+        case plain
+        /// Publisher and consumer each on its connection's I/O thread.
+        case onIOExecutors
+        /// Over TLS, through the same proxy.
+        case tls
+    }
+
     @Test(
         "with automatic recovery, 20,000 confirmed persistent publishes survive two proxy cuts and a broker-side close: 0 lost",
-        arguments: [false, true])
-    func recoveryLosesNothing(onIOExecutors: Bool) async throws {
+        arguments: LosslessVariant.allCases)
+    func recoveryLosesNothing(variant: LosslessVariant) async throws {
         let total = 20_000
+        let onIOExecutors = variant == .onIOExecutors
         try await withScratchQueue(durable: true) { scratch in
             let queue = scratch.name
-            let proxy = try TCPProxy(targetPort: try TestBroker.configuration.port)
+            let proxy = try TCPProxy(targetPort: variant == .tls ? TestBroker.tlsPort : try TestBroker.configuration.port)
             defer { proxy.stop() }
             let publisherName = "lossless-publisher-\(UUID().uuidString)"
             let consumerName = "lossless-consumer-\(UUID().uuidString)"
             func connect(_ name: String) async throws -> AMQPConnection {
                 try await TestBroker.connect {
-                    $0.host = "127.0.0.1"
+                    if variant == .tls { $0.tls = .init(caCertificateFile: TestBroker.tlsFile("ca.pem")) }
+                    $0.host = "127.0.0.1"  // verified against the certificate's IP address under TLS
                     $0.port = proxy.port
                     $0.connectionName = name
                     $0.recovery = .fast(republishUnconfirmed: true)
@@ -314,7 +324,7 @@ struct LosslessTests {
                     let lost = (0..<total).filter { seen[$0] == nil }.count
                     let duplicates = seen.values.reduce(0) { $0 + $1 - 1 }
                     print(
-                        "automatic recovery\(onIOExecutors ? " on the I/O threads" : ""): \(total) published, \(total - failed) confirmed, 2 proxy cuts + \(closedFromBroker) broker-side closes: \(lost) lost, \(duplicates) duplicates"
+                        "automatic recovery (\(variant)): \(total) published, \(total - failed) confirmed, 2 proxy cuts + \(closedFromBroker) broker-side closes: \(lost) lost, \(duplicates) duplicates"
                     )
                     #expect(failed == 0)
                     #expect(closedFromBroker == 2)

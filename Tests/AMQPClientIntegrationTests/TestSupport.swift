@@ -25,6 +25,28 @@ enum TestBroker {
         return try await AMQPConnection.connect(to: configuration)
     }
 
+    /// The test certificates `scripts/broker.sh` makes for its TLS listener.
+    static let tlsDirectory: URL = {
+        if let directory = ProcessInfo.processInfo.environment["AMQP_TLS_DIR"] { return URL(fileURLWithPath: directory) }
+        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent(".broker/tls")
+    }()
+
+    static func tlsFile(_ name: String) -> String { tlsDirectory.appendingPathComponent(name).path }
+
+    static var tlsPort: Int { ProcessInfo.processInfo.environment["AMQPS_PORT"].flatMap(Int.init) ?? 5671 }
+
+    /// The test broker over TLS, trusting the test CA.
+    static var tlsConfiguration: AMQPConnection.Configuration {
+        get throws {
+            var configuration = try configuration
+            configuration.host = "localhost"
+            configuration.port = tlsPort
+            configuration.tls = .init(caCertificateFile: tlsFile("ca.pem"))
+            return configuration
+        }
+    }
+
     /// A queue or exchange name no other test uses.
     static func uniqueName(_ prefix: String = #function) -> String {
         let base = prefix.prefix(while: { $0 != "(" })

@@ -92,8 +92,11 @@ final class LibRabbitMQConnection {
                     state, configuration.virtualHost, channelMax, frameMax, heartbeat, &properties,
                     configuration.username, configuration.password)
             case .external:
-                // RabbitMQ takes the user from the certificate; the identity sent is not used.
-                camqp_login_external(state, configuration.virtualHost, channelMax, frameMax, heartbeat, &properties, "")
+                // RabbitMQ takes the user from the certificate and ignores the identity sent;
+                // librabbitmq 0.11 fails to copy an empty one.
+                camqp_login_external(
+                    state, configuration.virtualHost, channelMax, frameMax, heartbeat, &properties,
+                    configuration.username.isEmpty ? "certificate" : configuration.username)
             }
         if let error = AMQPError.loginFailure(reply, configuration) { throw fail(error) }
         // A frame_max under 4096 (which AMQP forbids) would leave no room for a body in a frame.

@@ -83,7 +83,8 @@ final class TLSSession: @unchecked Sendable {
     /// Returns whether it succeeded; ``failure`` says why not.
     func handshake(socket: Int32, deadline: ContinuousClock.Instant) -> Bool {
         ERR_clear_error()
-        guard SSL_set_fd(ssl, socket) == 1 else {
+        // A BIO that sends with MSG_NOSIGNAL: a write to a closed connection must not raise SIGPIPE.
+        guard camqp_ssl_set_socket(ssl, socket) == 1 else {
             failure = AMQPError(code: .tlsFailed, message: "TLS: could not attach to the socket")
             return false
         }

@@ -1,0 +1,133 @@
+import AMQPClient
+import Foundation
+import Testing
+
+/// TLS against the broker's TLS listener (`scripts/broker.sh` sets it up with test certificates),
+/// and against a small TLS server for the certificates a client must refuse.
+@Suite("TLS")
+struct TLSTests {
+    @Test("over TLS: connect, publish with confirms, consume; the same by IP address (checked against the IP SAN)",
+          arguments: ["localhost", "127.0.0.1"])
+    func publishAndConsume(host: String) async throws {
+        var configuration = try TestBroker.tlsConfiguration
+        configuration.host = host
+        try await withTestConnection(AMQPConnection.connect(to: configuration)) { connection in
+            #expect(connection.configuration.description.hasPrefix("amqps://"))
+            let channel = try await connection.openChannel()
+            let queue = try await channel.declareQueue("", exclusive: true).name
+            try await channel.enablePublisherConfirms()
+            let total = 2_000
+            var confirmations: [AMQPPublishConfirmation] = []
+            // Sporadic and batched publishes both go through the TLS session.
+            for index in 0..<total {
+                confirmations.append(try await channel.publish("\(index)", routingKey: queue))
+            }
+            for confirmation in confirmations { try await confirmation.confirmed() }
+            try await channel.setPrefetch(count: 200)
+            var received = 0
+            for try await delivery in try await channel.consume(queue: queue) {
+                #expect(delivery.bodyString == "\(received)")
+                received += 1
+                try await delivery.ack()
+                if received == total { break }
+            }
+            #expect(received == total)
+            // A large message, over several frames and TLS records.
+            let large = [UInt8](repeating: 42, count: 1 << 20)
+            try await channel.publish(large, routingKey: queue).confirmed()
+            let delivery = try await channel.waitForMessage(from: queue)
+            #expect(delivery.body == large)
+        }
+    }
+
+    @Test("mutual TLS with SASL EXTERNAL: the user is the client certificate's")
+    func external() async throws {
+        var configuration = try TestBroker.tlsConfiguration
+        configuration.tls?.certificateFile = TestBroker.tlsFile("client.pem")
+        configuration.tls?.privateKeyFile = TestBroker.tlsFile("client.key")
+        configuration.authentication = .external
+        configuration.username = "nobody"
+        configuration.password = "not sent"
+        try await withTestConnection(AMQPConnection.connect(to: configuration)) { connection in
+            let channel = try await connection.openChannel()
+            let info = try await channel.declareQueue("", exclusive: true)
+            #expect(info.name.hasPrefix("amq.gen-"))
+        }
+    }
+
+    @Test("a certificate from an unknown CA is refused, and says so")
+    func unknownCA() async throws {
+        var configuration = try TestBroker.tlsConfiguration
+        configuration.tls?.caCertificateFile = TestBroker.tlsFile("other-ca.pem")
+        let error = await expectAMQPError { _ = try await AMQPConnection.connect(to: configuration) }
+        print("unknown CA: \(error.map(String.init(describing:)) ?? "no error")")
+        #expect(error?.code == .tlsFailed)
+        #expect(error?.message.contains("certificate") == true)
+    }
+
+    @Test("a certificate for another name is refused: by host name, and by IP address")
+    func wrongName() async throws {
+        var configuration = try TestBroker.tlsConfiguration
+        configuration.tls?.serverName = "rabbit.example.com"
+        let byName = await expectAMQPError { _ = try await AMQPConnection.connect(to: configuration) }
+        print("wrong host name: \(byName.map(String.init(describing:)) ?? "no error")")
+        #expect(byName?.code == .tlsFailed)
+        #expect(byName?.message.lowercased().contains("hostname mismatch") == true)
+
+        let (byAddress, received) = try await Self.refusedBy(certificate: "wrong-name", host: "127.0.0.1")
+        print("wrong IP address: \(byAddress.map(String.init(describing:)) ?? "no error")")
+        #expect(byAddress?.code == .tlsFailed)
+        #expect(byAddress?.message.lowercased().contains("ip address mismatch") == true)
+        #expect(received == 0)
+    }
+
+    @Test("an expired certificate is refused before any credential is sent")
+    func expired() async throws {
+        let (error, received) = try await Self.refusedBy(certificate: "expired", host: "localhost")
+        print("expired certificate: \(error.map(String.init(describing:)) ?? "no error"); \(received) bytes sent after the handshake")
+        #expect(error?.code == .tlsFailed)
+        #expect(error?.message.contains("expired") == true)
+        #expect(received == 0)
+    }
+
+    @Test("a client certificate that does not exist is a clear error")
+    func missingClientCertificate() async throws {
+        var configuration = try TestBroker.tlsConfiguration
+        configuration.tls?.certificateFile = "/nonexistent/client.pem"
+        configuration.tls?.privateKeyFile = "/nonexistent/client.key"
+        let error = await expectAMQPError { _ = try await AMQPConnection.connect(to: configuration) }
+        #expect(error?.code == .tlsFailed)
+        #expect(error?.message.contains("/nonexistent/client.pem") == true)
+    }
+
+    /// Connects to `tls_server.py` presenting `certificate` (signed by the test CA); returns the
+    /// client's error and how many bytes the server received after the handshake.
+    static func refusedBy(certificate: String, host: String) async throws -> (AMQPError?, Int) {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("HostileBroker/tls_server.py")
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        server.arguments = ["python3", script.path, TestBroker.tlsFile("\(certificate).pem"), TestBroker.tlsFile("\(certificate).key")]
+        let output = Pipe()
+        server.standardOutput = output
+        try server.run()
+        defer { if server.isRunning { server.terminate() } }
+        var text = ""
+        while !text.contains("\n") {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            text += String(decoding: chunk, as: UTF8.self)
+        }
+        let port = try #require(Int(text.dropFirst("PORT ".count).prefix { $0.isNumber }))
+        var configuration = try TestBroker.tlsConfiguration
+        configuration.host = host
+        configuration.port = port
+        configuration.recovery = .disabled
+        let error = await expectAMQPError { _ = try await AMQPConnection.connect(to: configuration) }
+        let rest = try await withTimeout(15, "the TLS server's report") {
+            String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        }
+        let received = rest.split(separator: "\n").first { $0.hasPrefix("RECEIVED ") }.flatMap { Int($0.dropFirst(9)) } ?? -1
+        return (error, received)
+    }
+}
