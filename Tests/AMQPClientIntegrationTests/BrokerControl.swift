@@ -28,14 +28,25 @@ func rabbitmqctl(_ arguments: String...) async throws -> String {
 /// (`rabbitmqctl close_connection`). Returns how many it closed.
 @discardableResult
 func closeConnectionsFromBroker(named name: String) async throws -> Int {
-    let listing = try await rabbitmqctl("list_connections", "--no-table-headers", "pid", "client_properties")
-    let pids = listing.split(separator: "\n").filter { $0.contains("\"\(name)\"") }.compactMap {
-        $0.split(separator: "\t").first.map(String.init)
+    let listing = try await rabbitmqctl("list_connections", "--no-table-headers", "pid", "state", "client_properties")
+    // Only live connections: one the broker is still tearing down after a cut may be listed too.
+    let pids = listing.split(separator: "\n").filter { $0.contains("\"\(name)\"") }.compactMap { line -> String? in
+        let columns = line.split(separator: "\t")
+        guard columns.count > 1, columns[1] == "running" || columns[1] == "blocked" || columns[1] == "blocking" else {
+            return nil
+        }
+        return String(columns[0])
     }
+    var closed = 0
     for pid in pids {
-        try await rabbitmqctl("close_connection", pid, "closed by the test suite")
+        do {
+            try await rabbitmqctl("close_connection", pid, "closed by the test suite")
+            closed += 1
+        } catch let failure as CtlFailed where failure.status == 69 {
+            continue  // it ended meanwhile (EX_UNAVAILABLE: no such connection)
+        }
     }
-    return pids.count
+    return closed
 }
 
 struct CtlFailed: Error, CustomStringConvertible {
