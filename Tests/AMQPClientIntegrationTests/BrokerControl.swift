@@ -24,10 +24,21 @@ func rabbitmqctl(_ arguments: String...) async throws -> String {
     return text
 }
 
-/// Closes, from the broker's side, every connection whose client-provided name is `name`
-/// (`rabbitmqctl close_connection`). Returns how many it closed.
+/// Closes, from the broker's side, every live connection whose client-provided name is `name`
+/// (`rabbitmqctl close_connection`). Returns how many it closed: at least one, as it polls for up
+/// to 10 s while the connection is still being (re)opened, say recovering from an earlier cut.
 @discardableResult
 func closeConnectionsFromBroker(named name: String) async throws -> Int {
+    try await withTimeout(10, "a live connection named \(name)") {
+        while true {
+            let closed = try await closeLiveConnections(named: name)
+            if closed > 0 { return closed }
+            try await Task.sleep(for: .milliseconds(100))  // a polling interval, not a synchronisation
+        }
+    }
+}
+
+private func closeLiveConnections(named name: String) async throws -> Int {
     let listing = try await rabbitmqctl("list_connections", "--no-table-headers", "pid", "state", "client_properties")
     // Only live connections: one the broker is still tearing down after a cut may be listed too.
     let pids = listing.split(separator: "\n").filter { $0.contains("\"\(name)\"") }.compactMap { line -> String? in

@@ -36,6 +36,15 @@ struct AMQPBench: AsyncParsableCommand {
     @Flag(help: "A quick run that only checks every workload works (a few thousand messages).")
     var smoke = false
 
+    @Option(help: "The CA file of the broker's TLS listener, for the tls- workloads (scripts/broker.sh makes one).")
+    var tlsCA = ".broker/tls/ca.pem"
+
+    @Option(help: "The broker's TLS port, for the tls- workloads.")
+    var tlsPort = 5671
+
+    @Flag(help: "Leave out the tls- workloads.")
+    var noTLS = false
+
     func run() async throws {
         var options = self
         if smoke {
@@ -45,6 +54,9 @@ struct AMQPBench: AsyncParsableCommand {
             options.rounds = 1
         }
         let configuration = try AMQPConnection.Configuration(url: url)
+        if !noTLS && !FileManager.default.fileExists(atPath: tlsCA) {
+            throw ValidationError("no CA file at \(tlsCA) for the tls- workloads: run scripts/broker.sh start, pass --tls-ca, or --no-tls")
+        }
         let bench = Bench(configuration: configuration, options: options)
         let report = try await bench.runAll()
         print(report.table())
@@ -70,6 +82,9 @@ struct Bench {
         let prefill: Int
         /// The SDK side runs with the connection's I/O thread as its task executor.
         var onIOExecutor = false
+        /// Both sides connect over TLS: the SDK with its own OpenSSL session, raw C with
+        /// librabbitmq's TLS socket.
+        var tls = false
     }
 
     func throughputWorkloads(messages n: Int) -> [Throughput] {
@@ -127,6 +142,15 @@ struct Bench {
             workload.name += Self.ioExecutorSuffix
             workload.onIOExecutor = true
             workloads.append(workload)
+        }
+        // TLS: publishing, and consuming with acks at a large prefetch.
+        if !options.noTLS {
+            for name in ["publish-256B", "consume-ack-prefetch1000"] {
+                guard var workload = workloads.first(where: { $0.name == name }) else { continue }
+                workload.name = "tls-" + name
+                workload.tls = true
+                workloads.append(workload)
+            }
         }
         return workloads
     }
@@ -251,8 +275,17 @@ struct Bench {
         }
     }
 
+    /// The SDK's configuration over TLS: the broker's TLS port, its CA, its name.
+    var tlsConfiguration: AMQPConnection.Configuration {
+        var configuration = self.configuration
+        configuration.host = "localhost"
+        configuration.port = options.tlsPort
+        configuration.tls = .init(caCertificateFile: options.tlsCA)
+        return configuration
+    }
+
     private func runSDK(_ workload: Throughput, _ queue: String) async throws -> Usage {
-        let connection = try await AMQPConnection.connect(to: configuration)
+        let connection = try await AMQPConnection.connect(to: workload.tls ? tlsConfiguration : configuration)
         let channel = try await connection.openChannel()
         let usage = try await withTaskExecutorPreference(workload.onIOExecutor ? connection.taskExecutor : nil) {
             try await Usage.measure { try await workload.sdk(channel, queue) }
@@ -262,7 +295,7 @@ struct Bench {
     }
 
     private func runRawC(_ workload: Throughput, _ queue: String) async throws -> Usage {
-        let connection = try openRawC()
+        let connection = try openRawC(tls: workload.tls)
         defer { raw_bench_close(connection.pointer) }
         let run = workload.rawC
         var status: Int32 = 0
@@ -273,11 +306,12 @@ struct Bench {
         return usage
     }
 
-    private func openRawC() throws -> RawConnection {
+    private func openRawC(tls: Bool = false) throws -> RawConnection {
+        let target = tls ? tlsConfiguration : configuration
         guard
-            let connection = raw_bench_open(
-                configuration.host, Int32(configuration.port), configuration.virtualHost, configuration.username,
-                configuration.password)
+            let connection = raw_bench_open_tls(
+                target.host, Int32(target.port), target.virtualHost, target.username, target.password,
+                tls ? options.tlsCA : nil)
         else { throw BenchError("raw C could not connect") }
         return RawConnection(pointer: connection)
     }

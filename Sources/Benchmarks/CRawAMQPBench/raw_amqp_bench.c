@@ -2,9 +2,11 @@
 
 #if __has_include(<rabbitmq-c/amqp.h>)
 #include <rabbitmq-c/amqp.h>
+#include <rabbitmq-c/ssl_socket.h>
 #include <rabbitmq-c/tcp_socket.h>
 #else
 #include <amqp.h>
+#include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #endif
 
@@ -37,8 +39,20 @@ static uint64_t now_ns(void) {
 
 raw_bench_connection *raw_bench_open(const char *host, int port, const char *vhost, const char *user,
                                      const char *password) {
+    return raw_bench_open_tls(host, port, vhost, user, password, NULL);
+}
+
+raw_bench_connection *raw_bench_open_tls(const char *host, int port, const char *vhost, const char *user,
+                                         const char *password, const char *ca_file) {
     amqp_connection_state_t state = amqp_new_connection();
-    amqp_socket_t *socket = amqp_tcp_socket_new(state);
+    amqp_socket_t *socket;
+    if (ca_file) {
+        // librabbitmq's own TLS socket, verifying the peer and its name.
+        socket = amqp_ssl_socket_new(state);
+        if (socket && amqp_ssl_socket_set_cacert(socket, ca_file) != AMQP_STATUS_OK) socket = NULL;
+    } else {
+        socket = amqp_tcp_socket_new(state);
+    }
     if (!socket || amqp_socket_open(socket, host, port) != AMQP_STATUS_OK) {
         fprintf(stderr, "raw C: cannot connect to %s:%d\n", host, port);
         amqp_destroy_connection(state);

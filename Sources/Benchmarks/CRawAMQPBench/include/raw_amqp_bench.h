@@ -12,6 +12,10 @@ typedef struct raw_bench_connection raw_bench_connection;
 /// Connects and opens channel 1. Returns NULL (and prints why) on failure.
 raw_bench_connection *raw_bench_open(const char *host, int port, const char *vhost, const char *user,
                                      const char *password);
+/// The same over TLS with librabbitmq's own TLS socket (amqp_ssl_socket_new), trusting `ca_file`
+/// and verifying the peer and its name; a NULL `ca_file` is plain TCP.
+raw_bench_connection *raw_bench_open_tls(const char *host, int port, const char *vhost, const char *user,
+                                         const char *password, const char *ca_file);
 void raw_bench_close(raw_bench_connection *connection);
 
 /// Publishes `count` messages of `body_size` bytes to `queue` through the default exchange with
