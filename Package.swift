@@ -27,7 +27,7 @@ let package = Package(
         .systemLibrary(
             name: "CRabbitMQ",
             pkgConfig: "librabbitmq",
-            providers: [.apt(["librabbitmq-dev"]), .brew(["rabbitmq-c"])]
+            providers: [.apt(["librabbitmq-dev", "libssl-dev"]), .brew(["rabbitmq-c", "openssl"])]
         ),
         .target(
             name: "AMQPClient",

