@@ -44,11 +44,11 @@ struct SampleTests {
         return found
     }
 
-    /// Starts a sample against the test broker, its standard output on a pipe.
-    static func launch(_ name: String, _ arguments: String...) throws -> (Process, Pipe) {
+    /// Starts a sample against the test broker (or `url`), its standard output on a pipe.
+    static func launch(_ name: String, _ arguments: String..., url: String = TestBroker.url) throws -> (Process, Pipe) {
         let process = Process()
         process.executableURL = try executable(name)
-        process.arguments = arguments + ["--url", TestBroker.url]
+        process.arguments = arguments + ["--url", url]
         let output = Pipe()
         process.standardOutput = output
         try process.run()
@@ -99,6 +99,28 @@ struct SampleTests {
         #expect(received == (12345...12347).map { " [x] Received USER_REGISTERED userId=\($0)" })
         try await withTimeout(20, "the consumer to exit") { await offThePool { consumer.waitUntilExit() } }
         #expect(consumer.terminationStatus == 0)
+    }
+
+    @Test("SIGTERM stops the consumer sample promptly while it recovers from a broker it cannot reach")
+    func sigtermWhileRecovering() async throws {
+        let proxy = try TCPProxy(targetPort: try TestBroker.configuration.port)
+        defer { proxy.stop() }
+        let url = "amqp://guest:guest@127.0.0.1:\(proxy.port)/"
+        let (consumer, output) = try Self.launch("user-events-consumer", url: url)
+        defer { if consumer.isRunning { consumer.terminate() } }
+        let lines = LineReader(output.fileHandleForReading)
+        _ = try await withTimeout(20, "the consumer to start") { try await lines.nextLine() }
+        proxy.mode = .refuse  // the broker is gone: every reconnect attempt fails
+        proxy.cutAll()
+        let clock = ContinuousClock()
+        let stopped = try await clock.measure {
+            consumer.terminate()  // SIGTERM
+            try await withTimeout(30, "the consumer to exit") { await offThePool { consumer.waitUntilExit() } }
+        }
+        print("consumer sample: stopped \(stopped) after SIGTERM while recovering")
+        #expect(consumer.terminationReason == .exit)
+        // Its channel's close and its connection's close each take at most closeTimeout (5 s).
+        #expect(stopped < .seconds(12))
     }
 }
 
