@@ -51,8 +51,8 @@ struct HostileBrokerTests {
 
     @Test("a broker that keeps the connection but never replies: a call times out after callTimeout, its channel closes, close() returns")
     func silentBroker() async throws {
-        let broker = try Self.startFakeBroker("no-replies")
-        defer { if broker.process.isRunning { broker.process.terminate() } }
+        let broker = try FakePeer.start("hostile_broker.py", "no-replies")
+        defer { broker.stop() }
         var configuration = try AMQPConnection.Configuration(url: "amqp://guest:guest@127.0.0.1:\(broker.port)/")
         configuration.recovery = .disabled
         configuration.callTimeout = .milliseconds(500)
@@ -87,8 +87,8 @@ struct HostileBrokerTests {
 
     /// Starts the fake broker with `scenario`, runs the probe against it, and waits at most 20 s.
     static func run(_ scenario: String, expectEnd: Bool = true) async throws -> Outcome {
-        let broker = try startFakeBroker(scenario)
-        defer { if broker.process.isRunning { broker.process.terminate() } }
+        let broker = try FakePeer.start("hostile_broker.py", scenario)
+        defer { broker.stop() }
         let port = broker.port
 
         let probe = Process()
@@ -118,34 +118,5 @@ struct HostileBrokerTests {
             return (output, probe.terminationStatus, probe.terminationReason == .exit)
         }
         return Outcome(output: early + finished.0, status: finished.1, terminatedNormally: finished.2)
-    }
-
-    /// Starts `hostile_broker.py` with `scenario` and reads the port it listens on.
-    static func startFakeBroker(_ scenario: String) throws -> (process: Process, port: Int) {
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("HostileBroker/hostile_broker.py")
-        let broker = Process()
-        broker.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        broker.arguments = ["python3", script.path, scenario]
-        let output = Pipe()
-        broker.standardOutput = output
-        try broker.run()
-        // The script prints its port at once; a read returns as soon as it has.
-        var line = ""
-        while !line.contains("\n") {
-            let chunk = output.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            line += String(decoding: chunk, as: UTF8.self)
-        }
-        guard line.hasPrefix("PORT "), let port = Int(line.dropFirst(5).trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            broker.terminate()
-            throw FakeBrokerFailed(output: line)
-        }
-        return (broker, port)
-    }
-
-    struct FakeBrokerFailed: Error, CustomStringConvertible {
-        let output: String
-        var description: String { "the fake broker did not report its port: \(output)" }
     }
 }

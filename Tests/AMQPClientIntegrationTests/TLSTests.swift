@@ -103,29 +103,17 @@ struct TLSTests {
     /// Connects to `tls_server.py` presenting `certificate` (signed by the test CA); returns the
     /// client's error and how many bytes the server received after the handshake.
     static func refusedBy(certificate: String, host: String) async throws -> (AMQPError?, Int) {
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("HostileBroker/tls_server.py")
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        server.arguments = ["python3", script.path, TestBroker.tlsFile("\(certificate).pem"), TestBroker.tlsFile("\(certificate).key")]
-        let output = Pipe()
-        server.standardOutput = output
-        try server.run()
-        defer { if server.isRunning { server.terminate() } }
-        var text = ""
-        while !text.contains("\n") {
-            let chunk = output.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            text += String(decoding: chunk, as: UTF8.self)
-        }
-        let port = try #require(Int(text.dropFirst("PORT ".count).prefix { $0.isNumber }))
+        let server = try FakePeer.start(
+            "tls_server.py", TestBroker.tlsFile("\(certificate).pem"), TestBroker.tlsFile("\(certificate).key"))
+        defer { server.stop() }
+        let port = server.port
         var configuration = try TestBroker.tlsConfiguration
         configuration.host = host
         configuration.port = port
         configuration.recovery = .disabled
         let error = await expectAMQPError { _ = try await AMQPConnection.connect(to: configuration) }
         let rest = try await withTimeout(15, "the TLS server's report") {
-            String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            String(decoding: server.output.readDataToEndOfFile(), as: UTF8.self)
         }
         let received = rest.split(separator: "\n").first { $0.hasPrefix("RECEIVED ") }.flatMap { Int($0.dropFirst(9)) } ?? -1
         return (error, received)

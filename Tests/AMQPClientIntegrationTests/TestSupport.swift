@@ -232,3 +232,44 @@ extension AMQPChannel {
         }
     }
 }
+
+/// A Python test peer from `Tests/HostileBroker` (a fake broker, a TLS server) that prints
+/// `PORT <n>` once it listens, and then what it saw.
+struct FakePeer {
+    let process: Process
+    let port: Int
+    /// The rest of what the script prints.
+    let output: FileHandle
+
+    static func start(_ script: String, _ arguments: String...) throws -> FakePeer {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("HostileBroker/\(script)")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", path.path] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        // The script prints its port at once; a read returns as soon as it has.
+        var line = ""
+        while !line.contains("\n") {
+            let chunk = pipe.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            line += String(decoding: chunk, as: UTF8.self)
+        }
+        guard line.hasPrefix("PORT "), let port = Int(line.dropFirst(5).prefix { $0.isNumber }) else {
+            process.terminate()
+            throw Failed(description: "\(script) did not report its port: \(line)")
+        }
+        return FakePeer(process: process, port: port, output: pipe.fileHandleForReading)
+    }
+
+    func stop() {
+        if process.isRunning { process.terminate() }
+    }
+
+    struct Failed: Error, CustomStringConvertible {
+        let description: String
+    }
+}
+

@@ -9,6 +9,11 @@ enum FieldTableScanner {
 
     /// Scans the table whose 4-byte length is at `start` in `bytes`.
     static func scan(_ bytes: [UInt8], tableAt start: Int, maximumDepth: Int) -> Outcome {
+        bytes.withUnsafeBytes { scan($0, tableAt: start, maximumDepth: maximumDepth) }
+    }
+
+    /// Scans the table whose 4-byte length is at `start` in `bytes`.
+    static func scan(_ bytes: UnsafeRawBufferPointer, tableAt start: Int, maximumDepth: Int) -> Outcome {
         // Each open table or array: where it ends, and whether its entries have keys.
         var open: [(end: Int, keyed: Bool)] = []
         var offset = start

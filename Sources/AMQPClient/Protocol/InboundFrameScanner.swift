@@ -48,7 +48,18 @@ struct InboundFrameScanner {
     /// Checks the next bytes of the stream. `isOpen` tells whether a channel number is one the
     /// client opened and has not seen closed. Returns the first violation; after one, every
     /// later call returns it too.
+    ///
+    /// Headers and payloads are read in place when a read holds them whole (the common case),
+    /// and gathered across reads when it does not; bodies are never looked into.
     mutating func scan(_ bytes: UnsafeRawBufferPointer, isOpen: (UInt16) -> Bool) -> ProtocolViolation? {
+        // Channels do not open or close while librabbitmq reads: one answer per channel per read.
+        var knownOpen: UInt16 = 0
+        let isOpen = { (channel: UInt16) -> Bool in
+            if channel == knownOpen { return true }
+            guard isOpen(channel) else { return false }
+            knownOpen = channel
+            return true
+        }
         var offset = 0
         while offset < bytes.count {
             switch stage {
@@ -57,23 +68,19 @@ struct InboundFrameScanner {
             case .streamStart:
                 // "AMQP" followed by a version: a broker that refuses our protocol version says so.
                 if bytes[offset] == UInt8(ascii: "A") || !gathered.isEmpty {
-                    offset += gather(bytes, from: offset, upTo: 8)
-                    guard gathered.count == 8 else { return nil }
-                    gathered.removeAll(keepingCapacity: true)
-                    stage = .frameHeader
-                } else {
-                    stage = .frameHeader
+                    guard withNext(8, of: bytes, at: &offset, { _ in }) != nil else { return nil }
                 }
+                stage = .frameHeader
             case .frameHeader:
-                offset += gather(bytes, from: offset, upTo: 7)
-                guard gathered.count == 7 else { return nil }
-                let type = gathered[0]
-                let channel = UInt16(gathered[1]) << 8 | UInt16(gathered[2])
-                let size = Int(gathered[3]) << 24 | Int(gathered[4]) << 16 | Int(gathered[5]) << 8 | Int(gathered[6])
-                gathered.removeAll(keepingCapacity: true)
+                let header = withNext(7, of: bytes, at: &offset) { header in
+                    (
+                        type: header[0], channel: UInt16(header[1]) << 8 | UInt16(header[2]),
+                        size: Int(header[3]) << 24 | Int(header[4]) << 16 | Int(header[5]) << 8 | Int(header[6])
+                    )
+                }
+                guard let (type, channel, size) = header else { return nil }
                 if let violation = checkFrameHeader(type: type, channel: channel, size: size, isOpen: isOpen) {
-                    stage = .failed(violation)
-                    return violation
+                    return fail(violation)
                 }
                 switch type {
                 case Self.methodFrame, Self.headerFrame: stage = .payload(type: type, channel: channel, size: size)
@@ -81,26 +88,22 @@ struct InboundFrameScanner {
                 default: stage = .frameEnd  // heartbeat: no payload
                 }
             case .payload(let type, let channel, let size):
-                offset += gather(bytes, from: offset, upTo: size)
-                guard gathered.count == size else { return nil }
-                let violation =
+                let limits = self.limits
+                let checked = withNext(size, of: bytes, at: &offset) { payload in
                     type == Self.methodFrame
-                    ? checkMethod(channel: channel) : checkContentHeader(channel: channel)
-                gathered.removeAll(keepingCapacity: true)
-                if let violation {
-                    stage = .failed(violation)
-                    return violation
+                        ? Self.checkMethod(payload, channel: channel, limits: limits)
+                        : Self.checkContentHeader(payload, limits: limits)
                 }
+                guard let checked else { return nil }
+                if let violation = checked { return fail(violation) }
                 stage = .frameEnd
             case .body(let remaining):
-                let take = min(remaining, bytes.count - offset)
-                offset += take
-                stage = take == remaining ? .frameEnd : .body(remaining: remaining - take)
+                let skipped = min(remaining, bytes.count - offset)
+                offset += skipped
+                stage = skipped == remaining ? .frameEnd : .body(remaining: remaining - skipped)
             case .frameEnd:
                 guard bytes[offset] == Self.frameEndOctet else {
-                    let violation = ProtocolViolation.frameError("a frame did not end with the frame-end octet")
-                    stage = .failed(violation)
-                    return violation
+                    return fail(.frameError("a frame did not end with the frame-end octet"))
                 }
                 offset += 1
                 stage = .frameHeader
@@ -108,6 +111,30 @@ struct InboundFrameScanner {
         }
         if case .failed(let violation) = stage { return violation }
         return nil
+    }
+
+    private mutating func fail(_ violation: ProtocolViolation) -> ProtocolViolation {
+        stage = .failed(violation)
+        gathered.removeAll()
+        return violation
+    }
+
+    /// Runs `body` on the next `count` bytes of the stream: in place when this read holds them
+    /// all, else once they have been gathered across reads (`nil` until then).
+    private mutating func withNext<Result>(
+        _ count: Int, of bytes: UnsafeRawBufferPointer, at offset: inout Int,
+        _ body: (UnsafeRawBufferPointer) -> Result
+    ) -> Result? {
+        if gathered.isEmpty && bytes.count - offset >= count {
+            defer { offset += count }
+            return body(UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + count]))
+        }
+        let taken = min(count - gathered.count, bytes.count - offset)
+        gathered.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + taken]))
+        offset += taken
+        guard gathered.count == count else { return nil }
+        defer { gathered.removeAll(keepingCapacity: true) }
+        return gathered.withUnsafeBytes(body)
     }
 
     // MARK: Frames
@@ -141,11 +168,13 @@ struct InboundFrameScanner {
 
     /// A method the client may receive: the replies to what it sends and the broker's own
     /// notifications. librabbitmq would decode any method, field tables included.
-    private func checkMethod(channel: UInt16) -> ProtocolViolation? {
-        guard gathered.count >= 4 else { return .syntaxError("a method frame without a method") }
-        let classID = UInt16(gathered[0]) << 8 | UInt16(gathered[1])
-        let methodID = UInt16(gathered[2]) << 8 | UInt16(gathered[3])
-        guard let accepted = Self.acceptedMethods[classID], accepted.contains(methodID) else {
+    private static func checkMethod(_ payload: UnsafeRawBufferPointer, channel: UInt16, limits: Limits)
+        -> ProtocolViolation?
+    {
+        guard payload.count >= 4 else { return .syntaxError("a method frame without a method") }
+        let classID = UInt16(payload[0]) << 8 | UInt16(payload[1])
+        let methodID = UInt16(payload[2]) << 8 | UInt16(payload[3])
+        guard isAccepted(classID: classID, methodID: methodID) else {
             return .commandInvalid("method \(classID).\(methodID), which a broker does not send to a client")
         }
         if (classID == 10) != (channel == 0) {
@@ -153,58 +182,64 @@ struct InboundFrameScanner {
         }
         if classID == 10 && methodID == 10 {
             // connection.start: version (2 bytes), then the server properties table.
-            return checkTable(at: 6, "the server properties")
+            return checkTable(payload, at: 6, "the server properties", limits: limits)
         }
         return nil
     }
 
-    /// Class → methods a client may receive (AMQP 0-9-1 with RabbitMQ's extensions).
-    private static let acceptedMethods: [UInt16: Set<UInt16>] = [
-        10: [10, 20, 30, 41, 50, 51, 60, 61],  // connection: start, secure, tune, open-ok, close, close-ok, blocked, unblocked
-        20: [11, 20, 21, 40, 41],  // channel: open-ok, flow, flow-ok, close, close-ok
-        40: [11, 21, 31, 51],  // exchange: declare-ok, delete-ok, bind-ok, unbind-ok
-        50: [11, 21, 31, 41, 51],  // queue: declare-ok, bind-ok, purge-ok, delete-ok, unbind-ok
-        60: [11, 21, 30, 31, 50, 60, 71, 72, 80, 111, 120],  // basic: qos-ok, consume-ok, cancel, cancel-ok, return, deliver, get-ok, get-empty, ack, recover-ok, nack
-        85: [11],  // confirm: select-ok
-        90: [11, 21, 31],  // tx: select-ok, commit-ok, rollback-ok
-    ]
+    /// The methods a client may receive (AMQP 0-9-1 with RabbitMQ's extensions). A switch, not a
+    /// set: it runs for every method frame.
+    private static func isAccepted(classID: UInt16, methodID: UInt16) -> Bool {
+        switch (classID, methodID) {
+        case (10, 10), (10, 20), (10, 30), (10, 41), (10, 50), (10, 51), (10, 60), (10, 61):
+            true  // connection: start, secure, tune, open-ok, close, close-ok, blocked, unblocked
+        case (20, 11), (20, 20), (20, 21), (20, 40), (20, 41):
+            true  // channel: open-ok, flow, flow-ok, close, close-ok
+        case (40, 11), (40, 21), (40, 31), (40, 51):
+            true  // exchange: declare-ok, delete-ok, bind-ok, unbind-ok
+        case (50, 11), (50, 21), (50, 31), (50, 41), (50, 51):
+            true  // queue: declare-ok, bind-ok, purge-ok, delete-ok, unbind-ok
+        case (60, 11), (60, 21), (60, 30), (60, 31), (60, 50), (60, 60), (60, 71), (60, 72), (60, 80), (60, 111), (60, 120):
+            true  // basic: qos-ok, consume-ok, cancel, cancel-ok, return, deliver, get-ok, get-empty, ack, recover-ok, nack
+        case (85, 11), (90, 11), (90, 21), (90, 31):
+            true  // confirm.select-ok; tx: select-ok, commit-ok, rollback-ok
+        default:
+            false
+        }
+    }
 
     /// A content header: class `basic`, a body size within the limit, and a headers table of
     /// bounded depth.
-    private func checkContentHeader(channel: UInt16) -> ProtocolViolation? {
-        guard gathered.count >= 14 else { return .syntaxError("a content header shorter than 14 bytes") }
-        let classID = UInt16(gathered[0]) << 8 | UInt16(gathered[1])
+    private static func checkContentHeader(_ payload: UnsafeRawBufferPointer, limits: Limits) -> ProtocolViolation? {
+        guard payload.count >= 14 else { return .syntaxError("a content header shorter than 14 bytes") }
+        let classID = UInt16(payload[0]) << 8 | UInt16(payload[1])
         guard classID == 60 else { return .unexpectedFrame("a content header of class \(classID), not basic (60)") }
-        let bodySize = gathered[4..<12].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        var bodySize: UInt64 = 0
+        for index in 4..<12 { bodySize = bodySize << 8 | UInt64(payload[index]) }
         guard bodySize <= limits.maximumMessageSize else {
             return .frameError(
                 "a message of \(bodySize) bytes, over the maximum message size (\(limits.maximumMessageSize))")
         }
-        let flags = UInt16(gathered[12]) << 8 | UInt16(gathered[13])
+        let flags = UInt16(payload[12]) << 8 | UInt16(payload[13])
         guard flags & 0x2000 != 0 else { return nil }  // no headers table
         // Skip content-type and content-encoding (short strings) to reach the headers table.
         var offset = 14
         for flag: UInt16 in [0x8000, 0x4000] where flags & flag != 0 {
-            guard offset < gathered.count else { return .syntaxError("a truncated content header") }
-            offset += 1 + Int(gathered[offset])
+            guard offset < payload.count else { return .syntaxError("a truncated content header") }
+            offset += 1 + Int(payload[offset])
         }
-        return checkTable(at: offset, "the message headers")
+        return checkTable(payload, at: offset, "the message headers", limits: limits)
     }
 
     /// Checks that the field table at `start` is well-formed and nests at most
     /// ``Limits/maximumTableDepth`` deep, without recursion.
-    private func checkTable(at start: Int, _ what: String) -> ProtocolViolation? {
-        switch FieldTableScanner.scan(gathered, tableAt: start, maximumDepth: limits.maximumTableDepth) {
+    private static func checkTable(_ payload: UnsafeRawBufferPointer, at start: Int, _ what: String, limits: Limits)
+        -> ProtocolViolation?
+    {
+        switch FieldTableScanner.scan(payload, tableAt: start, maximumDepth: limits.maximumTableDepth) {
         case .valid: nil
         case .tooDeep: .syntaxError("\(what) nest tables or arrays more than \(limits.maximumTableDepth) deep")
         case .malformed(let reason): .syntaxError("\(what) are malformed: \(reason)")
         }
-    }
-
-    /// Appends bytes to `gathered` until it holds `count`; returns how many it took.
-    private mutating func gather(_ bytes: UnsafeRawBufferPointer, from offset: Int, upTo count: Int) -> Int {
-        let take = min(count - gathered.count, bytes.count - offset)
-        gathered.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + take]))
-        return take
     }
 }
