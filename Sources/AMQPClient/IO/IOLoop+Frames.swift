@@ -17,7 +17,9 @@ extension IOLoop {
         let now = ContinuousClock.now
         let heartbeatsDue = now >= nextHeartbeatService
         if !fullConsumers.isEmpty {
-            fullConsumers.removeAll { !$0.isOverLimit }
+            // A finished consumer (its channel closed, or cancelled) receives nothing more: its
+            // buffer no longer holds up the reading, whether the application drains it or not.
+            fullConsumers.removeAll { !$0.isOverLimit || $0.isFinished }
             guard fullConsumers.isEmpty else {
                 // Not reading, so librabbitmq sends no heartbeats: send them here.
                 if heartbeatsDue { sendHeartbeat(at: now) }
