@@ -7,14 +7,17 @@ import Testing
 struct ConnectionFailureTests {
     /// A connection through a new proxy. Recovery is off unless asked for: these tests watch
     /// what a loss does when nothing recovers.
+    /// A connection through a ``TCPProxy`` to the test broker; with `tls`, to its TLS listener.
     static func connectThroughProxy(
         heartbeat: Duration = .seconds(60),
         recovery: AMQPConnection.Configuration.Recovery = .disabled,
+        tls: Bool = false,
         _ adjust: (inout AMQPConnection.Configuration) -> Void = { _ in }
     ) async throws -> (TCPProxy, AMQPConnection) {
         let broker = try TestBroker.configuration
-        let proxy = try TCPProxy(targetPort: broker.port)
+        let proxy = try TCPProxy(targetPort: tls ? TestBroker.tlsPort : broker.port)
         let connection = try await TestBroker.connect {
+            if tls { $0.tls = .init(caCertificateFile: TestBroker.tlsFile("ca.pem")) }
             $0.host = "127.0.0.1"
             $0.port = proxy.port
             $0.heartbeat = heartbeat
@@ -24,9 +27,10 @@ struct ConnectionFailureTests {
         return (proxy, connection)
     }
 
-    @Test("a silent peer (black-holed connection) is declared dead within about two heartbeats")
-    func blackHoleDetected() async throws {
-        let (proxy, connection) = try await Self.connectThroughProxy(heartbeat: .seconds(2))
+    @Test("a silent peer (black-holed connection) is declared dead within about two heartbeats, also over TLS",
+          arguments: [false, true])
+    func blackHoleDetected(tls: Bool) async throws {
+        let (proxy, connection) = try await Self.connectThroughProxy(heartbeat: .seconds(2), tls: tls)
         defer { proxy.stop() }
         let channel = try await connection.openChannel()
         let queue = try await channel.declareQueue("", exclusive: true)
@@ -50,9 +54,11 @@ struct ConnectionFailureTests {
         if case .closed(let closedError) = seen.first { #expect(closedError?.code == .connectionLost) }
     }
 
-    @Test("a broker that stops reading is declared dead within about two heartbeats, even while a write is blocked")
-    func frozenPeerDetected() async throws {
-        let (proxy, connection) = try await Self.connectThroughProxy(heartbeat: .seconds(2))
+    @Test(
+        "a broker that stops reading is declared dead within about two heartbeats, even while a write is blocked, also over TLS",
+        arguments: [false, true])
+    func frozenPeerDetected(tls: Bool) async throws {
+        let (proxy, connection) = try await Self.connectThroughProxy(heartbeat: .seconds(2), tls: tls)
         defer { proxy.stop() }
         let channel = try await connection.openChannel()
         let queue = try await channel.declareQueue("", exclusive: true).name
@@ -67,7 +73,7 @@ struct ConnectionFailureTests {
         defer { publishing.cancel() }
         let error = try await withTimeout(20, "the frozen peer to be noticed") { await connection.closed() }
         let elapsed = ContinuousClock.now - start
-        print("frozen peer declared dead after \(elapsed): \(error.map { "\($0)" } ?? "no error")")
+        print("frozen peer\(tls ? " (TLS)" : "") declared dead after \(elapsed): \(error.map { "\($0)" } ?? "no error")")
         #expect(error?.code == .connectionLost)
         #expect(error?.message.contains("stopped reading") == true)
         // Two heartbeat intervals of silence, plus the time it takes to fill the socket buffers.
