@@ -19,15 +19,21 @@ struct AcknowledgementTests {
         return (queue, deliveries)
     }
 
-    /// Closes `channel` (which requeues anything unsettled) and returns the queue's ready count.
-    static func readyAfterClose(_ channel: AMQPChannel, _ connection: AMQPConnection, _ queue: String) async throws
-        -> UInt32
-    {
+    /// Closes `channel` (which requeues anything unsettled) and returns the queue's ready count
+    /// once it is `expected`, or after 5 s: the queue takes the requeued messages back
+    /// asynchronously, after the channel's close-ok.
+    static func readyAfterClose(
+        _ channel: AMQPChannel, _ connection: AMQPConnection, _ queue: String, expecting expected: UInt32
+    ) async throws -> UInt32 {
         // A round trip first: an ack of an unknown or already-acked tag would have closed the channel.
         try await channel.declareQueue(queue, passive: true)
         #expect(channel.isOpen)
         await channel.close()
-        return try await connection.openChannel().declareQueue(queue, passive: true).messageCount
+        let checker = try await connection.openChannel()
+        if let info = try? await checker.waitForQueue(queue, "\(expected) ready messages", until: { $0.messageCount == expected }) {
+            return info.messageCount
+        }
+        return try await checker.declareQueue(queue, passive: true).messageCount
     }
 
     @Test("out-of-order acks, nacks and rejects settle exactly what they name")
@@ -41,7 +47,7 @@ struct AcknowledgementTests {
             try await d[4].reject(requeue: false)  // tag 5 is dropped
             try await d[0].nack(requeue: true)  // tag 1 goes back
 
-            #expect(try await Self.readyAfterClose(channel, connection, queue) == 1)
+            #expect(try await Self.readyAfterClose(channel, connection, queue, expecting: 1) == 1)
         }
     }
 
@@ -54,7 +60,7 @@ struct AcknowledgementTests {
             for index in 0..<20 { try await d[index].ack() }
             // Tag 21 is held by the application; 22-50 are acked.
             for index in 21..<50 { try await d[index].ack() }
-            #expect(try await Self.readyAfterClose(channel, connection, queue) == 1)
+            #expect(try await Self.readyAfterClose(channel, connection, queue, expecting: 1) == 1)
         }
     }
 
@@ -68,7 +74,7 @@ struct AcknowledgementTests {
             try await d[11].ack()  // 12, while 11 is unsettled
             try await d[19].nack(multiple: true, requeue: true)  // 11 and 13-20 go back
             for index in 20..<30 { try await d[index].ack() }  // 21-30
-            #expect(try await Self.readyAfterClose(channel, connection, queue) == 9)
+            #expect(try await Self.readyAfterClose(channel, connection, queue, expecting: 9) == 9)
         }
     }
 }
