@@ -202,6 +202,17 @@ public final class AMQPChannel: Sendable {
         try AMQPError.checkShortString(exchange, "exchange name")
         try AMQPError.checkShortString(routingKey, "routing key")
         try properties.validate()
+        if let tracer = core.tracer {
+            return try await publishTraced(
+                tracer, body, exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties)
+        }
+        return try await send(body, exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties)
+    }
+
+    /// Queues a validated publish on the connection.
+    func send(
+        _ body: [UInt8], exchange: String, routingKey: String, mandatory: Bool, properties: AMQPProperties
+    ) async throws(AMQPError) -> AMQPPublishConfirmation {
         let confirmMode = try state.withLock { state throws(AMQPError) -> Bool in
             if let error = state.closedError { throw error }
             return state.confirmMode
@@ -288,6 +299,11 @@ public final class AMQPChannel: Sendable {
     /// occasional reads.
     public func get(from queue: String, noAck: Bool = false) async throws(AMQPError) -> AMQPDelivery? {
         try AMQPError.checkShortString(queue, "queue name")
+        if let tracer = core.tracer { return try await getTraced(tracer, from: queue, noAck: noAck) }
+        return try await getUntraced(from: queue, noAck: noAck)
+    }
+
+    func getUntraced(from queue: String, noAck: Bool) async throws(AMQPError) -> AMQPDelivery? {
         let reply = try await call(.basicGet(queue: queue, noAck: noAck))
         switch reply {
         case .gotDelivery(let delivery): return delivery

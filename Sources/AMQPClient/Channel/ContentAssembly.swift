@@ -15,12 +15,13 @@ struct ContentAssembly {
         let properties: AMQPProperties
         let body: [UInt8]
 
-        func delivery(on channel: ChannelIO, consumerTag: String?, messageCount: UInt32?, autoAcknowledged: Bool)
-            -> AMQPDelivery
-        {
+        func delivery(
+            on channel: ChannelIO, consumerTag: String?, queue: String? = nil, messageCount: UInt32?, autoAcknowledged: Bool
+        ) -> AMQPDelivery {
             AMQPDelivery(
                 body: body, properties: properties, deliveryTag: deliveryTag, redelivered: redelivered,
-                exchange: exchange, routingKey: routingKey, consumerTag: consumerTag, messageCount: messageCount,
+                exchange: exchange, routingKey: routingKey, consumerTag: consumerTag, queue: queue,
+                messageCount: messageCount,
                 isAutoAcknowledged: autoAcknowledged, channel: channel.handle, generation: channel.generation)
         }
     }

@@ -1,5 +1,6 @@
 public import Logging
 public import ServiceLifecycle
+public import Tracing
 
 /// A connection to a RabbitMQ broker (AMQP 0-9-1).
 ///
@@ -48,14 +49,20 @@ public final class AMQPConnection: Sendable {
     /// Opens a connection and logs in. Throws ``AMQPError`` with ``AMQPError/Code/connectionFailed``,
     /// ``AMQPError/Code/connectTimeout``, ``AMQPError/Code/authenticationFailed`` or
     /// ``AMQPError/Code/accessRefused`` when it cannot.
+    ///
+    /// - Parameter tracer: where the connection's spans go (see <doc:Observability>); `nil`
+    ///   takes the tracer bootstrapped with `InstrumentationSystem` when the connection opens. With
+    ///   none, tracing costs nothing.
     public static func connect(
         to configuration: Configuration,
-        logger: Logger = Logger(label: "amqp-client")
+        logger: Logger = Logger(label: "amqp-client"),
+        tracer: (any Tracer)? = nil
     ) async throws(AMQPError) -> AMQPConnection {
         try configuration.validate()
         var logger = logger
         if let name = configuration.connectionName { logger[metadataKey: LoggingKeys.connection] = "\(name)" }
-        let core = try ConnectionCore(configuration: configuration, logger: logger)
+        let tracer = tracer ?? (InstrumentationSystem.tracer is NoOpTracer ? nil : InstrumentationSystem.tracer)
+        let core = try ConnectionCore(configuration: configuration, logger: logger, tracer: tracer)
         try await IOLoop.start(core: core)
         return AMQPConnection(core: core)
     }

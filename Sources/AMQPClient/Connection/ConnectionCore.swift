@@ -6,6 +6,7 @@ import Darwin
 import DequeModule
 import Logging
 import Synchronization
+import Tracing
 
 /// The part of a connection that any task may touch: the mailbox of commands for the I/O
 /// thread (``MailboxState``, behind a lock), the wake-up pipe, and the connection's events.
@@ -15,6 +16,10 @@ import Synchronization
 final class ConnectionCore: Sendable {
     let configuration: AMQPConnection.Configuration
     let logger: Logger
+    /// The tracer spans go to; `nil` when none is set up, so that tracing costs one check.
+    let tracer: (any Tracer)?
+    /// The broker the connection is on, for spans' `server.address` and `server.port`.
+    private let currentEndpoint = Mutex<AMQPConnection.Configuration.Endpoint?>(nil)
     private let state = Mutex(MailboxState())
     private let wakeReadFD: Int32
     private let wakeWriteFD: Int32
@@ -23,9 +28,10 @@ final class ConnectionCore: Sendable {
     private let jobsPending = Atomic<Bool>(false)
     let directPublisher = DirectPublisher()
 
-    init(configuration: AMQPConnection.Configuration, logger: Logger) throws(AMQPError) {
+    init(configuration: AMQPConnection.Configuration, logger: Logger, tracer: (any Tracer)? = nil) throws(AMQPError) {
         self.configuration = configuration
         self.logger = logger
+        self.tracer = tracer
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else {
             throw AMQPError(code: .library, message: "could not create the I/O thread's wake-up pipe (errno \(errno))")
@@ -231,9 +237,13 @@ final class ConnectionCore: Sendable {
     }
 
     /// A connection is open on `transport`; direct publishes may use it while the thread sleeps.
-    func connectionOpened(transport: Transport, frameMax: Int) {
+    func connectionOpened(transport: Transport, frameMax: Int, endpoint: AMQPConnection.Configuration.Endpoint) {
         state.withLock { $0.connectionOpened(transport: transport, frameMax: frameMax) }
+        currentEndpoint.withLock { $0 = endpoint }
     }
+
+    /// The broker the connection is (or was last) on.
+    var endpoint: AMQPConnection.Configuration.Endpoint? { currentEndpoint.withLock { $0 } }
 
     /// The socket is about to close (the I/O thread is awake, so no direct publish is in progress).
     func connectionClosing() {

@@ -20,6 +20,8 @@ public final class AMQPDelivery: Sendable {
     public let routingKey: String
     /// The consumer the message was delivered to; `nil` for ``AMQPChannel/get(from:noAck:)``.
     public let consumerTag: String?
+    /// The queue the consumer reads; `nil` for ``AMQPChannel/get(from:noAck:)``.
+    public let queue: String?
     /// For ``AMQPChannel/get(from:noAck:)``: messages left in the queue after this one.
     public let messageCount: UInt32?
     /// Consumed or fetched with `noAck`: the broker considered it handled when it sent it, and
@@ -32,7 +34,7 @@ public final class AMQPDelivery: Sendable {
 
     init(
         body: [UInt8], properties: AMQPProperties, deliveryTag: UInt64, redelivered: Bool, exchange: String,
-        routingKey: String, consumerTag: String?, messageCount: UInt32?, isAutoAcknowledged: Bool,
+        routingKey: String, consumerTag: String?, queue: String? = nil, messageCount: UInt32?, isAutoAcknowledged: Bool,
         channel: AMQPChannel, generation: UInt32
     ) {
         self.body = body
@@ -42,6 +44,7 @@ public final class AMQPDelivery: Sendable {
         self.exchange = exchange
         self.routingKey = routingKey
         self.consumerTag = consumerTag
+        self.queue = queue
         self.messageCount = messageCount
         self.isAutoAcknowledged = isAutoAcknowledged
         self.channel = channel

@@ -180,7 +180,7 @@ extension IOLoop {
     func completed(_ content: ContentAssembly.Completed, on channel: ChannelIO) {
         switch content.kind {
         case .delivery(let consumerTag):
-            guard let stream = channel.consumers[consumerTag]?.stream else {
+            guard let record = channel.consumers[consumerTag] else {
                 // RabbitMQ may still deliver messages a queue sent before it saw the cancel, even
                 // after cancel-ok. Give them back rather than leave them unacknowledged.
                 if channel.wasCancelledWithManualAck(consumerTag), !closingConnection {
@@ -191,9 +191,11 @@ extension IOLoop {
                 }
                 return
             }
+            let stream = record.stream
             if !stream.noAck { channel.settlements.delivered(content.deliveryTag) }
             let delivery = content.delivery(
-                on: channel, consumerTag: consumerTag, messageCount: nil, autoAcknowledged: stream.noAck)
+                on: channel, consumerTag: consumerTag, queue: record.restoreSpec?.queue, messageCount: nil,
+                autoAcknowledged: stream.noAck)
             switch stream.push(delivery) {
             case .accepted: break
             case .acceptedNeedsWake: streamsToWake.append(stream)

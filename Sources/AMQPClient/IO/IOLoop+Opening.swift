@@ -30,7 +30,7 @@ extension IOLoop {
         connection.bridge.isChannelOpen = { [unowned self] id in
             self.channels[id] != nil || id == self.recoveryTopologyChannel
         }
-        core.connectionOpened(transport: connection.transport, frameMax: connection.frameMax)
+        core.connectionOpened(transport: connection.transport, frameMax: connection.frameMax, endpoint: endpoint)
         nextHeartbeatService = ContinuousClock.now + heartbeatServiceInterval
         logger[metadataKey: LoggingKeys.endpoint] = "\(endpoint)"
         logger.debug(
