@@ -87,6 +87,7 @@ let package = Package(
                 "AMQPClient", "CRawAMQPBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
             ],
             path: "Sources/Benchmarks/AMQPBench",
             swiftSettings: strictSwift6

@@ -3,6 +3,7 @@ import ArgumentParser
 import CRawAMQPBench
 import Foundation
 import Histogram
+import InMemoryTracing
 
 /// Measures the SDK side by side with the same workloads written directly against
 /// librabbitmq in C, alternating SDK and C runs in one process, and reports SDK / raw C.
@@ -44,6 +45,9 @@ struct AMQPBench: AsyncParsableCommand {
 
     @Flag(help: "Leave out the tls- workloads.")
     var noTLS = false
+
+    @Flag(help: "Give the SDK's connections an InMemoryTracer (spans on publish and processing), to measure tracing's cost.")
+    var inMemoryTracer = false
 
     func run() async throws {
         var options = self
@@ -184,10 +188,13 @@ struct Bench {
         var received = 0
         for try await delivery in consumer {
             received += 1
-            if ackEvery == 1 {
-                try await delivery.ack()
-            } else if ackEvery > 1 && (received % Int(ackEvery) == 0 || received == count) {
-                try await delivery.ack(multiple: true)
+            // A processing span per delivery when the connection has a tracer; nothing otherwise.
+            try await delivery.withProcessingSpan { delivery in
+                if ackEvery == 1 {
+                    try await delivery.ack()
+                } else if ackEvery > 1 && (received % Int(ackEvery) == 0 || received == count) {
+                    try await delivery.ack(multiple: true)
+                }
             }
             if received == count { break }
         }
@@ -285,7 +292,9 @@ struct Bench {
     }
 
     private func runSDK(_ workload: Throughput, _ queue: String) async throws -> Usage {
-        let connection = try await AMQPConnection.connect(to: workload.tls ? tlsConfiguration : configuration)
+        let connection = try await AMQPConnection.connect(
+            to: workload.tls ? tlsConfiguration : configuration,
+            tracer: options.inMemoryTracer ? InMemoryTracer() : nil)
         let channel = try await connection.openChannel()
         let usage = try await withTaskExecutorPreference(workload.onIOExecutor ? connection.taskExecutor : nil) {
             try await Usage.measure { try await workload.sdk(channel, queue) }
