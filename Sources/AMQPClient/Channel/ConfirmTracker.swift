@@ -1,3 +1,4 @@
+import CoreMetrics
 import Synchronization
 
 /// One publish waiting for its `basic.ack` or `basic.nack`, shared by the publishing task
@@ -13,9 +14,12 @@ final class ConfirmTracker: Sendable {
     private let state = Mutex(State())
     /// Gets back the place this publish took once it has an outcome.
     private let limiter: UnconfirmedPublishLimiter?
+    /// Records the time from publish to outcome, when metrics are on.
+    private let timing: (timer: CoreMetrics.Timer, start: ContinuousClock.Instant)?
 
-    init(limiter: UnconfirmedPublishLimiter? = nil) {
+    init(limiter: UnconfirmedPublishLimiter? = nil, timer: CoreMetrics.Timer? = nil) {
         self.limiter = limiter
+        self.timing = timer.map { ($0, .now) }
     }
 
     /// The broker's ack (or nack) arrived.
@@ -46,6 +50,7 @@ final class ConfirmTracker: Sendable {
         }
         guard let result else { return }
         limiter?.release()
+        if let timing { timing.timer.record(timing.start.duration(to: .now)) }
         for waiter in waiters { waiter.resume(with: result.mapError { $0 as any Error }) }
     }
 

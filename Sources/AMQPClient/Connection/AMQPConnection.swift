@@ -1,5 +1,6 @@
 public import Logging
 public import ServiceLifecycle
+public import CoreMetrics
 public import Tracing
 
 /// A connection to a RabbitMQ broker (AMQP 0-9-1).
@@ -50,19 +51,25 @@ public final class AMQPConnection: Sendable {
     /// ``AMQPError/Code/connectTimeout``, ``AMQPError/Code/authenticationFailed`` or
     /// ``AMQPError/Code/accessRefused`` when it cannot.
     ///
-    /// - Parameter tracer: where the connection's spans go (see <doc:Observability>); `nil`
-    ///   takes the tracer bootstrapped with `InstrumentationSystem` when the connection opens. With
-    ///   none, tracing costs nothing.
+    /// - Parameters:
+    ///   - tracer: where the connection's spans go (see <doc:Observability>); `nil` takes the
+    ///     tracer bootstrapped with `InstrumentationSystem` when the connection opens. With none,
+    ///     tracing costs nothing.
+    ///   - metricsFactory: where the connection's metrics go; `nil` takes the factory bootstrapped
+    ///     with `MetricsSystem`. With none, metrics cost nothing.
     public static func connect(
         to configuration: Configuration,
         logger: Logger = Logger(label: "amqp-client"),
-        tracer: (any Tracer)? = nil
+        tracer: (any Tracer)? = nil,
+        metricsFactory: (any MetricsFactory)? = nil
     ) async throws(AMQPError) -> AMQPConnection {
         try configuration.validate()
         var logger = logger
         if let name = configuration.connectionName { logger[metadataKey: LoggingKeys.connection] = "\(name)" }
         let tracer = tracer ?? (InstrumentationSystem.tracer is NoOpTracer ? nil : InstrumentationSystem.tracer)
-        let core = try ConnectionCore(configuration: configuration, logger: logger, tracer: tracer)
+        let factory = metricsFactory ?? (MetricsSystem.factory is NOOPMetricsHandler ? nil : MetricsSystem.factory)
+        let core = try ConnectionCore(
+            configuration: configuration, logger: logger, tracer: tracer, metrics: factory.map(MessagingMetrics.init))
         try await IOLoop.start(core: core)
         return AMQPConnection(core: core)
     }

@@ -18,6 +18,8 @@ final class ConnectionCore: Sendable {
     let logger: Logger
     /// The tracer spans go to; `nil` when none is set up, so that tracing costs one check.
     let tracer: (any Tracer)?
+    /// The messaging metrics; `nil` when no metrics backend is set up.
+    let metrics: MessagingMetrics?
     /// The broker the connection is on, for spans' `server.address` and `server.port`.
     private let currentEndpoint = Mutex<AMQPConnection.Configuration.Endpoint?>(nil)
     private let state = Mutex(MailboxState())
@@ -28,10 +30,14 @@ final class ConnectionCore: Sendable {
     private let jobsPending = Atomic<Bool>(false)
     let directPublisher = DirectPublisher()
 
-    init(configuration: AMQPConnection.Configuration, logger: Logger, tracer: (any Tracer)? = nil) throws(AMQPError) {
+    init(
+        configuration: AMQPConnection.Configuration, logger: Logger, tracer: (any Tracer)? = nil,
+        metrics: MessagingMetrics? = nil
+    ) throws(AMQPError) {
         self.configuration = configuration
         self.logger = logger
         self.tracer = tracer
+        self.metrics = metrics
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else {
             throw AMQPError(code: .library, message: "could not create the I/O thread's wake-up pipe (errno \(errno))")

@@ -25,6 +25,7 @@ extension IOLoop {
         if blocked { core.setHeldPublishBytes(held.publishBytes) }
         flushHeldAcks()
         flushOutbound()
+        if let metrics = core.metrics { messageCounts.report(to: metrics) }
     }
 
     // MARK: Commands
@@ -252,6 +253,7 @@ extension IOLoop {
             return
         }
         channel.confirms.published(request)
+        if core.metrics != nil { messageCounts.published(to: request.exchange) }
     }
 
     // MARK: Settling deliveries

@@ -29,7 +29,10 @@ extension IOLoop {
         guard socketReadable || heartbeatsDue || connection.hasBufferedInput else { return }
         socketReadable = false
         if heartbeatsDue { nextHeartbeatService = now + heartbeatServiceInterval }
-        defer { wakeStreams() }
+        defer {
+            wakeStreams()
+            if let metrics = core.metrics { messageCounts.report(to: metrics) }
+        }
         for _ in 0..<Self.frameBudget {
             switch connection.nextFrame(timeout: .zero) {
             case .timedOut:
@@ -196,6 +199,7 @@ extension IOLoop {
             let delivery = content.delivery(
                 on: channel, consumerTag: consumerTag, queue: record.restoreSpec?.queue, messageCount: nil,
                 autoAcknowledged: stream.noAck)
+            if core.metrics != nil { messageCounts.consumed(from: record.restoreSpec?.queue) }
             switch stream.push(delivery) {
             case .accepted: break
             case .acceptedNeedsWake: streamsToWake.append(stream)

@@ -73,6 +73,9 @@ final class IOLoop {
     /// When the application last acked, nacked or rejected a delivery.
     var lastSettlementAt = ContinuousClock.now - .seconds(1)
 
+    /// Messages sent and consumed since the last report (see ``MessagingMetrics``).
+    var messageCounts = MessageCounts()
+
     /// Lines a misbehaving broker could repeat without end are written at most every 10 s.
     var logLimiter = LogRateLimiter()
 

@@ -13,8 +13,8 @@ extension AMQPDelivery {
     /// Runs `body` in a `process {queue}` span of kind consumer, which continues the trace the
     /// producer put in the message's headers (`traceparent`, written by this package or by any
     /// OpenTelemetry instrumentation). The span ends when `body` returns, and records the error
-    /// when it throws. Without a tracer (see ``AMQPConnection/connect(to:logger:tracer:)``) it
-    /// just runs `body`.
+    /// when it throws. Without a tracer (see ``AMQPConnection/connect(to:logger:tracer:metricsFactory:)``) it
+    /// just runs `body`. With metrics, its duration is `messaging.process.duration`.
     ///
     /// ```swift
     /// for try await delivery in consumer {
@@ -27,6 +27,17 @@ extension AMQPDelivery {
     public func withProcessingSpan<Result>(
         relation: ProducerRelation = .link,
         _ handle: (AMQPDelivery) async throws -> Result
+    ) async rethrows -> Result {
+        if let metrics = channel.core.metrics {
+            let start = ContinuousClock.now
+            defer { metrics.processDuration.record(start.duration(to: .now)) }
+            return try await traced(relation: relation, handle)
+        }
+        return try await traced(relation: relation, handle)
+    }
+
+    private func traced<Result>(
+        relation: ProducerRelation, _ handle: (AMQPDelivery) async throws -> Result
     ) async rethrows -> Result {
         guard let tracer = channel.core.tracer else { return try await handle(self) }
         let producer = producerContext(tracer)
