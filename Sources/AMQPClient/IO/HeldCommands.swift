@@ -13,7 +13,6 @@ struct HeldCommands {
     private(set) var publishBytes = 0
 
     var isEmpty: Bool { commands.isEmpty }
-    var count: Int { commands.count }
 
     /// Whether `command` must wait while the connection is blocked: every publish, and what
     /// follows a held publish on its channel. Settlements, new channels and the connection's

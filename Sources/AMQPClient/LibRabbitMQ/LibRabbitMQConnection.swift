@@ -17,17 +17,15 @@ final class LibRabbitMQConnection {
     let bridge: SocketBridge
     /// Outgoing frames, written to the socket once per batch by ``flush(stallLimit:)``.
     private let writer = FrameWriter()
-    let endpoint: AMQPConnection.Configuration.Endpoint
     /// Negotiated with the broker during login.
     let channelMax: UInt16
     let heartbeatSeconds: Int32
     let frameMax: Int
 
     private init(
-        state: amqp_connection_state_t, endpoint: AMQPConnection.Configuration.Endpoint, bridge: SocketBridge
+        state: amqp_connection_state_t, bridge: SocketBridge
     ) {
         self.state = state
-        self.endpoint = endpoint
         self.bridge = bridge
         let channelMax = UInt16(clamping: amqp_get_channel_max(state))
         self.channelMax = channelMax == 0 ? .max : channelMax
@@ -105,7 +103,7 @@ final class LibRabbitMQConnection {
                 .protocolViolation(
                     .frameError("the broker negotiated a frame_max of \(amqp_get_frame_max(state)), under AMQP's minimum of 4096")))
         }
-        return LibRabbitMQConnection(state: state, endpoint: endpoint, bridge: bridge)
+        return LibRabbitMQConnection(state: state, bridge: bridge)
     }
 
     // MARK: Reading

@@ -28,7 +28,7 @@ enum Transport: Sendable, Equatable {
         switch self {
         case .plain(let socket):
             while true {
-                let sent = Glibc.send(socket, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+                let sent = sendNow(socket, bytes)
                 if sent >= 0 { return sent > 0 || bytes.isEmpty ? .sent(sent) : .failed }
                 switch errno {
                 case EINTR: continue
@@ -52,4 +52,10 @@ enum Transport: Sendable, Equatable {
         default: false
         }
     }
+}
+
+/// `send(2)` without waiting and without SIGPIPE. (A free function: inside `Transport`, `send`
+/// names the method.)
+private func sendNow(_ socket: Int32, _ bytes: UnsafeRawBufferPointer) -> Int {
+    send(socket, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
 }
