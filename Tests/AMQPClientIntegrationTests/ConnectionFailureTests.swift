@@ -1,4 +1,5 @@
 import AMQPClient
+import CoreMetrics
 import Foundation
 import Testing
 
@@ -12,11 +13,12 @@ struct ConnectionFailureTests {
         heartbeat: Duration = .seconds(60),
         recovery: AMQPConnection.Configuration.Recovery = .disabled,
         tls: Bool = false,
+        metricsFactory: (any MetricsFactory)? = nil,
         _ adjust: (inout AMQPConnection.Configuration) -> Void = { _ in }
     ) async throws -> (TCPProxy, AMQPConnection) {
         let broker = try TestBroker.configuration
         let proxy = try TCPProxy(targetPort: tls ? TestBroker.tlsPort : broker.port)
-        let connection = try await TestBroker.connect {
+        let connection = try await TestBroker.connect(metricsFactory: metricsFactory) {
             if tls { $0.tls = .init(caCertificateFile: TestBroker.tlsFile("ca.pem")) }
             $0.host = "127.0.0.1"
             $0.port = proxy.port

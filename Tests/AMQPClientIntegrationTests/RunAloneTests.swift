@@ -1,5 +1,6 @@
 import AMQPClient
 import Foundation
+import MetricsTestKit
 import Testing
 
 /// Waits (at most 30 s) for the connection to be blocked or unblocked, from its events.
@@ -24,10 +25,12 @@ func waitUntil(_ connection: AMQPConnection, isBlocked: Bool) async throws {
 /// (`AMQP_RUN_ALONE_TESTS=1 swift test --filter RunAloneTests`).
 @Suite("Run alone: broker-wide faults and the soak test", .serialized, .enabled(if: ProcessInfo.processInfo.environment["AMQP_RUN_ALONE_TESTS"] == "1"))
 struct RunAloneTests {
-    @Test("a memory alarm blocks publishing without wedging the connection; nothing is lost")
+    @Test("a memory alarm blocks publishing without wedging the connection; nothing is lost; metrics show the time blocked")
     func memoryAlarm() async throws {
+        let metrics = TestMetrics()
         // Room for more held publishes than the socket buffers could take.
-        try await withTestConnection({ $0.publishBufferLimit = 32 << 20 }) { connection in
+        let connection = try await TestBroker.connect(metricsFactory: metrics) { $0.publishBufferLimit = 32 << 20 }
+        try await withTestConnection(connection) { connection in
             let publisher = try await connection.openChannel()
             let consumerChannel = try await connection.openChannel()
             let outbox = try await publisher.declareQueue("", exclusive: true).name
@@ -55,6 +58,15 @@ struct RunAloneTests {
                 // messages still arrive.
                 let large = [UInt8](repeating: 0x2A, count: 100 << 10)
                 for _ in 0..<100 { try await publisher.publish(large, routingKey: outbox) }
+                let held = try await withTimeout(5, "the publish buffer gauge") {
+                    while true {
+                        if let bytes = MetricsTests.meter(metrics, "amqp.client.publish_buffer.bytes"), bytes >= 100 * 100 * 1024 {
+                            return bytes
+                        }
+                        try await Task.sleep(for: .milliseconds(20))
+                    }
+                }
+                print("publish buffer while blocked: \(Int(held)) bytes")
                 for _ in 0..<20 {
                     let delivery = try #require(try await iterator.next(within: 20))
                     #expect(delivery.bodyString.hasPrefix("expiring-"))
@@ -70,6 +82,14 @@ struct RunAloneTests {
             try await waitUntil(connection, isBlocked: false)
             let outboxInfo = try await publisher.waitForQueue(outbox, within: 30, "the held publishes") { $0.messageCount == 101 }
             #expect(outboxInfo.messageCount == 101)
+            let blockedFor = try metrics.expectTimer("amqp.client.blocked.duration").values
+            print("blocked for: \(blockedFor.map { Duration.nanoseconds($0) })")
+            #expect(blockedFor.count == 1)
+            #expect(blockedFor.allSatisfy { $0 > 0 })
+            #expect(
+                try await MetricsTests.eventually("an empty publish buffer", 0) {
+                    MetricsTests.meter(metrics, "amqp.client.publish_buffer.bytes")
+                } == 0)
             await connection.close()
             let seen = try await withTimeout(5, "the events") { await collectAll(events) }
             #expect(seen.first.map { if case .blocked = $0 { true } else { false } } == true)

@@ -1,4 +1,5 @@
 import AMQPClient
+import CoreMetrics
 import Foundation
 import Synchronization
 import Testing
@@ -18,11 +19,12 @@ enum TestBroker {
     }
 
     static func connect(
+        metricsFactory: (any MetricsFactory)? = nil,
         _ adjust: (inout AMQPConnection.Configuration) -> Void = { _ in }
     ) async throws -> AMQPConnection {
         var configuration = try configuration
         adjust(&configuration)
-        return try await AMQPConnection.connect(to: configuration)
+        return try await AMQPConnection.connect(to: configuration, metricsFactory: metricsFactory)
     }
 
     /// The test certificates `scripts/broker.sh` makes for its TLS listener.

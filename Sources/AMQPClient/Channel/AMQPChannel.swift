@@ -220,7 +220,7 @@ public final class AMQPChannel: Sendable {
         let tracker: ConfirmTracker?
         if confirmMode {
             await unconfirmedLimiter.acquire()
-            tracker = ConfirmTracker(limiter: unconfirmedLimiter, timer: core.metrics?.publishDuration)
+            tracker = ConfirmTracker(limiter: unconfirmedLimiter, metrics: core.metrics)
         } else {
             tracker = nil
         }

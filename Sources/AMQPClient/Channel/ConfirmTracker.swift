@@ -1,4 +1,3 @@
-import CoreMetrics
 import Synchronization
 
 /// One publish waiting for its `basic.ack` or `basic.nack`, shared by the publishing task
@@ -15,11 +14,11 @@ final class ConfirmTracker: Sendable {
     /// Gets back the place this publish took once it has an outcome.
     private let limiter: UnconfirmedPublishLimiter?
     /// Records the time from publish to outcome, when metrics are on.
-    private let timing: (timer: CoreMetrics.Timer, start: ContinuousClock.Instant)?
+    private let timing: (metrics: MessagingMetrics, start: ContinuousClock.Instant)?
 
-    init(limiter: UnconfirmedPublishLimiter? = nil, timer: CoreMetrics.Timer? = nil) {
+    init(limiter: UnconfirmedPublishLimiter? = nil, metrics: MessagingMetrics? = nil) {
         self.limiter = limiter
-        self.timing = timer.map { ($0, .now) }
+        self.timing = metrics.map { ($0, .now) }
     }
 
     /// The broker's ack (or nack) arrived.
@@ -50,7 +49,10 @@ final class ConfirmTracker: Sendable {
         }
         guard let result else { return }
         limiter?.release()
-        if let timing { timing.timer.record(timing.start.duration(to: .now)) }
+        if let timing {
+            let error: AMQPError? = if case .failure(let error) = result { error } else { nil }
+            timing.metrics.recordPublish(timing.start.duration(to: .now), error: error)
+        }
         for waiter in waiters { waiter.resume(with: result.mapError { $0 as any Error }) }
     }
 

@@ -40,15 +40,22 @@ struct PublisherConfirms {
     }
 
     /// Resolves publishes on `basic.ack` / `basic.nack`, which may arrive out of order.
-    mutating func confirm(_ sequence: UInt64, multiple: Bool, acked: Bool) {
+    /// Returns how many publishes the ack or nack confirmed.
+    @discardableResult
+    mutating func confirm(_ sequence: UInt64, multiple: Bool, acked: Bool) -> Int {
         if multiple {
+            var confirmed = 0
             while let first = unconfirmed.first, first.sequence <= sequence {
                 unconfirmed.removeFirst()
                 first.tracker?.resolve(acked: acked)
+                confirmed += 1
             }
+            return confirmed
         } else if let index = index(of: sequence) {
             unconfirmed.remove(at: index).tracker?.resolve(acked: acked)
+            return 1
         }
+        return 0
     }
 
     /// Matches a `basic.return` to the oldest unconfirmed mandatory publish to the same exchange

@@ -1,3 +1,4 @@
+import Synchronization
 public import Logging
 public import ServiceLifecycle
 public import CoreMetrics
@@ -65,7 +66,8 @@ public final class AMQPConnection: Sendable {
     ) async throws(AMQPError) -> AMQPConnection {
         try configuration.validate()
         var logger = logger
-        if let name = configuration.connectionName { logger[metadataKey: LoggingKeys.connection] = "\(name)" }
+        // Every line names its connection: the configured name, else a number unique in the process.
+        logger[metadataKey: LoggingKeys.connection] = "\(configuration.connectionName ?? "connection-\(nextConnectionNumber())")"
         let tracer = tracer ?? (InstrumentationSystem.tracer is NoOpTracer ? nil : InstrumentationSystem.tracer)
         let factory = metricsFactory ?? (MetricsSystem.factory is NOOPMetricsHandler ? nil : MetricsSystem.factory)
         let core = try ConnectionCore(
@@ -195,4 +197,11 @@ extension AMQPConnection: Service {
         }
         if let error { throw error }
     }
+}
+
+private let connectionNumbers = Atomic<Int>(0)
+
+/// 1, 2, 3, …: names the connections that have no ``AMQPConnection/Configuration/connectionName`` in logs.
+private func nextConnectionNumber() -> Int {
+    connectionNumbers.add(1, ordering: .relaxed).newValue
 }

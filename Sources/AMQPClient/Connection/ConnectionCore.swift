@@ -213,6 +213,11 @@ final class ConnectionCore: Sendable {
         state.withLock { $0.takeCommandsNeedingNoBroker() }
     }
 
+    /// Bytes of publishes waiting for the I/O thread, and held back while the broker blocks.
+    var publishBufferBytes: Int {
+        state.withLock { $0.queuedPublishBytes + $0.heldPublishBytes }
+    }
+
     /// Publishes held back while the connection is blocked still count against the buffer limit.
     func setHeldPublishBytes(_ bytes: Int) {
         let limit = configuration.publishBufferLimit

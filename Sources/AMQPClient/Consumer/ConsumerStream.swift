@@ -113,6 +113,9 @@ final class ConsumerStream: Sendable {
     /// Whether the buffer is still over its limit (the I/O thread keeps not reading).
     var isOverLimit: Bool { state.withLock { $0.overLimit } }
 
+    /// How many deliveries wait for the application to take them.
+    var bufferedCount: Int { state.withLock { $0.buffer.count } }
+
     /// Hands the oldest buffered delivery to the waiting iterator.
     func wake() {
         let limit = bufferLimit

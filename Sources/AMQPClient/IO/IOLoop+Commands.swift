@@ -25,7 +25,7 @@ extension IOLoop {
         if blocked { core.setHeldPublishBytes(held.publishBytes) }
         flushHeldAcks()
         flushOutbound()
-        if let metrics = core.metrics { messageCounts.report(to: metrics) }
+        if let metrics = core.metrics { reportMetrics(metrics) }
     }
 
     // MARK: Commands
@@ -36,7 +36,9 @@ extension IOLoop {
         switch command {
         case .publish(let ref, let request):
             guard let channel = openChannel(ref) else {
-                request.confirm?.fail(closedError(ref))
+                let error = closedError(ref)
+                request.confirm?.fail(error)
+                if core.metrics != nil { messageCounts.failedToPublish(to: request.exchange, error) }
                 return
             }
             writePublish(request, on: channel)
@@ -45,7 +47,9 @@ extension IOLoop {
             guard channel.generation == generation else {
                 // From before a recovery: the broker has requeued that delivery already, and
                 // its tag may now name another one.
-                logger.debug("ignoring the settlement of a delivery received before the connection recovered")
+                logger.debug(
+                    "ignoring the settlement of a delivery received before the connection recovered",
+                    metadata: [LoggingKeys.channel: "\(channel.id)"])
                 return
             }
             lastSettlementAt = .now
@@ -261,6 +265,7 @@ extension IOLoop {
     /// Records an ack, nack or reject and sends what the channel's ``Settlements`` say. In-order
     /// acks are held back and merged, so a run of them costs one write.
     func settle(_ method: ClientMethod, on channel: ChannelIO) {
+        healthCounts.settled(method)
         switch channel.settlements.settle(method) {
         case .hold(let first):
             if first { channelsWithHeldAck.append(channel) }

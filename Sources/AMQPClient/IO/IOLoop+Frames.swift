@@ -31,7 +31,7 @@ extension IOLoop {
         if heartbeatsDue { nextHeartbeatService = now + heartbeatServiceInterval }
         defer {
             wakeStreams()
-            if let metrics = core.metrics { messageCounts.report(to: metrics) }
+            if let metrics = core.metrics { reportMetrics(metrics) }
         }
         for _ in 0..<Self.frameBudget {
             switch connection.nextFrame(timeout: .zero) {
@@ -170,9 +170,9 @@ extension IOLoop {
             }
             channel.pendingReplies.resolveNext(method)
         case .ack(let deliveryTag, let multiple):
-            channel.confirms.confirm(deliveryTag, multiple: multiple, acked: true)
+            healthCounts.confirmsAcked += channel.confirms.confirm(deliveryTag, multiple: multiple, acked: true)
         case .nack(let deliveryTag, let multiple, _):
-            channel.confirms.confirm(deliveryTag, multiple: multiple, acked: false)
+            healthCounts.confirmsNacked += channel.confirms.confirm(deliveryTag, multiple: multiple, acked: false)
         default:
             if !channel.pendingReplies.resolveNext(method) {
                 logger.debug("unexpected method", metadata: [LoggingKeys.channel: "\(id)", LoggingKeys.method: .untrusted(method)])
@@ -181,6 +181,7 @@ extension IOLoop {
     }
 
     func completed(_ content: ContentAssembly.Completed, on channel: ChannelIO) {
+        if content.redelivered { healthCounts.redelivered += 1 }
         switch content.kind {
         case .delivery(let consumerTag):
             guard let record = channel.consumers[consumerTag] else {
@@ -190,7 +191,9 @@ extension IOLoop {
                     channel.settlements.delivered(content.deliveryTag)
                     settle(.basicReject(deliveryTag: content.deliveryTag, requeue: true), on: channel)
                 } else {
-                    logger.debug("delivery for an unknown consumer", metadata: [LoggingKeys.consumerTag: .untrusted(consumerTag)])
+                    logger.debug(
+                        "delivery for an unknown consumer",
+                        metadata: [LoggingKeys.channel: "\(channel.id)", LoggingKeys.consumerTag: .untrusted(consumerTag)])
                 }
                 return
             }
@@ -208,7 +211,10 @@ extension IOLoop {
                 fullConsumers.append(stream)
                 logger.debug(
                     "a consumer's buffer is full; reading paused until it takes half",
-                    metadata: [LoggingKeys.consumerTag: .untrusted(consumerTag)])
+                    metadata: [
+                        LoggingKeys.channel: "\(channel.id)", LoggingKeys.queue: .untrusted(stream.queue),
+                        LoggingKeys.consumerTag: .untrusted(consumerTag),
+                    ])
             case .refused:
                 if !stream.noAck && !closingConnection {
                     // The application stopped iterating: give the message back at once.
@@ -222,6 +228,7 @@ extension IOLoop {
                 on: channel, consumerTag: nil, messageCount: messageCount, autoAcknowledged: !tracked)
             channel.pendingReplies.resolveNext(.gotDelivery(delivery))
         case .returned(let replyCode, let replyText):
+            healthCounts.returned += 1
             let error = AMQPError(
                 code: .messageReturned,
                 message: "the broker returned the message: no queue took it from exchange \"\(content.exchange)\" with routing key \"\(content.routingKey)\"",
@@ -233,6 +240,7 @@ extension IOLoop {
                 logger.warning(
                     "the broker returned an unroutable mandatory message",
                     metadata: [
+                        LoggingKeys.channel: "\(channel.id)",
                         LoggingKeys.replyCode: "\(replyCode)", LoggingKeys.replyText: .untrusted(replyText),
                         LoggingKeys.exchange: .untrusted(content.exchange),
                         LoggingKeys.routingKey: .untrusted(content.routingKey), LoggingKeys.suppressed: "\(suppressed)",
@@ -262,12 +270,10 @@ extension IOLoop {
                     "the broker blocked publishing on this connection",
                     metadata: [LoggingKeys.blockedReason: .untrusted(reason), LoggingKeys.suppressed: "\(suppressed)"])
             }
-            blocked = true
-            core.setBlocked(reason)
+            setBlocked(reason)
         case .connectionUnblocked:
             logger.debug("the broker unblocked publishing on this connection")
-            blocked = false
-            core.setBlocked(nil)
+            setBlocked(nil)
         default:
             logger.debug("unexpected method on channel 0", metadata: [LoggingKeys.method: .untrusted(method)])
         }

@@ -49,7 +49,9 @@ final class IOLoop {
 
     // While the broker blocks publishing
     /// The broker blocked publishing (a memory or disk alarm); see ``HeldCommands``.
-    var blocked = false
+    var blocked: Bool { blockedSince != nil }
+    /// Since when the broker blocks publishing (for `amqp.client.blocked.duration`).
+    var blockedSince: ContinuousClock.Instant?
     var held = HeldCommands()
 
     // Reading
@@ -75,6 +77,10 @@ final class IOLoop {
 
     /// Messages sent and consumed since the last report (see ``MessagingMetrics``).
     var messageCounts = MessageCounts()
+    /// Health events since the last report, and the gauges last reported (see ``ClientHealthMetrics``).
+    var healthCounts = ClientHealthCounts()
+    /// When the gauges are next sampled.
+    var nextGaugeSample = ContinuousClock.now
 
     /// Lines a misbehaving broker could repeat without end are written at most every 10 s.
     var logLimiter = LogRateLimiter()
@@ -170,6 +176,7 @@ final class IOLoop {
                 flushOutbound()  // acks, requeues and close-oks the frames called for
             }
             if !finished { runJobs() }  // tasks that prefer this thread, resumed by those frames
+            if !finished, let metrics = core.metrics { reportGaugesIfDue(metrics) }
             if !finished && !recovering { checkCloseDeadline() }
             if !finished && !recovering { checkCallDeadlines() }
             if !finished && !recovering { waitForWork() }
@@ -234,7 +241,7 @@ final class IOLoop {
     /// notice a close that took too long.
     func pollTimeoutMilliseconds() -> Int32 {
         var timeout: Int64 = heartbeatSeconds > 0 ? Int64(heartbeatSeconds) * 250 : 5_000
-        for deadline in [closeDeadline, callDeadline] {
+        for deadline in [closeDeadline, callDeadline, core.metrics == nil ? nil : nextGaugeSample] {
             guard let deadline else { continue }
             let remaining = ContinuousClock.now.duration(to: deadline)
             timeout = min(timeout, max(0, remaining.milliseconds + 1))
@@ -347,6 +354,8 @@ final class IOLoop {
         channels.removeAll()
         for command in held.takeAll() { command.fail(error) }
         destroyConnection()
+        setBlocked(nil)
+        if let metrics = core.metrics { reportMetrics(metrics, sampleGauges: true) }
         for command in core.finish(error: error, byApplication: byApplication) { command.fail(error) }
     }
 

@@ -28,12 +28,16 @@ extension AMQPDelivery {
         relation: ProducerRelation = .link,
         _ handle: (AMQPDelivery) async throws -> Result
     ) async rethrows -> Result {
-        if let metrics = channel.core.metrics {
-            let start = ContinuousClock.now
-            defer { metrics.processDuration.record(start.duration(to: .now)) }
-            return try await traced(relation: relation, handle)
+        guard let metrics = channel.core.metrics else { return try await traced(relation: relation, handle) }
+        let start = ContinuousClock.now
+        do {
+            let result = try await traced(relation: relation, handle)
+            metrics.recordProcess(start.duration(to: .now), error: nil)
+            return result
+        } catch {
+            metrics.recordProcess(start.duration(to: .now), error: error)
+            throw error
         }
-        return try await traced(relation: relation, handle)
     }
 
     private func traced<Result>(

@@ -1,35 +1,83 @@
 import CoreMetrics
+import Synchronization
 
-/// OpenTelemetry's messaging instruments (semantic conventions 1.44) for one connection, through
-/// swift-metrics. The message counters are kept by the I/O thread, which adds up a batch of
-/// frames or commands and reports it once; the duration timers are one object each, made up front.
+/// OpenTelemetry's messaging instruments (semantic conventions 1.44) and the client's health
+/// instruments (``ClientHealthMetrics``) for one connection, through swift-metrics. The counters
+/// are kept by the I/O thread, which adds up a batch of frames or commands and reports it once;
+/// the timers are made up front.
 final class MessagingMetrics: Sendable {
     let factory: any MetricsFactory
     /// `messaging.client.operation.duration` of a publish until the broker's confirm.
     let publishDuration: Timer
     /// `messaging.process.duration`, around ``AMQPDelivery/withProcessingSpan(relation:_:)``.
     let processDuration: Timer
+    let health: ClientHealthMetrics
+    /// The same timers with an `error.type`, made the first time an error of that type happens.
+    private let failedDurations = Mutex<[String: Timer]>([:])
 
     init(factory: any MetricsFactory) {
         self.factory = factory
-        publishDuration = Timer(
-            label: "messaging.client.operation.duration",
-            dimensions: [("messaging.system", "rabbitmq"), ("messaging.operation.name", "publish")], factory: factory)
-        processDuration = Timer(
-            label: "messaging.process.duration",
-            dimensions: [("messaging.system", "rabbitmq"), ("messaging.operation.name", "process")], factory: factory)
+        publishDuration = Timer(label: Self.operationDuration, dimensions: Self.dimensions("publish"), factory: factory)
+        processDuration = Timer(label: Self.processDurationLabel, dimensions: Self.dimensions("process"), factory: factory)
+        health = ClientHealthMetrics(factory: factory)
+    }
+
+    static let operationDuration = "messaging.client.operation.duration"
+    static let processDurationLabel = "messaging.process.duration"
+
+    static func dimensions(_ operation: String, errorType: String? = nil) -> [(String, String)] {
+        var dimensions = [("messaging.system", "rabbitmq"), ("messaging.operation.name", operation)]
+        if let errorType { dimensions.append(("error.type", errorType)) }
+        return dimensions
+    }
+
+    /// The publish-to-confirm time, with the error's code as `error.type` when it failed.
+    func recordPublish(_ duration: Duration, error: AMQPError?) {
+        guard let error else { return publishDuration.record(duration) }
+        failedTimer(Self.operationDuration, "publish", errorType: "\(error.code)").record(duration)
+    }
+
+    /// The processing time, with the error's type as `error.type` when the handler threw.
+    func recordProcess(_ duration: Duration, error: (any Error)?) {
+        guard let error else { return processDuration.record(duration) }
+        failedTimer(Self.processDurationLabel, "process", errorType: Self.errorType(error)).record(duration)
+    }
+
+    /// `error.type`: an ``AMQPError``'s code, or the error's type name.
+    static func errorType(_ error: any Error) -> String {
+        (error as? AMQPError).map { "\($0.code)" } ?? "\(type(of: error))"
+    }
+
+    private func failedTimer(_ label: String, _ operation: String, errorType: String) -> Timer {
+        failedDurations.withLock { timers in
+            let key = label + "\u{0}" + errorType
+            if let timer = timers[key] { return timer }
+            let timer = Timer(label: label, dimensions: Self.dimensions(operation, errorType: errorType), factory: factory)
+            timers[key] = timer
+            return timer
+        }
     }
 }
 
 /// The I/O thread's tally of messages sent and consumed per destination, reported once per batch
 /// as `messaging.client.sent.messages` and `messaging.client.consumed.messages`.
 struct MessageCounts {
-    private var sent: [String: Int] = [:]
+    private struct Key: Hashable {
+        var destination: String
+        var errorType: String?
+    }
+
+    private var sent: [Key: Int] = [:]
     private var consumed: [String: Int] = [:]
     private var counters: [String: Counter] = [:]
 
     mutating func published(to exchange: String) {
-        sent[MessagingSpan.exchangeName(exchange), default: 0] += 1
+        sent[Key(destination: MessagingSpan.exchangeName(exchange)), default: 0] += 1
+    }
+
+    /// A publish that could not be sent (its channel or connection closed first).
+    mutating func failedToPublish(to exchange: String, _ error: AMQPError) {
+        sent[Key(destination: MessagingSpan.exchangeName(exchange), errorType: "\(error.code)"), default: 0] += 1
     }
 
     mutating func consumed(from queue: String?) {
@@ -39,28 +87,26 @@ struct MessageCounts {
     /// Reports what was counted since the last report.
     mutating func report(to metrics: MessagingMetrics) {
         guard !sent.isEmpty || !consumed.isEmpty else { return }
-        for (destination, count) in sent {
-            counter("messaging.client.sent.messages", "publish", destination, metrics).increment(by: count)
+        for (key, count) in sent {
+            counter("messaging.client.sent.messages", "publish", key.destination, key.errorType, metrics)
+                .increment(by: count)
         }
         for (destination, count) in consumed {
-            counter("messaging.client.consumed.messages", "process", destination, metrics).increment(by: count)
+            counter("messaging.client.consumed.messages", "process", destination, nil, metrics).increment(by: count)
         }
         sent.removeAll(keepingCapacity: true)
         consumed.removeAll(keepingCapacity: true)
     }
 
     private mutating func counter(
-        _ label: String, _ operation: String, _ destination: String, _ metrics: MessagingMetrics
+        _ label: String, _ operation: String, _ destination: String, _ errorType: String?, _ metrics: MessagingMetrics
     ) -> Counter {
-        let key = label + "\u{0}" + destination
+        let key = label + "\u{0}" + destination + "\u{0}" + (errorType ?? "")
         if let counter = counters[key] { return counter }
-        let counter = Counter(
-            label: label,
-            dimensions: [
-                ("messaging.system", "rabbitmq"), ("messaging.operation.name", operation),
-                ("messaging.destination.name", destination),
-            ],
-            factory: metrics.factory)
+        var dimensions = MessagingMetrics.dimensions(operation)
+        dimensions.append(("messaging.destination.name", destination))
+        if let errorType { dimensions.append(("error.type", errorType)) }
+        let counter = Counter(label: label, dimensions: dimensions, factory: metrics.factory)
         counters[key] = counter
         return counter
     }

@@ -54,6 +54,6 @@ enum MessagingSpan {
     /// Records a failure: the error, and its code as `error.type`.
     static func recordFailure(_ error: any Error, on span: any Span) {
         span.recordError(error)
-        span.attributes[Attribute.errorType] = (error as? AMQPError).map { "\($0.code)" } ?? "\(type(of: error))"
+        span.attributes[Attribute.errorType] = MessagingMetrics.errorType(error)
     }
 }

@@ -30,10 +30,11 @@ extension IOLoop {
         core.setRecovering(true)
         core.emit(.connectionLost(error))
         forgetOldConnection()
-        if blocked {
-            // A new connection starts unblocked; the broker says again if an alarm persists.
-            blocked = false
-            core.setBlocked(nil)
+        // A new connection starts unblocked; the broker says again if an alarm persists.
+        setBlocked(nil)
+        if let metrics = core.metrics {
+            metrics.health.recoveries.increment()
+            reportMetrics(metrics, sampleGauges: true)
         }
     }
 
@@ -90,6 +91,7 @@ extension IOLoop {
                 logger.warning(
                     "recovery attempt failed", metadata: [LoggingKeys.attempt: "\(attempt)", LoggingKeys.error: .untrusted(error)])
                 core.emit(.recoveryFailed(attempt: attempt, error: error))
+                core.metrics?.health.recoveryAttemptsFailed.increment()
                 // What this attempt restored belonged to a connection that is gone too.
                 attemptFailure = nil
                 forgetOldConnection()
@@ -97,6 +99,10 @@ extension IOLoop {
             }
             endRecovery()
             logger.debug("connection recovered", metadata: [LoggingKeys.attempt: "\(attempt)"])
+            if let metrics = core.metrics {
+                metrics.health.recoveryAttemptsSucceeded.increment()
+                reportMetrics(metrics, sampleGauges: true)
+            }
             core.emit(.recovered)
             return
         }
