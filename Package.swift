@@ -24,6 +24,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.1.0"),
+        // Only the samples and tests: W3C trace context for their small tracer, Prometheus text for --metrics.
+        .package(url: "https://github.com/swift-otel/swift-w3c-trace-context.git", from: "1.0.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -53,16 +56,32 @@ let package = Package(
             path: "Sources/Samples/UserEvents",
             swiftSettings: strictSwift6
         ),
+        // --trace and --metrics for every sample.
+        .target(
+            name: "SampleObservability",
+            dependencies: [
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            path: "Sources/Samples/SampleObservability",
+            swiftSettings: strictSwift6
+        ),
         .executableTarget(
             name: "UserEventsProducer",
-            dependencies: ["UserEvents", "AMQPClient", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                "UserEvents", "AMQPClient", "SampleObservability",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             path: "Sources/Samples/UserEventsProducer",
             swiftSettings: strictSwift6
         ),
         .executableTarget(
             name: "UserEventsConsumer",
             dependencies: [
-                "UserEvents", "AMQPClient",
+                "UserEvents", "AMQPClient", "SampleObservability",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -102,8 +121,9 @@ let package = Package(
         .testTarget(
             name: "AMQPClientIntegrationTests",
             dependencies: [
-                "AMQPClient", "UserEvents",
+                "AMQPClient", "UserEvents", "SampleObservability",
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+                .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the user_events samples end to end against a RabbitMQ that scripts/broker.sh starts
 # or reuses: a consumer waits for COUNT events (default 3), a producer publishes them, and
-# the script checks that every one arrived.
+# the script checks that every one arrived, that the consumer continued each event's trace
+# (--trace: W3C traceparent in the headers) and that it counted them (--metrics).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -13,9 +14,9 @@ swift build --product user-events-consumer
 bin="$(swift build --show-bin-path)"
 
 out="$(mktemp)"
-trap 'rm -f "$out"; [[ -n "${consumer_pid:-}" ]] && kill "$consumer_pid" 2>/dev/null || true' EXIT
+trap 'rm -f "$out" "${sent:-}"; [[ -n "${consumer_pid:-}" ]] && kill "$consumer_pid" 2>/dev/null || true' EXIT
 
-timeout 60 "$bin/user-events-consumer" --count "$count" >"$out" 2>&1 &
+timeout 60 "$bin/user-events-consumer" --count "$count" --trace --metrics >"$out" 2>&1 &
 consumer_pid=$!
 for _ in $(seq 1 100); do
   grep -q "Waiting for messages" "$out" && break
@@ -24,7 +25,8 @@ for _ in $(seq 1 100); do
 done
 cat "$out"
 
-"$bin/user-events-producer" --count "$count"
+sent="$(mktemp)"
+"$bin/user-events-producer" --count "$count" --trace 2>/dev/null | tee "$sent"
 
 status=0
 wait "$consumer_pid" || status=$?
@@ -35,4 +37,19 @@ if [[ $status -ne 0 || $received -ne $count ]]; then
   echo "samples: FAILED: the consumer received $received of $count events (exit status $status)" >&2
   exit 1
 fi
-echo "samples: OK: $count events published and received"
+# Every trace the producer started, the consumer continued.
+for trace in $(grep -o 'trace=[0-9a-f]\{32\}' "$sent" | cut -d= -f2); do
+  if ! grep -q "continued trace=$trace" "$out"; then
+    echo "samples: FAILED: the consumer did not continue trace $trace" >&2
+    exit 1
+  fi
+done
+if [[ $(grep -c 'trace=[0-9a-f]\{32\}' "$sent") -ne $count ]]; then
+  echo "samples: FAILED: the producer did not print a trace id per event" >&2
+  exit 1
+fi
+if ! grep -q "^messaging_client_consumed_messages{.*messaging_destination_name=\"user_events\"} $count\$" "$out"; then
+  echo "samples: FAILED: the consumer's metrics do not count $count consumed events" >&2
+  exit 1
+fi
+echo "samples: OK: $count events published and received, each in its producer's trace, and counted"

@@ -1,7 +1,9 @@
 import AMQPClient
 import ArgumentParser
 import Logging
+import SampleObservability
 import ServiceLifecycle
+import Tracing
 import UserEvents
 
 /// Reacts to USER_REGISTERED events from the `user_events` queue and acknowledges each one
@@ -13,6 +15,7 @@ struct UserEventsConsumer: AsyncParsableCommand {
         abstract: "Consume USER_REGISTERED events from the user_events queue.")
 
     @OptionGroup var broker: BrokerOptions
+    @OptionGroup var observability: ObservabilityOptions
 
     @Option(help: "Exit after this many events (default: run until Ctrl-C).")
     var count: Int?
@@ -22,6 +25,8 @@ struct UserEventsConsumer: AsyncParsableCommand {
 
     func run() async throws {
         lineBufferStandardOutput()
+        let bootstrapped = observability.bootstrap()
+        defer { bootstrapped.finish() }
         var logger = Logger(label: "user-events-consumer")
         logger.logLevel = .info
         let configuration = try broker.configuration(connectionName: "user-events-consumer")
@@ -73,9 +78,16 @@ struct UserEventHandler: Service {
                     try await delivery.ack()
                     continue
                 }
-                print(" [x] Received \(event.type) userId=\(event.data.userId)")
-                // Handle the event here (e.g. send a welcome email), then acknowledge it.
-                try await delivery.ack()
+                // Handle the event here (e.g. send a welcome email), then acknowledge it. With a
+                // tracer, this runs in a `process user_events` span in the producer's trace.
+                try await delivery.withProcessingSpan(relation: .child) { delivery in
+                    if let trace = ServiceContext.current?.w3cTraceContext {
+                        print(" [x] Received \(event.type) userId=\(event.data.userId) continued trace=\(trace.traceID)")
+                    } else {
+                        print(" [x] Received \(event.type) userId=\(event.data.userId)")
+                    }
+                    try await delivery.ack()
+                }
                 received += 1
                 if let count, received >= count { break }
             }

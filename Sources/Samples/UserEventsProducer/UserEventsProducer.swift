@@ -1,6 +1,8 @@
 import AMQPClient
 import ArgumentParser
 import Foundation
+import SampleObservability
+import Tracing
 import UserEvents
 
 /// Emits USER_REGISTERED events to the durable `user_events` queue, as the seed's producer does.
@@ -11,6 +13,7 @@ struct UserEventsProducer: AsyncParsableCommand {
         abstract: "Publish USER_REGISTERED events to the user_events queue.")
 
     @OptionGroup var broker: BrokerOptions
+    @OptionGroup var observability: ObservabilityOptions
 
     @Option(help: "How many events to publish, for userIds 12345, 12346, …")
     var count: Int = 1
@@ -20,6 +23,8 @@ struct UserEventsProducer: AsyncParsableCommand {
 
     func run() async throws {
         lineBufferStandardOutput()
+        let bootstrapped = observability.bootstrap()
+        defer { bootstrapped.finish() }
         var configuration = try broker.configuration(connectionName: "user-events-producer")
         // If the connection is lost (say, the broker restarts), it reconnects by itself and
         // publishes again whatever the broker had not confirmed: no event is lost, though one
@@ -40,8 +45,16 @@ struct UserEventsProducer: AsyncParsableCommand {
                         timestamp: Date(),
                         type: event.type,
                         appID: "user-events-producer")
-                    try await channel.publish(event.json, routingKey: UserEvent.queue, properties: properties).confirmed()
-                    print(" [x] Sent \(event.json)")
+                    // The event's own span: the client's `publish user_events` span is its child, and
+                    // the consumer continues the trace from the message's traceparent header.
+                    try await withSpan("emit \(event.type)", ofKind: .internal) { _ in
+                        try await channel.publish(event.json, routingKey: UserEvent.queue, properties: properties).confirmed()
+                        if let trace = ServiceContext.current?.w3cTraceContext {
+                            print(" [x] Sent \(event.json) trace=\(trace.traceID)")
+                        } else {
+                            print(" [x] Sent \(event.json)")
+                        }
+                    }
                     if interval > 0 && index < count - 1 { try await Task.sleep(for: .seconds(interval)) }
                 }
             }
