@@ -11,8 +11,11 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "AMQPClient", targets: ["AMQPClient"]),
+        .library(name: "AMQPEvents", targets: ["AMQPEvents"]),
         .executable(name: "user-events-producer", targets: ["UserEventsProducer"]),
         .executable(name: "user-events-consumer", targets: ["UserEventsConsumer"]),
+        .executable(name: "order-events", targets: ["OrderEvents"]),
+        .executable(name: "food-delivery", targets: ["FoodDelivery"]),
         .executable(name: "amqp-bench", targets: ["AMQPBench"]),
         .executable(name: "amqp-probe", targets: ["AMQPProbe"]),
     ],
@@ -48,31 +51,39 @@ let package = Package(
         ),
         .target(
             name: "UserEvents",
-            dependencies: [
-                "AMQPClient",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
             path: "Sources/Samples/UserEvents",
             swiftSettings: strictSwift6
         ),
-        // --trace and --metrics for every sample.
+        // Typed events, publish/subscribe, work queues and request/reply on top of the client.
         .target(
-            name: "SampleObservability",
+            name: "AMQPEvents",
             dependencies: [
+                "AMQPClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift6
+        ),
+        // What every sample shares: reaching the broker, --trace and --metrics.
+        .target(
+            name: "SampleSupport",
+            dependencies: [
+                "AMQPClient", "AMQPEvents",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
-            path: "Sources/Samples/SampleObservability",
+            path: "Sources/Samples/SampleSupport",
             swiftSettings: strictSwift6
         ),
         .executableTarget(
             name: "UserEventsProducer",
             dependencies: [
-                "UserEvents", "AMQPClient", "SampleObservability",
+                "UserEvents", "AMQPClient", "SampleSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/Samples/UserEventsProducer",
@@ -81,12 +92,33 @@ let package = Package(
         .executableTarget(
             name: "UserEventsConsumer",
             dependencies: [
-                "UserEvents", "AMQPClient", "SampleObservability",
+                "UserEvents", "AMQPClient", "SampleSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Samples/UserEventsConsumer",
+            swiftSettings: strictSwift6
+        ),
+        .executableTarget(
+            name: "OrderEvents",
+            dependencies: [
+                "AMQPClient", "AMQPEvents", "SampleSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Samples/OrderEvents",
+            swiftSettings: strictSwift6
+        ),
+        .executableTarget(
+            name: "FoodDelivery",
+            dependencies: [
+                "AMQPClient", "AMQPEvents", "SampleSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Sources/Samples/FoodDelivery",
             swiftSettings: strictSwift6
         ),
         // A client the hostile-broker tests run as a separate process.
@@ -109,6 +141,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
             path: "Sources/Benchmarks/AMQPBench",
             swiftSettings: strictSwift6
@@ -121,8 +155,9 @@ let package = Package(
         .testTarget(
             name: "AMQPClientIntegrationTests",
             dependencies: [
-                "AMQPClient", "UserEvents", "SampleObservability",
+                "AMQPClient", "AMQPEvents", "UserEvents", "SampleSupport",
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

@@ -154,7 +154,7 @@ struct MetricsTests {
         #expect(Self.meter(metrics, "amqp.client.channels") == 0)
     }
 
-    @Test("health: a connection cut counts a recovery and a successful attempt; the connection gauge goes back to 1")
+    @Test("health: a connection cut counts a recovery, its failed and successful attempts; the connection gauge goes back to 1")
     func recoveryMetrics() async throws {
         let metrics = TestMetrics()
         let (proxy, connection) = try await ConnectionFailureTests.connectThroughProxy(recovery: .fast(), metricsFactory: metrics)
@@ -163,10 +163,17 @@ struct MetricsTests {
             let watcher = EventWatcher(connection)
             _ = try await connection.openChannel()
             #expect(try await Self.eventually("one open connection", 1) { Self.meter(metrics, "amqp.client.connections") } == 1)
+            // The first attempt finds the way refused; the next one gets through.
+            proxy.mode = .refuse
             proxy.cutAll()
+            try await watcher.next("a failed attempt") { if case .recoveryFailed = $0 { true } else { false } }
+            proxy.mode = .forward
             try await watcher.recovered()
             #expect(Self.counter(metrics, "amqp.client.recoveries") == 1)
             #expect(Self.counter(metrics, "amqp.client.recovery.attempts", [("amqp.recovery.outcome", "success")]) == 1)
+            let failed = Self.counter(metrics, "amqp.client.recovery.attempts", [("amqp.recovery.outcome", "failure")]) ?? 0
+            print("recovery attempts failed: \(failed)")
+            #expect(failed >= 1)
             let connections = try metrics.expectMeter("amqp.client.connections")
             // Open, lost, open again.
             #expect(connections.values.suffix(2) == [0, 1])

@@ -1,6 +1,6 @@
 import AMQPClient
 import InMemoryTracing
-import SampleObservability
+import SampleSupport
 import Synchronization
 import Testing
 import Tracing

@@ -1,9 +1,11 @@
 import AMQPClient
 import ArgumentParser
 import CRawAMQPBench
+import CoreMetrics
 import Foundation
 import Histogram
 import InMemoryTracing
+import MetricsTestKit
 
 /// Measures the SDK side by side with the same workloads written directly against
 /// librabbitmq in C, alternating SDK and C runs in one process, and reports SDK / raw C.
@@ -48,6 +50,18 @@ struct AMQPBench: AsyncParsableCommand {
 
     @Flag(help: "Give the SDK's connections an InMemoryTracer (spans on publish and processing), to measure tracing's cost.")
     var inMemoryTracer = false
+
+    enum MetricsBackend: String, ExpressibleByArgument {
+        /// No factory: the connection keeps no metrics.
+        case none
+        /// swift-metrics' no-op handlers: the connection counts, the backend drops it.
+        case noop
+        /// MetricsTestKit's TestMetrics: every value is kept, behind a lock.
+        case inMemory = "in-memory"
+    }
+
+    @Option(help: "The metrics backend of the SDK's connections (none, noop, in-memory), to measure the metrics' cost.")
+    var metrics: MetricsBackend = .none
 
     func run() async throws {
         var options = self
@@ -291,10 +305,19 @@ struct Bench {
         return configuration
     }
 
+    private var metricsFactory: (any MetricsFactory)? {
+        switch options.metrics {
+        case .none: nil
+        case .noop: NOOPMetricsHandler.instance
+        case .inMemory: TestMetrics()
+        }
+    }
+
     private func runSDK(_ workload: Throughput, _ queue: String) async throws -> Usage {
         let connection = try await AMQPConnection.connect(
             to: workload.tls ? tlsConfiguration : configuration,
-            tracer: options.inMemoryTracer ? InMemoryTracer() : nil)
+            tracer: options.inMemoryTracer ? InMemoryTracer() : nil,
+            metricsFactory: metricsFactory)
         let channel = try await connection.openChannel()
         let usage = try await withTaskExecutorPreference(workload.onIOExecutor ? connection.taskExecutor : nil) {
             try await Usage.measure { try await workload.sdk(channel, queue) }

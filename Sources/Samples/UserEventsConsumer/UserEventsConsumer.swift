@@ -1,7 +1,7 @@
 import AMQPClient
 import ArgumentParser
 import Logging
-import SampleObservability
+import SampleSupport
 import ServiceLifecycle
 import Tracing
 import UserEvents

@@ -1,7 +1,7 @@
 import AMQPClient
 import ArgumentParser
 import Foundation
-import SampleObservability
+import SampleSupport
 import Tracing
 import UserEvents
 

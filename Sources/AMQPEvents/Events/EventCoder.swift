@@ -1,0 +1,28 @@
+import Foundation
+
+/// Turns events into message bodies and back. ``JSONEventCoder`` unless the bus is given another.
+public protocol EventCoder: Sendable {
+    /// The `content_type` of the messages it writes (`application/json`).
+    var contentType: String { get }
+    func encode<Event: Encodable>(_ event: Event) throws -> [UInt8]
+    func decode<Event: Decodable>(_ type: Event.Type, from body: [UInt8]) throws -> Event
+}
+
+/// JSON with Foundation's coders; dates as ISO 8601 strings, which every language reads.
+public struct JSONEventCoder: EventCoder {
+    public var contentType: String { "application/json" }
+
+    public init() {}
+
+    public func encode<Event: Encodable>(_ event: Event) throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        return Array(try encoder.encode(event))
+    }
+
+    public func decode<Event: Decodable>(_ type: Event.Type, from body: [UInt8]) throws -> Event {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return try decoder.decode(type, from: Data(body))
+    }
+}

@@ -1,0 +1,52 @@
+public import AMQPClient
+
+/// The one error type of `AMQPEvents`. Match on ``code``; a failure of the client underneath is in
+/// ``underlying``.
+public struct EventError: Error, Sendable, CustomStringConvertible {
+    public struct Code: Sendable, Hashable, CustomStringConvertible {
+        private let name: String
+        private init(_ name: String) { self.name = name }
+        public var description: String { name }
+
+        /// The event could not be encoded.
+        public static let encodingFailed = Code("encodingFailed")
+        /// A message's body did not decode as the event its type names.
+        public static let decodingFailed = Code("decodingFailed")
+        /// A message's type has no handler here.
+        public static let unknownEventType = Code("unknownEventType")
+        /// The broker did not take the event: refused (nack), unroutable (returned), or the channel
+        /// or connection failed; see ``underlying``.
+        public static let publishFailed = Code("publishFailed")
+        /// Declaring the topology, opening a channel or consuming failed; see ``underlying``.
+        public static let brokerFailed = Code("brokerFailed")
+        /// No reply came within the request's timeout.
+        public static let timedOut = Code("timedOut")
+        /// No queue takes the request: no responder has declared it.
+        public static let noResponder = Code("noResponder")
+        /// The responder's handler threw; ``message`` has its error.
+        public static let responderFailed = Code("responderFailed")
+        /// The application passed something unusable (say, a concurrency of 0).
+        public static let invalidArgument = Code("invalidArgument")
+    }
+
+    public var code: Code
+    public var message: String
+    /// The client's error, when one caused this.
+    public var underlying: AMQPError?
+
+    public init(code: Code, message: String, underlying: AMQPError? = nil) {
+        self.code = code
+        self.message = message
+        self.underlying = underlying
+    }
+
+    public var description: String {
+        var text = "EventError.\(code): \(message)"
+        if let underlying { text += " (\(underlying))" }
+        return text
+    }
+
+    static func broker(_ what: String, _ error: AMQPError) -> EventError {
+        EventError(code: .brokerFailed, message: "\(what): \(error.message)", underlying: error)
+    }
+}

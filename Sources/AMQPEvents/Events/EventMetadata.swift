@@ -1,0 +1,100 @@
+public import AMQPClient
+public import Foundation
+
+/// What an event's message says about it besides its payload: the envelope.
+///
+/// It maps onto AMQP properties, so a message from any client that sets them is an event too:
+/// `type` (``type``), `message_id` (``messageID``), `timestamp`, `correlation_id`, `app_id`,
+/// `content_type`, and the headers `x-schema-version` and `x-causation-id`.
+public struct EventMetadata: Sendable, Hashable {
+    /// The event's type name (`OrderPlaced`).
+    public var type: String
+    /// Unique per event, kept when the event is published again: consumers deduplicate by it.
+    public var messageID: String
+    /// When the event was emitted (seconds precision on the wire).
+    public var timestamp: Date?
+    /// Ties together every event of one business transaction (an order and what it caused).
+    public var correlationID: String?
+    /// The ``messageID`` of the event being handled when this one was emitted.
+    public var causationID: String?
+    /// The payload's schema version.
+    public var schemaVersion: Int
+    /// The service that emitted it.
+    public var appID: String?
+    /// The application's own headers (the envelope's are left out).
+    public var headers: AMQPFieldTable
+
+    public init(
+        type: String, messageID: String = UUID().uuidString, timestamp: Date? = Date(), correlationID: String? = nil,
+        causationID: String? = nil, schemaVersion: Int = 1, appID: String? = nil, headers: AMQPFieldTable = [:]
+    ) {
+        self.type = type
+        self.messageID = messageID
+        self.timestamp = timestamp
+        self.correlationID = correlationID
+        self.causationID = causationID
+        self.schemaVersion = schemaVersion
+        self.appID = appID
+        self.headers = headers
+    }
+}
+
+/// The header names of the envelope.
+enum EnvelopeHeader {
+    static let schemaVersion = "x-schema-version"
+    static let causationID = "x-causation-id"
+    /// Why a message was parked, and where it came from (see ``EventSubscription``).
+    static let parkedReason = "x-parked-reason"
+    static let parkedError = "x-parked-error"
+    static let parkedFromQueue = "x-parked-from-queue"
+    static let parkedAt = "x-parked-at"
+    static let originalExchange = "x-original-exchange"
+    static let originalRoutingKey = "x-original-routing-key"
+    /// A reply's failure (request/reply): the responder's error, as text.
+    static let replyError = "x-reply-error"
+}
+
+extension EventMetadata {
+    /// The envelope as AMQP properties (persistent; the coder's content type).
+    func properties(contentType: String) -> AMQPProperties {
+        var headers = self.headers
+        headers[EnvelopeHeader.schemaVersion] = .int32(Int32(clamping: schemaVersion))
+        if let causationID { headers[EnvelopeHeader.causationID] = .string(causationID) }
+        return AMQPProperties(
+            contentType: contentType, headers: headers, deliveryMode: .persistent, correlationID: correlationID,
+            messageID: messageID, timestamp: timestamp, type: type, appID: appID)
+    }
+
+    /// The envelope of a received message; `nil` without a `type` (then it names no event).
+    init?(_ properties: AMQPProperties) {
+        guard let type = properties.type, !type.isEmpty else { return nil }
+        var headers = properties.headers ?? [:]
+        let version = headers.values.removeValue(forKey: EnvelopeHeader.schemaVersion).flatMap(\.integerValue) ?? 1
+        let causation: String? =
+            switch headers.values.removeValue(forKey: EnvelopeHeader.causationID) {
+            case .string(let value): value
+            case .bytes(let bytes): String(decoding: bytes, as: UTF8.self)
+            default: nil
+            }
+        self.init(
+            type: type, messageID: properties.messageID ?? "", timestamp: properties.timestamp,
+            correlationID: properties.correlationID, causationID: causation, schemaVersion: version,
+            appID: properties.appID, headers: headers)
+    }
+}
+
+extension AMQPFieldValue {
+    /// The value as an `Int` when it is any integer type.
+    var integerValue: Int? {
+        switch self {
+        case .int8(let value): Int(value)
+        case .uint8(let value): Int(value)
+        case .int16(let value): Int(value)
+        case .uint16(let value): Int(value)
+        case .int32(let value): Int(value)
+        case .uint32(let value): Int(value)
+        case .int64(let value): Int(value)
+        default: nil
+        }
+    }
+}

@@ -1,0 +1,171 @@
+public import AMQPClient
+import Foundation
+
+extension EventBus {
+    /// Publishes `event` to a domain's topic exchange (declared, durable, if it is not yet), with
+    /// its type as the routing key. Returns its envelope once the broker has confirmed it.
+    ///
+    /// - Parameters:
+    ///   - exchange: the domain (`orders`).
+    ///   - routingKey: the type name unless given.
+    ///   - correlationID: the handled event's, inside a handler; else this event's message id.
+    ///   - messageID: a fresh UUID unless given (give the same one to publish the same event again).
+    ///   - headers: the application's own headers.
+    ///   - mandatory: `true` (the default) makes an event no queue takes a ``EventError/Code/publishFailed``
+    ///     error instead of a silent loss.
+    /// - Throws: ``EventError`` with ``EventError/Code/publishFailed`` when the broker refused it, no
+    ///   queue took it, or the connection failed ``Configuration/publishAttempts`` times before the
+    ///   broker said.
+    @discardableResult
+    public func publish<Event: AMQPEvent>(
+        _ event: Event, to exchange: String, routingKey: String? = nil, correlationID: String? = nil,
+        messageID: String? = nil, headers: AMQPFieldTable = [:], mandatory: Bool = true
+    ) async throws(EventError) -> EventMetadata {
+        let channel = try await publishing.get()
+        try await ensureExchange(exchange, on: channel)
+        let outgoing = try envelope(event, correlationID: correlationID, messageID: messageID, headers: headers)
+        try await publishConfirmed(
+            outgoing, exchange: exchange, routingKey: routingKey ?? Event.eventType, mandatory: mandatory)
+        return outgoing.metadata
+    }
+
+    /// Publishes a batch of events to one exchange and waits for all the broker's confirms at once.
+    /// Every event is published (and confirmed or failed) before it returns or throws the first failure.
+    @discardableResult
+    public func publish<Event: AMQPEvent>(
+        _ events: [Event], to exchange: String, correlationID: String? = nil, mandatory: Bool = true
+    ) async throws(EventError) -> [EventMetadata] {
+        let channel = try await publishing.get()
+        try await ensureExchange(exchange, on: channel)
+        var outgoing: [Outgoing] = []
+        for event in events { outgoing.append(try envelope(event, correlationID: correlationID, messageID: nil, headers: [:])) }
+        try await publishAllConfirmed(outgoing, exchange: exchange, routingKey: { _ in Event.eventType }, mandatory: mandatory)
+        return outgoing.map(\.metadata)
+    }
+
+    /// Sends `event` to a work queue (declared, durable, with its parking lot, if it is not yet),
+    /// where competing consumers share it. Returns once the broker has confirmed it.
+    @discardableResult
+    public func send<Event: AMQPEvent>(
+        _ event: Event, toQueue queue: String, correlationID: String? = nil, messageID: String? = nil,
+        headers: AMQPFieldTable = [:]
+    ) async throws(EventError) -> EventMetadata {
+        let channel = try await publishing.get()
+        try await ensureQueue(queue, on: channel)
+        let outgoing = try envelope(event, correlationID: correlationID, messageID: messageID, headers: headers)
+        try await publishConfirmed(outgoing, exchange: "", routingKey: queue, mandatory: true)
+        return outgoing.metadata
+    }
+
+    /// Sends a batch of events to a work queue, waiting for all the confirms at once.
+    @discardableResult
+    public func send<Event: AMQPEvent>(
+        _ events: [Event], toQueue queue: String, correlationID: String? = nil
+    ) async throws(EventError) -> [EventMetadata] {
+        let channel = try await publishing.get()
+        try await ensureQueue(queue, on: channel)
+        var outgoing: [Outgoing] = []
+        for event in events { outgoing.append(try envelope(event, correlationID: correlationID, messageID: nil, headers: [:])) }
+        try await publishAllConfirmed(outgoing, exchange: "", routingKey: { _ in queue }, mandatory: true)
+        return outgoing.map(\.metadata)
+    }
+
+    // MARK: Envelopes
+
+    struct Outgoing: Sendable {
+        var metadata: EventMetadata
+        var properties: AMQPProperties
+        var body: [UInt8]
+    }
+
+    /// The event's body and envelope; inside a handler, it inherits correlation and causation.
+    func envelope<Event: AMQPEvent>(
+        _ event: Event, correlationID: String?, messageID: String?, headers: AMQPFieldTable
+    ) throws(EventError) -> Outgoing {
+        let body: [UInt8]
+        do {
+            body = try configuration.coder.encode(event)
+        } catch {
+            throw EventError(code: .encodingFailed, message: "could not encode \(Event.eventType): \(error)")
+        }
+        let handling = EventContext.current
+        let id = messageID ?? UUID().uuidString
+        let metadata = EventMetadata(
+            type: Event.eventType, messageID: id, timestamp: Date(),
+            correlationID: correlationID ?? handling?.metadata.correlationID ?? id,
+            causationID: handling?.metadata.messageID, schemaVersion: Event.schemaVersion,
+            appID: configuration.appID, headers: headers)
+        return Outgoing(metadata: metadata, properties: metadata.properties(contentType: configuration.coder.contentType), body: body)
+    }
+
+    // MARK: Publishing with confirms
+
+    func publishConfirmed(
+        _ outgoing: Outgoing, exchange: String, routingKey: String, mandatory: Bool
+    ) async throws(EventError) {
+        try await publishAllConfirmed([outgoing], exchange: exchange, routingKey: { _ in routingKey }, mandatory: mandatory)
+    }
+
+    /// Publishes every message, then waits for every confirm. Messages whose outcome the
+    /// connection's loss made unknown are published again (same message id), up to
+    /// ``Configuration/publishAttempts`` times.
+    func publishAllConfirmed(
+        _ messages: [Outgoing], exchange: String, routingKey: (Outgoing) -> String, mandatory: Bool
+    ) async throws(EventError) {
+        var pending = messages
+        var attempt = 0
+        var firstFailure: EventError?
+        while !pending.isEmpty {
+            attempt += 1
+            let channel = try await publishing.get()
+            var confirmations: [(Outgoing, Result<AMQPPublishConfirmation, AMQPError>)] = []
+            for message in pending {
+                do {
+                    let confirmation = try await channel.publish(
+                        message.body, exchange: exchange, routingKey: routingKey(message), mandatory: mandatory,
+                        properties: message.properties)
+                    confirmations.append((message, .success(confirmation)))
+                } catch {
+                    confirmations.append((message, .failure(error)))
+                }
+            }
+            var unknown: [Outgoing] = []
+            for (message, published) in confirmations {
+                do {
+                    try await published.get().confirmed()
+                } catch {
+                    if Self.outcomeUnknown(error) && attempt < configuration.publishAttempts {
+                        unknown.append(message)
+                    } else if firstFailure == nil {
+                        firstFailure = Self.publishFailure(error, message.metadata, exchange: exchange)
+                    }
+                }
+            }
+            pending = unknown
+            if !unknown.isEmpty {
+                logger.debug(
+                    "publishing events again after the connection failed before the broker confirmed them",
+                    metadata: ["amqp.events.count": "\(unknown.count)", "amqp.attempt": "\(attempt + 1)"])
+            }
+        }
+        if let firstFailure { throw firstFailure }
+    }
+
+    /// The connection failed before the broker said: publishing again is safe (same message id).
+    static func outcomeUnknown(_ error: AMQPError) -> Bool {
+        [.outcomeUnknown, .connectionLost].contains(error.code)
+    }
+
+    static func publishFailure(_ error: AMQPError, _ metadata: EventMetadata, exchange: String) -> EventError {
+        let why =
+            switch error.code {
+            case .messageReturned: "no queue is bound for it (is any service subscribed?)"
+            case .publishNacked: "the broker refused it"
+            default: error.message
+            }
+        let destination = exchange.isEmpty ? "the default exchange" : "exchange \(exchange)"
+        return EventError(
+            code: .publishFailed, message: "\(metadata.type) \(metadata.messageID) to \(destination): \(why)",
+            underlying: error)
+    }
+}

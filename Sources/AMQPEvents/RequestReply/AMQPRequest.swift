@@ -1,0 +1,13 @@
+/// A request that expects one typed response, over RabbitMQ's direct reply-to.
+///
+/// ```swift
+/// struct FindDriver: AMQPRequest {
+///     typealias Response = DriverAssigned
+///     static let eventType = "FindDriver"
+///     var orderId: String
+/// }
+/// let driver = try await bus.request(FindDriver(orderId: "42"), to: "dispatcher")
+/// ```
+public protocol AMQPRequest: AMQPEvent {
+    associatedtype Response: AMQPEvent
+}

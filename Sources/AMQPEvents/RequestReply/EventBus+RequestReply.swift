@@ -1,0 +1,123 @@
+import AMQPClient
+import Foundation
+
+extension EventBus {
+    /// Sends `request` to the `queue` its responder consumes and waits for the typed response.
+    ///
+    /// - Throws: ``EventError`` with ``EventError/Code/timedOut`` when no reply came in time (the
+    ///   request expires in the queue too, so a responder that comes back later does not act on
+    ///   it), ``EventError/Code/noResponder`` when no queue takes it, or
+    ///   ``EventError/Code/responderFailed`` with the responder's error.
+    public func request<Request: AMQPRequest>(
+        _ request: Request, to queue: String, timeout: Duration? = nil
+    ) async throws(EventError) -> Request.Response {
+        let timeout = timeout ?? configuration.requestTimeout
+        let client = try await replies.get(connection)
+        var outgoing = try envelope(request, correlationID: nil, messageID: nil, headers: [:])
+        let correlationID = outgoing.metadata.messageID
+        outgoing.properties.correlationID = correlationID
+        outgoing.properties.replyTo = ReplyClient.replyTo
+        outgoing.properties.deliveryMode = .transient
+        outgoing.properties.expiration = String(max(1, timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000))
+        let message = outgoing
+        let reply: AMQPDelivery
+        do {
+            reply = try await client.waitForReply(correlationID: correlationID, timeout: timeout) {
+                try await client.channel.publish(
+                    message.body, exchange: "", routingKey: queue, mandatory: true, properties: message.properties)
+            }
+        } catch let error as EventError {
+            throw error
+        } catch is CancellationError {
+            throw EventError(code: .timedOut, message: "the request was cancelled")
+        } catch {
+            throw EventError.broker("requesting \(Request.eventType)", AMQPError.wrapping(error))
+        }
+        if case .string(let failure) = reply.properties.headers?[EnvelopeHeader.replyError] {
+            throw EventError(code: .responderFailed, message: failure)
+        }
+        do {
+            return try configuration.coder.decode(Request.Response.self, from: reply.body)
+        } catch {
+            throw EventError(code: .decodingFailed, message: "the reply to \(Request.eventType) did not decode: \(error)")
+        }
+    }
+
+    /// Answers requests of one type from `queue` (declared, durable) until cancelled or a graceful
+    /// shutdown, `concurrency` at once. A handler's error goes back to the requester as
+    /// ``EventError/Code/responderFailed``.
+    public func respond<Request: AMQPRequest>(
+        to queue: String, with type: Request.Type, concurrency: Int = 1,
+        _ handler: @escaping @Sendable (Request, EventContext) async throws -> Request.Response
+    ) async throws(EventError) {
+        let check = EventSubscription(.workQueue(queue: queue), concurrency: concurrency)
+        try check.validate()
+        let channel: AMQPChannel
+        do {
+            channel = try await connection.openChannel()
+        } catch {
+            throw EventError.broker("opening a channel", error)
+        }
+        do throws(EventError) {
+            let consumer: AMQPConsumer
+            do {
+                try await channel.declareQueue(queue, durable: true)
+                try await channel.setPrefetch(count: check.effectivePrefetch)
+                consumer = try await channel.consume(queue: queue)
+            } catch {
+                throw EventError.broker("consuming requests from \(queue)", error)
+            }
+            try await consumeConcurrently(consumer, concurrency: concurrency) { delivery in
+                await self.answer(delivery, on: channel, queue: queue, handler)
+            }
+        } catch {
+            await channel.close()
+            throw error
+        }
+        await channel.close()
+    }
+
+    /// Declares a responder's queue, so that requests sent before it runs wait for it.
+    public func declareResponder(queue: String) async throws(EventError) {
+        do {
+            try await publishing.get().declareQueue(queue, durable: true)
+        } catch let error as EventError {
+            throw error
+        } catch {
+            throw EventError.broker("declaring \(queue)", AMQPError.wrapping(error))
+        }
+    }
+
+    private func answer<Request: AMQPRequest>(
+        _ delivery: AMQPDelivery, on channel: AMQPChannel, queue: String,
+        _ handler: @Sendable (Request, EventContext) async throws -> Request.Response
+    ) async {
+        guard let replyTo = delivery.properties.replyTo, let correlationID = delivery.properties.correlationID else {
+            logger.warning("dropped a request without reply_to or correlation_id", metadata: ["amqp.queue": "\(queue)"])
+            try? await delivery.ack()
+            return
+        }
+        var properties = AMQPProperties(correlationID: correlationID, type: Request.Response.eventType)
+        var body: [UInt8] = []
+        do {
+            let metadata = EventMetadata(delivery.properties) ?? EventMetadata(type: Request.eventType)
+            let context = EventContext(delivery: delivery, metadata: metadata, queue: queue, bus: self)
+            let request = try configuration.coder.decode(Request.self, from: delivery.body)
+            let response = try await delivery.withProcessingSpan { _ in
+                try await EventContext.$current.withValue(context) { try await handler(request, context) }
+            }
+            var outgoing = try envelope(response, correlationID: correlationID, messageID: nil, headers: [:])
+            outgoing.properties.correlationID = correlationID
+            outgoing.properties.deliveryMode = .transient
+            (properties, body) = (outgoing.properties, outgoing.body)
+        } catch {
+            properties.headers = [EnvelopeHeader.replyError: .string(String("\(error)".prefix(1000)))]
+        }
+        do {
+            _ = try await channel.publish(body, exchange: "", routingKey: replyTo, properties: properties)
+        } catch {
+            logger.debug("could not send a reply", metadata: ["amqp.error": "\(error)"])
+        }
+        try? await delivery.ack()
+    }
+}

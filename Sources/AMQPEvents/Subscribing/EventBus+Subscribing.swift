@@ -1,0 +1,235 @@
+import AMQPClient
+import Foundation
+import Logging
+public import ServiceLifecycle
+
+extension EventBus {
+    /// Declares what `subscription` needs (exchange, durable queue and parking lot, bindings by
+    /// event type), so that events published from now on reach it even before it runs. ``run(_:)``
+    /// does this too. A broadcast subscriber's queue exists only while it runs.
+    public func declare(_ subscription: EventSubscription) async throws(EventError) {
+        try subscription.validate()
+        guard subscription.queue != nil else { return }
+        _ = try await declareTopology(subscription, on: try await publishing.get())
+    }
+
+    /// Runs `subscription` until the task is cancelled, a graceful shutdown (ServiceLifecycle)
+    /// begins, or the consumer ends. On a graceful shutdown it stops taking new events, finishes
+    /// and settles those in flight, then returns.
+    public func run(_ subscription: EventSubscription) async throws(EventError) {
+        try await start(subscription).run()
+    }
+
+    /// Declares the subscription's topology and starts consuming; events are handled once the
+    /// returned subscription runs. Use it when something must happen only once the subscriber
+    /// listens (a broadcast subscriber's queue exists only from then on).
+    public func start(_ subscription: EventSubscription) async throws(EventError) -> RunningSubscription {
+        try subscription.validate()
+        let channel: AMQPChannel
+        do {
+            channel = try await connection.openChannel()
+        } catch {
+            throw EventError.broker("opening a channel", error)
+        }
+        do throws(EventError) {
+            let queue = try await declareTopology(subscription, on: channel)
+            let consumer: AMQPConsumer
+            do {
+                try await channel.setPrefetch(count: subscription.effectivePrefetch)
+                consumer = try await channel.consume(queue: queue)
+            } catch {
+                throw EventError.broker("consuming from \(queue)", error)
+            }
+            logger.debug(
+                "subscription started",
+                metadata: ["amqp.queue": "\(queue)", "amqp.events.types": "\(subscription.eventTypes)"])
+            return RunningSubscription(bus: self, subscription: subscription, channel: channel, consumer: consumer)
+        } catch {
+            await channel.close()
+            throw error
+        }
+    }
+
+    /// The subscription as a `Service` for a `ServiceGroup`: it runs until a graceful shutdown.
+    public func service(for subscription: EventSubscription) -> some Service {
+        SubscriptionService(bus: self, subscription: subscription)
+    }
+
+    // MARK: Topology
+
+    /// Declares the subscription's exchange, queue, parking lot and bindings; returns the queue.
+    func declareTopology(_ subscription: EventSubscription, on channel: AMQPChannel) async throws(EventError) -> String {
+        if let exchange = subscription.exchange { try await ensureExchange(exchange, on: channel) }
+        let queue: String
+        if let durable = subscription.queue {
+            try await ensureQueue(durable, on: channel)
+            queue = durable
+        } else {
+            do {
+                queue = try await channel.declareQueue("", exclusive: true).name
+            } catch {
+                throw EventError.broker("declaring a broadcast queue", error)
+            }
+        }
+        if let exchange = subscription.exchange {
+            for type in subscription.eventTypes {
+                do {
+                    try await channel.bindQueue(queue, to: exchange, routingKey: type)
+                } catch {
+                    throw EventError.broker("binding \(queue) to \(exchange) for \(type)", error)
+                }
+            }
+        }
+        return queue
+    }
+
+    // MARK: Consuming
+
+    /// Hands each delivery to `handle`, at most `concurrency` at once (in order, one at a time,
+    /// for 1), until the consumer ends; a graceful shutdown cancels the consumer and lets the
+    /// handlers in flight finish.
+    func consumeConcurrently(
+        _ consumer: AMQPConsumer, concurrency: Int, handle: @escaping @Sendable (AMQPDelivery) async -> Void
+    ) async throws(EventError) {
+        do {
+            try await withGracefulShutdownHandler {
+                if concurrency == 1 {
+                    for try await delivery in consumer { await handle(delivery) }
+                    return
+                }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    var running = 0
+                    for try await delivery in consumer {
+                        if running >= concurrency {
+                            try await group.next()
+                            running -= 1
+                        }
+                        group.addTask { await handle(delivery) }
+                        running += 1
+                    }
+                    try await group.waitForAll()
+                }
+            } onGracefulShutdown: {
+                Task { try? await consumer.cancel() }
+            }
+        } catch is CancellationError {
+            return
+        } catch {
+            throw EventError.broker("consuming from \(consumer.queue)", AMQPError.wrapping(error))
+        }
+    }
+
+    /// Runs the delivery's handler and settles it; parks what no handler can take.
+    func handle(
+        _ delivery: AMQPDelivery, with handlers: [String: EventHandler], queue: String, parkingLot: String?
+    ) async {
+        guard let metadata = EventMetadata(delivery.properties) else {
+            await park(delivery, from: queue, in: parkingLot, reason: .unknownEventType, error: "the message has no type property")
+            return
+        }
+        guard let handler = handlers[metadata.type] else {
+            await park(delivery, from: queue, in: parkingLot, reason: .unknownEventType, error: "no handler for \(metadata.type)")
+            return
+        }
+        let context = EventContext(delivery: delivery, metadata: metadata, queue: queue, bus: self)
+        do {
+            try await delivery.withProcessingSpan { delivery in
+                try await EventContext.$current.withValue(context) {
+                    try await handler.handle(delivery.body, context, configuration.coder)
+                }
+            }
+        } catch let failure as EventHandler.DecodingFailed {
+            await park(delivery, from: queue, in: parkingLot, reason: .decodingFailed, error: "\(failure.underlying)")
+            return
+        } catch {
+            logger.warning(
+                "an event handler failed; the event goes to the parking lot",
+                metadata: [
+                    "amqp.queue": "\(queue)", "amqp.events.type": "\(metadata.type)",
+                    "amqp.events.message_id": "\(metadata.messageID)", "amqp.error": "\(error)",
+                ])
+            // The queue's dead-letter arguments take it to the parking lot.
+            try? await delivery.nack(requeue: false)
+            return
+        }
+        do {
+            try await delivery.ack()
+        } catch {
+            logger.debug(
+                "could not acknowledge a handled event; the broker will deliver it again",
+                metadata: ["amqp.events.message_id": "\(metadata.messageID)", "amqp.error": "\(error)"])
+        }
+    }
+
+    /// Publishes a copy of the message to the parking lot with why, then acknowledges it. Should
+    /// that fail, rejecting it still takes it there (without the why) by the queue's dead-lettering.
+    func park(
+        _ delivery: AMQPDelivery, from queue: String, in parkingLot: String?, reason: EventError.Code, error: String
+    ) async {
+        var log: Logger.Metadata = [
+            "amqp.queue": "\(queue)", "amqp.events.reason": "\(reason)", "amqp.error": "\(error.prefix(500))",
+        ]
+        if let id = delivery.properties.messageID { log["amqp.events.message_id"] = "\(id)" }
+        guard let parkingLot else {
+            logger.warning("dropped a message no handler can take (a broadcast subscriber has no parking lot)", metadata: log)
+            try? await delivery.ack()
+            return
+        }
+        var properties = delivery.properties
+        var headers = properties.headers ?? [:]
+        headers[EnvelopeHeader.parkedReason] = .string(reason.description)
+        headers[EnvelopeHeader.parkedError] = .string(String(error.prefix(1000)))
+        headers[EnvelopeHeader.parkedFromQueue] = .string(queue)
+        headers[EnvelopeHeader.parkedAt] = .timestamp(Date())
+        headers[EnvelopeHeader.originalExchange] = .string(delivery.exchange)
+        headers[EnvelopeHeader.originalRoutingKey] = .string(delivery.routingKey)
+        properties.headers = headers
+        do {
+            let channel = try await publishing.get()
+            try await channel.publish(
+                delivery.body, exchange: "", routingKey: parkingLot, mandatory: true, properties: properties
+            ).confirmed()
+            try await delivery.ack()
+            logger.warning("parked a message no handler can take", metadata: log)
+        } catch {
+            logger.warning("could not park a message with its reason; rejecting it to the parking lot", metadata: log)
+            try? await delivery.nack(requeue: false)
+        }
+    }
+}
+
+/// A subscription that consumes; ``run()`` handles its events.
+public struct RunningSubscription: Sendable {
+    let bus: EventBus
+    let subscription: EventSubscription
+    let channel: AMQPChannel
+    let consumer: AMQPConsumer
+
+    /// The queue it consumes (a broadcast subscriber's server-named one, too).
+    public var queue: String { consumer.queue }
+
+    /// Handles events until the task is cancelled, a graceful shutdown begins, or the consumer
+    /// ends; then closes its channel.
+    public func run() async throws(EventError) {
+        let (bus, subscription, consumer) = (self.bus, self.subscription, self.consumer)
+        let parkingLot = subscription.parkingLot
+        do throws(EventError) {
+            try await bus.consumeConcurrently(consumer, concurrency: subscription.concurrency) { delivery in
+                await bus.handle(delivery, with: subscription.handlers, queue: consumer.queue, parkingLot: parkingLot)
+            }
+        } catch {
+            await channel.close()
+            throw error
+        }
+        await channel.close()
+    }
+}
+
+struct SubscriptionService: Service {
+    let bus: EventBus
+    let subscription: EventSubscription
+
+    func run() async throws {
+        try await bus.run(subscription)
+    }
+}

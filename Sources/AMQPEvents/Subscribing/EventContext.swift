@@ -1,0 +1,29 @@
+import AMQPClient
+
+/// What a handler knows about the event it handles, and the bus to emit more on. Events published
+/// while handling one carry its correlation id and, as their causation id, its message id.
+public struct EventContext: Sendable {
+    /// The event's envelope.
+    public let metadata: EventMetadata
+    /// The broker delivered it before (the last attempt did not settle it).
+    public let redelivered: Bool
+    /// The queue it came from.
+    public let queue: String
+    /// The exchange and routing key it was published with.
+    public let exchange: String
+    public let routingKey: String
+    /// The bus it came in on.
+    public let bus: EventBus
+
+    /// The context of the event being handled by the current task, if any.
+    @TaskLocal public static var current: EventContext?
+
+    init(delivery: AMQPDelivery, metadata: EventMetadata, queue: String, bus: EventBus) {
+        self.metadata = metadata
+        self.redelivered = delivery.redelivered
+        self.queue = queue
+        self.exchange = delivery.exchange
+        self.routingKey = delivery.routingKey
+        self.bus = bus
+    }
+}

@@ -1,0 +1,108 @@
+import AMQPClient
+
+extension EventBus {
+    /// The events of one type as an `AsyncSequence`, for those who prefer a loop to handlers.
+    /// Messages of other types, and bodies that do not decode, go to the parking lot.
+    ///
+    /// ```swift
+    /// let orders = try await bus.events(OrderPlaced.self, from: .publishSubscribe(exchange: "orders", service: "audit"))
+    /// for try await order in orders {
+    ///     try await record(order.event)
+    ///     try await order.ack()
+    /// }
+    /// ```
+    public func events<Event: AMQPEvent>(
+        _ type: Event.Type, from kind: EventSubscription.Kind, prefetch: UInt16 = 1
+    ) async throws(EventError) -> EventStream<Event> {
+        // A subscription with a handler of this type, so that the topology binds it.
+        let subscription = EventSubscription(kind, concurrency: 1, prefetch: max(prefetch, 1)).on(Event.self) { _, _ in }
+        try subscription.validate()
+        let channel: AMQPChannel
+        do {
+            channel = try await connection.openChannel()
+        } catch {
+            throw EventError.broker("opening a channel", error)
+        }
+        do {
+            let queue = try await declareTopology(subscription, on: channel)
+            try await channel.setPrefetch(count: subscription.effectivePrefetch)
+            let consumer = try await channel.consume(queue: queue)
+            return EventStream(bus: self, channel: channel, consumer: consumer, parkingLot: subscription.parkingLot)
+        } catch {
+            await channel.close()
+            if let error = error as? EventError { throw error }
+            throw EventError.broker("consuming \(Event.eventType) events", AMQPError.wrapping(error))
+        }
+    }
+}
+
+/// Events of one type from a queue. Iterate it from one task; ``close()`` it when done.
+public struct EventStream<Event: AMQPEvent>: AsyncSequence, Sendable {
+    public typealias Element = ReceivedEvent<Event>
+
+    let bus: EventBus
+    let channel: AMQPChannel
+    let consumer: AMQPConsumer
+    let parkingLot: String?
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let stream: EventStream
+        var deliveries: AMQPConsumer.AsyncIterator
+
+        public mutating func next() async throws -> ReceivedEvent<Event>? {
+            while let delivery = try await deliveries.next() {
+                let queue = stream.consumer.queue
+                guard let metadata = EventMetadata(delivery.properties), metadata.type == Event.eventType else {
+                    await stream.bus.park(
+                        delivery, from: queue, in: stream.parkingLot, reason: .unknownEventType,
+                        error: "expected \(Event.eventType), got \(delivery.properties.type ?? "no type")")
+                    continue
+                }
+                do {
+                    let event = try stream.bus.configuration.coder.decode(Event.self, from: delivery.body)
+                    let context = EventContext(delivery: delivery, metadata: metadata, queue: queue, bus: stream.bus)
+                    return ReceivedEvent(event: event, context: context, delivery: delivery)
+                } catch {
+                    await stream.bus.park(delivery, from: queue, in: stream.parkingLot, reason: .decodingFailed, error: "\(error)")
+                }
+            }
+            return nil
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(stream: self, deliveries: consumer.makeAsyncIterator())
+    }
+
+    /// Stops consuming; events not yet acknowledged go back to the queue.
+    public func close() async {
+        await channel.close()
+    }
+}
+
+/// An event taken from an ``EventStream``; acknowledge it once handled.
+public struct ReceivedEvent<Event: AMQPEvent>: Sendable {
+    public let event: Event
+    public let context: EventContext
+    let delivery: AMQPDelivery
+
+    public var metadata: EventMetadata { context.metadata }
+
+    /// The event was handled: the broker forgets it.
+    public func ack() async throws(EventError) {
+        do { try await delivery.ack() } catch { throw EventError.broker("acknowledging \(metadata.messageID)", error) }
+    }
+
+    /// The event could not be handled: it goes to the parking lot.
+    public func reject() async throws(EventError) {
+        do { try await delivery.reject(requeue: false) } catch { throw EventError.broker("rejecting \(metadata.messageID)", error) }
+    }
+
+    /// Runs `body` as the handling of this event: in its processing span, and with ``EventContext/current``
+    /// set, so that events published meanwhile carry its correlation and causation ids.
+    public func handle<Result>(_ body: () async throws -> Result) async rethrows -> Result {
+        try await delivery.withProcessingSpan { _ in
+            try await EventContext.$current.withValue(context) { try await body() }
+        }
+    }
+}

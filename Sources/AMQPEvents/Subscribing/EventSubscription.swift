@@ -1,0 +1,125 @@
+import AMQPClient
+
+/// Which events a service takes, from where, how many at once, and what handles each type.
+///
+/// ```swift
+/// let inventory = EventSubscription.publishSubscribe(exchange: "orders", service: "inventory", concurrency: 8)
+///     .on(OrderPlaced.self) { order, context in try await reserve(order.items) }
+///     .on(OrderCancelled.self) { order, context in try await release(order.items) }
+/// ```
+///
+/// What happens to each message:
+/// - its handler returns: acknowledged;
+/// - its handler throws: rejected, and the broker moves it to the queue's parking lot
+///   (`orders.inventory.parked`);
+/// - its body does not decode, or no handler takes its type: published to the parking lot with
+///   headers saying why (`x-parked-reason`, `x-parked-error`, `x-parked-from-queue`, `x-parked-at`,
+///   `x-original-exchange`, `x-original-routing-key`), then acknowledged. Never a crash, never
+///   requeued forever. (A transient broadcast subscriber has no parking lot: it logs and drops.)
+public struct EventSubscription: Sendable {
+    public enum Kind: Sendable, Hashable {
+        /// A durable queue per service (`orders.payment`) bound to the domain's durable topic
+        /// exchange by the types it handles: every service gets every event, and catches up on
+        /// what it missed while it was down.
+        case publishSubscribe(exchange: String, service: String)
+        /// Competing consumers on one durable queue: each event goes to one of them, fairly.
+        case workQueue(queue: String)
+        /// An exclusive, server-named queue per live subscriber, bound to the domain's exchange:
+        /// events while it runs, nothing kept when it stops.
+        case broadcast(exchange: String)
+    }
+
+    public var kind: Kind
+    /// How many events are handled at once. 1 (the default) keeps the queue's order.
+    public var concurrency: Int
+    /// How many unacknowledged events the broker may send ahead; `concurrency` unless set.
+    public var prefetch: UInt16?
+    var handlers: [String: EventHandler] = [:]
+
+    public init(_ kind: Kind, concurrency: Int = 1, prefetch: UInt16? = nil) {
+        self.kind = kind
+        self.concurrency = concurrency
+        self.prefetch = prefetch
+    }
+
+    public static func publishSubscribe(exchange: String, service: String, concurrency: Int = 1) -> EventSubscription {
+        EventSubscription(.publishSubscribe(exchange: exchange, service: service), concurrency: concurrency)
+    }
+
+    public static func workQueue(_ queue: String, concurrency: Int = 1) -> EventSubscription {
+        EventSubscription(.workQueue(queue: queue), concurrency: concurrency)
+    }
+
+    public static func broadcast(exchange: String, concurrency: Int = 1) -> EventSubscription {
+        EventSubscription(.broadcast(exchange: exchange), concurrency: concurrency)
+    }
+
+    /// Handles events of `type` with `handler`; its success acknowledges the event.
+    public func on<Event: AMQPEvent>(
+        _ type: Event.Type, _ handler: @escaping @Sendable (Event, EventContext) async throws -> Void
+    ) -> EventSubscription {
+        var copy = self
+        copy.handlers[Event.eventType] = EventHandler(type: Event.self, handler)
+        return copy
+    }
+
+    /// The event types it handles, which are also its routing keys.
+    public var eventTypes: [String] { handlers.keys.sorted() }
+
+    /// Its durable queue's name; `nil` for a broadcast subscriber's server-named one.
+    public var queue: String? {
+        switch kind {
+        case .publishSubscribe(let exchange, let service): EventTopology.serviceQueue(exchange: exchange, service: service)
+        case .workQueue(let queue): queue
+        case .broadcast: nil
+        }
+    }
+
+    /// Where messages no handler could take go; `nil` for a broadcast subscriber.
+    public var parkingLot: String? { queue.map(EventTopology.parkingLot(of:)) }
+
+    var exchange: String? {
+        switch kind {
+        case .publishSubscribe(let exchange, _), .broadcast(let exchange): exchange
+        case .workQueue: nil
+        }
+    }
+
+    func validate() throws(EventError) {
+        guard concurrency >= 1 else {
+            throw EventError(code: .invalidArgument, message: "a subscription's concurrency must be at least 1, not \(concurrency)")
+        }
+        guard concurrency <= Int(UInt16.max) else {
+            throw EventError(code: .invalidArgument, message: "a subscription's concurrency must be at most \(UInt16.max)")
+        }
+        if let prefetch, Int(prefetch) < concurrency {
+            throw EventError(
+                code: .invalidArgument,
+                message: "a prefetch of \(prefetch) cannot keep \(concurrency) handlers busy: give at least the concurrency")
+        }
+    }
+
+    var effectivePrefetch: UInt16 { prefetch ?? UInt16(concurrency) }
+}
+
+/// A handler with its event type erased: decodes the body, then calls the application's closure.
+struct EventHandler: Sendable {
+    /// The body did not decode as the handler's event type.
+    struct DecodingFailed: Error {
+        var underlying: any Error
+    }
+
+    let handle: @Sendable ([UInt8], EventContext, any EventCoder) async throws -> Void
+
+    init<Event: AMQPEvent>(type: Event.Type, _ handler: @escaping @Sendable (Event, EventContext) async throws -> Void) {
+        handle = { body, context, coder in
+            let event: Event
+            do {
+                event = try coder.decode(Event.self, from: body)
+            } catch {
+                throw DecodingFailed(underlying: error)
+            }
+            try await handler(event, context)
+        }
+    }
+}

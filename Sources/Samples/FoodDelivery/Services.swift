@@ -1,0 +1,113 @@
+import AMQPEvents
+import SampleSupport
+import Synchronization
+
+/// The services of the food-delivery system, as subscriptions. Each prints one line per event it
+/// handles, with `orderId=`, and records it in the tally (once per id: a redelivery counts once).
+struct FoodServices: Sendable {
+    let tally: Tally
+    /// How long a chef takes per item.
+    var cookTime: Duration = .milliseconds(5)
+
+    /// Confirms every order to the customer.
+    var notification: EventSubscription {
+        EventSubscription.publishSubscribe(exchange: Kitchen.exchange, service: "notification")
+            .on(FoodOrderPlaced.self) { order, _ in
+                guard tally.record("notification", order.orderId) else { return }
+                print(" [notification] confirmed order to customer \(order.customerId) orderId=\(order.orderId)")
+            }
+    }
+
+    /// Turns each order into one preparation task per item, on the chefs' work queue.
+    var kitchenOrders: EventSubscription {
+        EventSubscription.publishSubscribe(exchange: Kitchen.exchange, service: "kitchen")
+            .on(FoodOrderPlaced.self) { order, context in
+                let tasks = order.items.map {
+                    PrepareItem(orderId: order.orderId, itemId: $0.id, quantity: $0.quantity, tasksInOrder: order.items.count)
+                }
+                try await context.bus.send(tasks, toQueue: Kitchen.tasks)
+                guard tally.record("kitchen", order.orderId) else { return }
+                print(" [kitchen] \(tasks.count) tasks queued orderId=\(order.orderId)")
+            }
+    }
+
+    /// Collects finished tasks; when the last one of an order is done, the order is ready.
+    func kitchenBoard(_ board: KitchenBoard) -> EventSubscription {
+        EventSubscription.workQueue(Kitchen.done)
+            .on(ItemPrepared.self) { item, context in
+                guard board.finished(item) else { return }
+                try await context.bus.publish(OrderReady(orderId: item.orderId), to: Kitchen.exchange)
+                guard tally.record("ready", item.orderId) else { return }
+                print(" [kitchen] order ready orderId=\(item.orderId)")
+            }
+    }
+
+    /// A chef: one task at a time (prefetch 1), so the broker gives the next task to whoever is free.
+    func chef(_ name: String) -> EventSubscription {
+        EventSubscription.workQueue(Kitchen.tasks, concurrency: 1)
+            .on(PrepareItem.self) { task, context in
+                try await Task.sleep(for: cookTime * task.quantity)  // cooking
+                try await context.bus.send(
+                    ItemPrepared(orderId: task.orderId, itemId: task.itemId, chef: name, tasksInOrder: task.tasksInOrder),
+                    toQueue: Kitchen.done)
+                tally.record("cooked", "\(task.orderId)/\(task.itemId)")
+                tally.record("chef \(name)", "\(task.orderId)/\(task.itemId)")
+                print(" [chef \(name)] cooked \(task.quantity) x \(task.itemId) orderId=\(task.orderId)")
+            }
+    }
+
+    /// Asks the dispatcher for a driver for every ready order, then sends it out.
+    var delivery: EventSubscription {
+        EventSubscription.publishSubscribe(exchange: Kitchen.exchange, service: "delivery", concurrency: 8)
+            .on(OrderReady.self) { ready, context in
+                let driver = try await context.bus.request(FindDriver(orderId: ready.orderId), to: Kitchen.dispatcher)
+                try await context.bus.publish(
+                    OrderOutForDelivery(orderId: ready.orderId, driver: driver.driver), to: Kitchen.exchange)
+                guard tally.record("delivery", ready.orderId) else { return }
+                print(" [delivery] \(driver.driver) picked up orderId=\(ready.orderId)")
+            }
+    }
+
+    /// Answers FindDriver requests.
+    func dispatch(_ request: FindDriver) -> DriverAssigned {
+        let drivers = ["Ana", "Ben", "Chloe", "Dev"]
+        let driver = drivers[abs(request.orderId.hashValue) % drivers.count]
+        if tally.record("dispatcher", request.orderId) {
+            print(" [dispatcher] assigned \(driver) orderId=\(request.orderId)")
+        }
+        return DriverAssigned(orderId: request.orderId, driver: driver)
+    }
+
+    /// Live status, while it runs: a transient subscriber (its queue goes when it stops).
+    var status: EventSubscription {
+        EventSubscription.broadcast(exchange: Kitchen.exchange)
+            .on(FoodOrderPlaced.self) { order, _ in
+                tally.record("status", "\(order.orderId)/placed")
+                print(" [status] placed orderId=\(order.orderId)")
+            }
+            .on(OrderReady.self) { ready, _ in
+                tally.record("status", "\(ready.orderId)/ready")
+                print(" [status] ready orderId=\(ready.orderId)")
+            }
+            .on(OrderOutForDelivery.self) { out, _ in
+                tally.record("status", "\(out.orderId)/out")
+                print(" [status] out for delivery with \(out.driver) orderId=\(out.orderId)")
+            }
+    }
+}
+
+/// Which tasks of each order are done (kept by the kitchen process).
+final class KitchenBoard: Sendable {
+    private let done = Mutex<[String: Set<String>]>([:])
+
+    /// Records a finished task; returns `true` once, when it was the order's last.
+    func finished(_ item: ItemPrepared) -> Bool {
+        done.withLock { done in
+            guard done[item.orderId]?.contains("*") != true else { return false }  // ready already
+            done[item.orderId, default: []].insert(item.itemId)
+            guard done[item.orderId]!.count >= item.tasksInOrder else { return false }
+            done[item.orderId] = ["*"]
+            return true
+        }
+    }
+}

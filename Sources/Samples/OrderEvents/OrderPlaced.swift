@@ -1,0 +1,36 @@
+import AMQPEvents
+import SampleSupport
+
+/// The seed's event: `{"orderId": "123", "userId": "456", "amount": 100}` of type `OrderPlaced`.
+struct OrderPlaced: AMQPEvent {
+    static let eventType = "OrderPlaced"
+    var orderId: String
+    var userId: String
+    var amount: Int
+}
+
+/// The services that react to an order, each on its own durable queue (`orders.payment`, …).
+enum OrderService: String, CaseIterable, Sendable {
+    case payment, inventory, notification
+
+    static let exchange = "orders"
+
+    /// What the service does with an order, as the line it prints.
+    func line(for order: OrderPlaced) -> String {
+        switch self {
+        case .payment: " [payment] charged amount=\(order.amount) userId=\(order.userId) orderId=\(order.orderId)"
+        case .inventory: " [inventory] reserved stock orderId=\(order.orderId)"
+        case .notification: " [notification] sent confirmation to userId=\(order.userId) orderId=\(order.orderId)"
+        }
+    }
+
+    /// The service's subscription: every `OrderPlaced` of the `orders` exchange. An order already
+    /// handled (redelivered after a lost connection) is acknowledged without acting twice.
+    func subscription(tally: Tally, quiet: Bool = false) -> EventSubscription {
+        EventSubscription.publishSubscribe(exchange: Self.exchange, service: rawValue)
+            .on(OrderPlaced.self) { order, context in
+                guard tally.record(rawValue, order.orderId) else { return }
+                if !quiet { print(line(for: order)) }
+            }
+    }
+}

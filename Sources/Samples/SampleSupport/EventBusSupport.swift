@@ -1,0 +1,75 @@
+public import AMQPEvents
+import AMQPClient
+public import ArgumentParser
+public import Logging
+public import ServiceLifecycle
+
+/// What every event sample's command takes: the broker, `--trace` and `--metrics`.
+public struct CommonOptions: ParsableArguments, Sendable {
+    @OptionGroup public var broker: BrokerOptions
+    @OptionGroup public var observability: ObservabilityOptions
+
+    public init() {}
+}
+
+/// Runs `body` with an event bus on a connection named `name`, with tracing and metrics as asked.
+public func withEventBus<Result: Sendable>(
+    _ options: CommonOptions, name: String, _ body: (EventBus) async throws -> Result
+) async throws -> Result {
+    lineBufferStandardOutput()
+    let observability = options.observability.bootstrap()
+    defer { observability.finish() }
+    var configuration = try options.broker.configuration(connectionName: name)
+    configuration.recovery.republishUnconfirmed = true
+    var logger = Logger(label: name)
+    logger.logLevel = .info
+    let connection = try await AMQPConnection.connect(to: configuration, logger: logger)
+    let bus = EventBus(connection: connection, configuration: .init(appID: name), logger: logger)
+    do {
+        let result = try await body(bus)
+        await connection.close()
+        return result
+    } catch {
+        await connection.close()
+        throw error
+    }
+}
+
+/// Ends the service group once `count` orders were handled (never without a count).
+public struct StopAfter: Service {
+    let tally: Tally
+    let service: String
+    let count: Int?
+
+    public init(tally: Tally, service: String, count: Int?) {
+        self.tally = tally
+        self.service = service
+        self.count = count
+    }
+
+    public func run() async throws {
+        guard let count else {
+            try await gracefulShutdown()
+            return
+        }
+        await cancelWhenGracefulShutdown {
+            _ = await tally.wait(upTo: .seconds(86_400)) { $0[service, default: 0] >= count }
+        }
+    }
+}
+
+/// Runs `services` until Ctrl-C or SIGTERM, or until the tally counts `count` for `counted`
+/// (when given); then shuts them down gracefully: in-flight events are finished and settled.
+public func runServices(
+    _ services: [any Service], logger: Logger, tally: Tally, counted: String, count: Int?
+) async throws {
+    var configurations = services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) }
+    configurations.append(
+        .init(
+            service: StopAfter(tally: tally, service: counted, count: count),
+            successTerminationBehavior: .gracefullyShutdownGroup))
+    let group = ServiceGroup(
+        configuration: ServiceGroupConfiguration(
+            services: configurations, gracefulShutdownSignals: [.sigint, .sigterm], logger: logger))
+    try await group.run()
+}
