@@ -195,8 +195,10 @@ struct Demo: AsyncParsableCommand {
         guard chefs >= 1 else { throw ValidationError("--chefs must be at least 1") }
         try await withEventBus(options, name: "food-delivery-demo") { bus in
             let tally = Tally()
+            let prefix = String(UInt32.random(in: 0...UInt32.max), radix: 36)
             var services = FoodServices(tally: tally)
             services.cookTime = .milliseconds(cook)
+            services.runPrefix = "\(prefix)-"
             let names = ["Remy", "Colette", "Linguini", "Skinner", "Emile", "Horst"]
             let chefNames = (0..<chefs).map { $0 < names.count ? names[$0] : "Chef\($0 + 1)" }
             let durable = [services.notification, services.kitchenOrders, services.kitchenBoard(KitchenBoard()), services.delivery]
@@ -212,7 +214,6 @@ struct Demo: AsyncParsableCommand {
                 group.addTask { try await bus.respond(to: Kitchen.dispatcher, with: FindDriver.self, concurrency: 4) { request, _ in handlers.dispatch(request) } }
                 group.addTask { try await status.run() }
 
-                let prefix = String(UInt32.random(in: 0...UInt32.max), radix: 36)
                 let batch = (0..<orders).map { sampleOrder("\(prefix)-\($0 + 1)", customer: $0) }
                 try await bus.publish(batch, to: Kitchen.exchange)
                 for order in batch { print(" [order] placed pizza x1, soda x2 orderId=\(order.orderId)") }

@@ -8,12 +8,22 @@ struct FoodServices: Sendable {
     let tally: Tally
     /// How long a chef takes per item.
     var cookTime: Duration = .milliseconds(5)
+    /// When set, only orders whose id starts with it are counted (a demo ignores what earlier
+    /// runs left in the durable queues).
+    var runPrefix: String?
+
+    /// Records that `service` handled `id` of `orderId`; `false` when it did already, or when the
+    /// order is not this run's.
+    func record(_ service: String, _ orderId: String, _ id: String? = nil) -> Bool {
+        if let runPrefix, !orderId.hasPrefix(runPrefix) { return false }
+        return tally.record(service, id ?? orderId)
+    }
 
     /// Confirms every order to the customer.
     var notification: EventSubscription {
         EventSubscription.publishSubscribe(exchange: Kitchen.exchange, service: "notification")
             .on(FoodOrderPlaced.self) { order, _ in
-                guard tally.record("notification", order.orderId) else { return }
+                guard record("notification", order.orderId) else { return }
                 print(" [notification] confirmed order to customer \(order.customerId) orderId=\(order.orderId)")
             }
     }
@@ -26,7 +36,7 @@ struct FoodServices: Sendable {
                     PrepareItem(orderId: order.orderId, itemId: $0.id, quantity: $0.quantity, tasksInOrder: order.items.count)
                 }
                 try await context.bus.send(tasks, toQueue: Kitchen.tasks)
-                guard tally.record("kitchen", order.orderId) else { return }
+                guard record("kitchen", order.orderId) else { return }
                 print(" [kitchen] \(tasks.count) tasks queued orderId=\(order.orderId)")
             }
     }
@@ -37,7 +47,7 @@ struct FoodServices: Sendable {
             .on(ItemPrepared.self) { item, context in
                 guard board.finished(item) else { return }
                 try await context.bus.publish(OrderReady(orderId: item.orderId), to: Kitchen.exchange)
-                guard tally.record("ready", item.orderId) else { return }
+                guard record("ready", item.orderId) else { return }
                 print(" [kitchen] order ready orderId=\(item.orderId)")
             }
     }
@@ -50,8 +60,8 @@ struct FoodServices: Sendable {
                 try await context.bus.send(
                     ItemPrepared(orderId: task.orderId, itemId: task.itemId, chef: name, tasksInOrder: task.tasksInOrder),
                     toQueue: Kitchen.done)
-                tally.record("cooked", "\(task.orderId)/\(task.itemId)")
-                tally.record("chef \(name)", "\(task.orderId)/\(task.itemId)")
+                _ = record("cooked", task.orderId, "\(task.orderId)/\(task.itemId)")
+                _ = record("chef \(name)", task.orderId, "\(task.orderId)/\(task.itemId)")
                 print(" [chef \(name)] cooked \(task.quantity) x \(task.itemId) orderId=\(task.orderId)")
             }
     }
@@ -63,7 +73,7 @@ struct FoodServices: Sendable {
                 let driver = try await context.bus.request(FindDriver(orderId: ready.orderId), to: Kitchen.dispatcher)
                 try await context.bus.publish(
                     OrderOutForDelivery(orderId: ready.orderId, driver: driver.driver), to: Kitchen.exchange)
-                guard tally.record("delivery", ready.orderId) else { return }
+                guard record("delivery", ready.orderId) else { return }
                 print(" [delivery] \(driver.driver) picked up orderId=\(ready.orderId)")
             }
     }
@@ -72,7 +82,7 @@ struct FoodServices: Sendable {
     func dispatch(_ request: FindDriver) -> DriverAssigned {
         let drivers = ["Ana", "Ben", "Chloe", "Dev"]
         let driver = drivers[abs(request.orderId.hashValue) % drivers.count]
-        if tally.record("dispatcher", request.orderId) {
+        if record("dispatcher", request.orderId) {
             print(" [dispatcher] assigned \(driver) orderId=\(request.orderId)")
         }
         return DriverAssigned(orderId: request.orderId, driver: driver)
@@ -82,15 +92,15 @@ struct FoodServices: Sendable {
     var status: EventSubscription {
         EventSubscription.broadcast(exchange: Kitchen.exchange)
             .on(FoodOrderPlaced.self) { order, _ in
-                tally.record("status", "\(order.orderId)/placed")
+                _ = record("status", order.orderId, "\(order.orderId)/placed")
                 print(" [status] placed orderId=\(order.orderId)")
             }
             .on(OrderReady.self) { ready, _ in
-                tally.record("status", "\(ready.orderId)/ready")
+                _ = record("status", ready.orderId, "\(ready.orderId)/ready")
                 print(" [status] ready orderId=\(ready.orderId)")
             }
             .on(OrderOutForDelivery.self) { out, _ in
-                tally.record("status", "\(out.orderId)/out")
+                _ = record("status", out.orderId, "\(out.orderId)/out")
                 print(" [status] out for delivery with \(out.driver) orderId=\(out.orderId)")
             }
     }

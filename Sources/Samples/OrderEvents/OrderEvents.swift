@@ -98,7 +98,7 @@ struct Demo: AsyncParsableCommand {
             let tally = Tally()
             // Each run's order ids are new, so queues left over from an earlier run do not count.
             let runID = String(UInt32.random(in: 0...UInt32.max), radix: 36)
-            let subscriptions = OrderService.allCases.map { ($0, $0.subscription(tally: tally)) }
+            let subscriptions = OrderService.allCases.map { ($0, $0.subscription(tally: tally, runPrefix: "\(runID)-")) }
             for (_, subscription) in subscriptions { try await bus.declare(subscription) }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for (service, subscription) in subscriptions where service != .notification {

@@ -26,11 +26,15 @@ enum OrderService: String, CaseIterable, Sendable {
 
     /// The service's subscription: every `OrderPlaced` of the `orders` exchange. An order already
     /// handled (redelivered after a lost connection) is acknowledged without acting twice.
-    func subscription(tally: Tally, quiet: Bool = false) -> EventSubscription {
+    ///
+    /// With `runPrefix`, only orders whose id starts with it count (a demo ignores what earlier
+    /// runs left in the durable queues).
+    func subscription(tally: Tally, runPrefix: String? = nil) -> EventSubscription {
         EventSubscription.publishSubscribe(exchange: Self.exchange, service: rawValue)
             .on(OrderPlaced.self) { order, context in
+                if let runPrefix, !order.orderId.hasPrefix(runPrefix) { return }
                 guard tally.record(rawValue, order.orderId) else { return }
-                if !quiet { print(line(for: order)) }
+                print(line(for: order))
             }
     }
 }
