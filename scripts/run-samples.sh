@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs the user_events samples end to end against a RabbitMQ that scripts/broker.sh starts
-# or reuses: a consumer waits for COUNT events (default 3), a producer publishes them, and
+# Runs the samples end to end against a RabbitMQ that scripts/broker.sh starts or reuses. The
+# user_events samples: a consumer waits for COUNT events (default 3), a producer publishes them, and
 # the script checks that every one arrived, that the consumer continued each event's trace
-# (--trace: W3C traceparent in the headers) and that it counted them (--metrics).
+# (--trace: W3C traceparent in the headers) and that it counted them (--metrics). Then the
+# order-events and food-delivery demos, which check that every service handled every order.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,6 +12,8 @@ scripts/broker.sh start
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:${AMQP_PORT:-5672}/}"
 swift build --product user-events-producer
 swift build --product user-events-consumer
+swift build --product order-events
+swift build --product food-delivery
 bin="$(swift build --show-bin-path)"
 
 out="$(mktemp)"
@@ -53,3 +56,21 @@ if ! grep -q "^messaging_client_consumed_messages{.*messaging_destination_name=\
   exit 1
 fi
 echo "samples: OK: $count events published and received, each in its producer's trace, and counted"
+
+# The event-driven systems, each in one process: every service must handle every order.
+run_demo() {
+  local name="$1"; shift
+  local log
+  log="$(mktemp)"
+  if ! timeout 300 "$bin/$name" demo "$@" >"$log" 2>&1; then
+    tail -n 30 "$log"
+    echo "samples: FAILED: $name demo $*" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  grep '^demo: OK' "$log"
+  rm -f "$log"
+}
+run_demo order-events --orders "${ORDERS:-100}"
+run_demo food-delivery --orders "${FOOD_ORDERS:-50}" --chefs 3
+echo "samples: OK: user-events, order-events demo, food-delivery demo"
