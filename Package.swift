@@ -153,6 +153,11 @@ let package = Package(
             swiftSettings: strictSwift6
         ),
         .testTarget(
+            name: "AMQPEventsTests",
+            dependencies: ["AMQPClient", "AMQPEvents"],
+            swiftSettings: strictSwift6
+        ),
+        .testTarget(
             name: "AMQPClientIntegrationTests",
             dependencies: [
                 "AMQPClient", "AMQPEvents", "UserEvents", "SampleSupport",

@@ -1,0 +1,96 @@
+import AMQPClient
+import Foundation
+import Testing
+
+@testable import AMQPEvents
+
+struct Parcel: AMQPEvent, Equatable {
+    static let eventType = "Parcel"
+    static let schemaVersion = 3
+    var id: String
+    var sentAt: Date
+}
+
+struct Plain: AMQPEvent {
+    static let eventType = "Plain"
+}
+
+@Suite("Envelope")
+struct EnvelopeTests {
+    @Test("metadata to properties and back keeps every field; the envelope's headers stay out of the application's")
+    func roundTrip() throws {
+        let time = Date(timeIntervalSince1970: 1_800_000_000)
+        let metadata = EventMetadata(
+            type: "Parcel", messageID: "m-1", timestamp: time, correlationID: "c-1", causationID: "cause-1",
+            schemaVersion: 3, appID: "shop", headers: ["tenant": "acme"])
+        let properties = metadata.properties(contentType: "application/json")
+        #expect(properties.type == "Parcel")
+        #expect(properties.messageID == "m-1")
+        #expect(properties.correlationID == "c-1")
+        #expect(properties.appID == "shop")
+        #expect(properties.contentType == "application/json")
+        #expect(properties.deliveryMode == .persistent)
+        #expect(properties.headers?["x-schema-version"] == .int32(3))
+        #expect(properties.headers?["x-causation-id"] == "cause-1")
+        let back = try #require(EventMetadata(properties))
+        #expect(back == metadata)
+    }
+
+    @Test("a message without a type is no event; missing fields take their defaults; any integer is a schema version")
+    func foreignMessages() throws {
+        #expect(EventMetadata(AMQPProperties()) == nil)
+        #expect(EventMetadata(AMQPProperties(type: "")) == nil)
+        let minimal = try #require(EventMetadata(AMQPProperties(type: "Plain")))
+        #expect(minimal.schemaVersion == 1)
+        #expect(minimal.causationID == nil)
+        #expect(minimal.headers.isEmpty)
+        let fromJava = try #require(
+            EventMetadata(AMQPProperties(headers: ["x-schema-version": .int64(4), "x-causation-id": .bytes(Array("c".utf8))], type: "Plain")))
+        #expect(fromJava.schemaVersion == 4)
+        #expect(fromJava.causationID == "c")
+    }
+
+    @Test("the JSON coder writes ISO 8601 dates and reads what it wrote; a schema version defaults to 1")
+    func jsonCoder() throws {
+        let coder = JSONEventCoder()
+        let parcel = Parcel(id: "p", sentAt: Date(timeIntervalSince1970: 1_800_000_000))
+        let body = try coder.encode(parcel)
+        #expect(String(decoding: body, as: UTF8.self).contains("2027-01-15T08:00:00Z"))
+        #expect(try coder.decode(Parcel.self, from: body) == parcel)
+        #expect(Plain.schemaVersion == 1)
+        #expect(Parcel.schemaVersion == 3)
+    }
+}
+
+@Suite("Subscriptions")
+struct SubscriptionTests {
+    @Test("names: a service's queue, its parking lot; a broadcast has neither")
+    func names() {
+        let payments = EventSubscription.publishSubscribe(exchange: "orders", service: "payment")
+        #expect(payments.queue == "orders.payment")
+        #expect(payments.parkingLot == "orders.payment.parked")
+        #expect(EventSubscription.workQueue("kitchen.tasks").queue == "kitchen.tasks")
+        #expect(EventSubscription.broadcast(exchange: "orders").queue == nil)
+        #expect(EventSubscription.broadcast(exchange: "orders").parkingLot == nil)
+        #expect(EventTopology.queueArguments("q") == ["x-dead-letter-exchange": "", "x-dead-letter-routing-key": "q.parked"])
+    }
+
+    @Test("handlers by type, routing keys sorted; the prefetch follows the concurrency")
+    func handlers() throws {
+        let subscription = EventSubscription.workQueue("q", concurrency: 8)
+            .on(Plain.self) { _, _ in }
+            .on(Parcel.self) { _, _ in }
+        #expect(subscription.eventTypes == ["Parcel", "Plain"])
+        #expect(subscription.effectivePrefetch == 8)
+        try subscription.validate()
+    }
+
+    @Test("a concurrency below 1, or a prefetch below the concurrency, is refused with a clear error")
+    func invalid() {
+        #expect(throws: EventError.self) { try EventSubscription.workQueue("q", concurrency: 0).validate() }
+        var tooSmall = EventSubscription.workQueue("q", concurrency: 4)
+        tooSmall.prefetch = 2
+        let error = #expect(throws: EventError.self) { try tooSmall.validate() }
+        #expect(error?.code == .invalidArgument)
+    }
+}
