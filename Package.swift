@@ -137,7 +137,7 @@ let package = Package(
         .executableTarget(
             name: "AMQPBench",
             dependencies: [
-                "AMQPClient", "CRawAMQPBench",
+                "AMQPClient", "AMQPEvents", "CRawAMQPBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),

@@ -52,6 +52,8 @@ public final class EventBus: Sendable {
     private let declared = Mutex<Set<String>>([])
     /// Request/reply's channel, opened by the first request.
     let replies: LazyReplyClient
+    /// Message ids of the events it publishes.
+    let messageIDs = MessageIDGenerator()
 
     public init(
         connection: AMQPConnection, configuration: Configuration = Configuration(),

@@ -94,3 +94,22 @@ struct SubscriptionTests {
         #expect(error?.code == .invalidArgument)
     }
 }
+
+@Suite("Message ids")
+struct MessageIDTests {
+    @Test("message ids are version 4 UUIDs that Foundation parses, and do not repeat")
+    func uuids() throws {
+        let generator = MessageIDGenerator()
+        var seen = Set<String>()
+        for _ in 0..<10_000 {
+            let id = generator.next()
+            let uuid = try #require(UUID(uuidString: id))
+            #expect(uuid.uuidString.lowercased() == id)
+            #expect(Array(id.utf8)[14] == UInt8(ascii: "4"))
+            #expect("89ab".utf8.contains(Array(id.utf8)[19]))
+            seen.insert(id)
+        }
+        #expect(seen.count == 10_000)
+        #expect(MessageIDGenerator.format(0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210) == "01234567-89ab-cdef-fedc-ba9876543210")
+    }
+}

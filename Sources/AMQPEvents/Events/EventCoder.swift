@@ -11,18 +11,22 @@ public protocol EventCoder: Sendable {
 /// JSON with Foundation's coders; dates as ISO 8601 strings, which every language reads.
 public struct JSONEventCoder: EventCoder {
     public var contentType: String { "application/json" }
+    // Made once: Foundation's coders are safe to share between tasks once configured.
+    private let encoder: JSONEncoder
+    private let decoder: JSONDecoder
 
-    public init() {}
+    public init() {
+        encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+    }
 
     public func encode<Event: Encodable>(_ event: Event) throws -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .iso8601
-        return Array(try encoder.encode(event))
+        Array(try encoder.encode(event))
     }
 
     public func decode<Event: Decodable>(_ type: Event.Type, from body: [UInt8]) throws -> Event {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        return try decoder.decode(type, from: Data(body))
+        try decoder.decode(type, from: Data(body))
     }
 }

@@ -23,10 +23,10 @@ extension EventBus {
     ) async throws(EventError) -> EventMetadata {
         let channel = try await publishing.get()
         try await ensureExchange(exchange, on: channel)
-        let outgoing = try envelope(event, correlationID: correlationID, messageID: messageID, headers: headers)
-        try await publishConfirmed(
+        let outgoing = try envelopes([event], correlationID: correlationID, messageID: messageID, headers: headers)
+        try await publishAllConfirmed(
             outgoing, exchange: exchange, routingKey: routingKey ?? Event.eventType, mandatory: mandatory)
-        return outgoing.metadata
+        return outgoing[0].metadata
     }
 
     /// Publishes a batch of events to one exchange and waits for all the broker's confirms at once.
@@ -37,9 +37,8 @@ extension EventBus {
     ) async throws(EventError) -> [EventMetadata] {
         let channel = try await publishing.get()
         try await ensureExchange(exchange, on: channel)
-        var outgoing: [Outgoing] = []
-        for event in events { outgoing.append(try envelope(event, correlationID: correlationID, messageID: nil, headers: [:])) }
-        try await publishAllConfirmed(outgoing, exchange: exchange, routingKey: { _ in Event.eventType }, mandatory: mandatory)
+        let outgoing = try envelopes(events, correlationID: correlationID, messageID: nil, headers: [:])
+        try await publishAllConfirmed(outgoing, exchange: exchange, routingKey: Event.eventType, mandatory: mandatory)
         return outgoing.map(\.metadata)
     }
 
@@ -52,9 +51,9 @@ extension EventBus {
     ) async throws(EventError) -> EventMetadata {
         let channel = try await publishing.get()
         try await ensureQueue(queue, on: channel)
-        let outgoing = try envelope(event, correlationID: correlationID, messageID: messageID, headers: headers)
-        try await publishConfirmed(outgoing, exchange: "", routingKey: queue, mandatory: true)
-        return outgoing.metadata
+        let outgoing = try envelopes([event], correlationID: correlationID, messageID: messageID, headers: headers)
+        try await publishAllConfirmed(outgoing, exchange: "", routingKey: queue, mandatory: true)
+        return outgoing[0].metadata
     }
 
     /// Sends a batch of events to a work queue, waiting for all the confirms at once.
@@ -64,9 +63,8 @@ extension EventBus {
     ) async throws(EventError) -> [EventMetadata] {
         let channel = try await publishing.get()
         try await ensureQueue(queue, on: channel)
-        var outgoing: [Outgoing] = []
-        for event in events { outgoing.append(try envelope(event, correlationID: correlationID, messageID: nil, headers: [:])) }
-        try await publishAllConfirmed(outgoing, exchange: "", routingKey: { _ in queue }, mandatory: true)
+        let outgoing = try envelopes(events, correlationID: correlationID, messageID: nil, headers: [:])
+        try await publishAllConfirmed(outgoing, exchange: "", routingKey: queue, mandatory: true)
         return outgoing.map(\.metadata)
     }
 
@@ -78,66 +76,73 @@ extension EventBus {
         var body: [UInt8]
     }
 
-    /// The event's body and envelope; inside a handler, it inherits correlation and causation.
-    func envelope<Event: AMQPEvent>(
-        _ event: Event, correlationID: String?, messageID: String?, headers: AMQPFieldTable
-    ) throws(EventError) -> Outgoing {
-        let body: [UInt8]
-        do {
-            body = try configuration.coder.encode(event)
-        } catch {
-            throw EventError(code: .encodingFailed, message: "could not encode \(Event.eventType): \(error)")
-        }
+    /// The events' bodies and envelopes; inside a handler, they inherit its correlation and
+    /// causation. What all share (the headers, the time) is made once.
+    func envelopes<Event: AMQPEvent>(
+        _ events: [Event], correlationID: String?, messageID: String?, headers: AMQPFieldTable
+    ) throws(EventError) -> [Outgoing] {
         let handling = EventContext.current
-        let id = messageID ?? UUID().uuidString
-        let metadata = EventMetadata(
-            type: Event.eventType, messageID: id, timestamp: Date(),
-            correlationID: correlationID ?? handling?.metadata.correlationID ?? id,
+        let template = EventMetadata(
+            type: Event.eventType, messageID: "", timestamp: Date(), correlationID: nil,
             causationID: handling?.metadata.messageID, schemaVersion: Event.schemaVersion,
             appID: configuration.appID, headers: headers)
-        return Outgoing(metadata: metadata, properties: metadata.properties(contentType: configuration.coder.contentType), body: body)
-    }
-
-    // MARK: Publishing with confirms
-
-    func publishConfirmed(
-        _ outgoing: Outgoing, exchange: String, routingKey: String, mandatory: Bool
-    ) async throws(EventError) {
-        try await publishAllConfirmed([outgoing], exchange: exchange, routingKey: { _ in routingKey }, mandatory: mandatory)
+        let templateProperties = template.properties(contentType: configuration.coder.contentType)
+        let inheritedCorrelation = correlationID ?? handling?.metadata.correlationID
+        var outgoing: [Outgoing] = []
+        outgoing.reserveCapacity(events.count)
+        for event in events {
+            let body: [UInt8]
+            do {
+                body = try configuration.coder.encode(event)
+            } catch {
+                throw EventError(code: .encodingFailed, message: "could not encode \(Event.eventType): \(error)")
+            }
+            let id = messageID ?? messageIDs.next()
+            var metadata = template
+            metadata.messageID = id
+            metadata.correlationID = inheritedCorrelation ?? id
+            var properties = templateProperties
+            properties.messageID = id
+            properties.correlationID = metadata.correlationID
+            outgoing.append(Outgoing(metadata: metadata, properties: properties, body: body))
+        }
+        return outgoing
     }
 
     /// Publishes every message, then waits for every confirm. Messages whose outcome the
     /// connection's loss made unknown are published again (same message id), up to
     /// ``Configuration/publishAttempts`` times.
     func publishAllConfirmed(
-        _ messages: [Outgoing], exchange: String, routingKey: (Outgoing) -> String, mandatory: Bool
+        _ messages: [Outgoing], exchange: String, routingKey: String, mandatory: Bool
     ) async throws(EventError) {
         var pending = messages
         var attempt = 0
         var firstFailure: EventError?
+        var confirmations: [Result<AMQPPublishConfirmation, AMQPError>] = []
         while !pending.isEmpty {
             attempt += 1
             let channel = try await publishing.get()
-            var confirmations: [(Outgoing, Result<AMQPPublishConfirmation, AMQPError>)] = []
+            confirmations.removeAll(keepingCapacity: true)
             for message in pending {
                 do {
-                    let confirmation = try await channel.publish(
-                        message.body, exchange: exchange, routingKey: routingKey(message), mandatory: mandatory,
-                        properties: message.properties)
-                    confirmations.append((message, .success(confirmation)))
+                    confirmations.append(
+                        .success(
+                            try await channel.publish(
+                                message.body, exchange: exchange, routingKey: routingKey, mandatory: mandatory,
+                                properties: message.properties)))
                 } catch {
-                    confirmations.append((message, .failure(error)))
+                    confirmations.append(.failure(error))
                 }
             }
             var unknown: [Outgoing] = []
-            for (message, published) in confirmations {
+            for index in confirmations.indices {
                 do {
-                    try await published.get().confirmed()
+                    try await confirmations[index].get().confirmed()
                 } catch {
                     if Self.outcomeUnknown(error) && attempt < configuration.publishAttempts {
-                        unknown.append(message)
+                        unknown.append(pending[index])
                     } else if firstFailure == nil {
-                        firstFailure = Self.publishFailure(error, message.metadata, exchange: exchange)
+                        firstFailure = Self.publishFailure(error, pending[index].metadata, exchange: exchange)
                     }
                 }
             }

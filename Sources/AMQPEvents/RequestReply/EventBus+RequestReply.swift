@@ -13,7 +13,7 @@ extension EventBus {
     ) async throws(EventError) -> Request.Response {
         let timeout = timeout ?? configuration.requestTimeout
         let client = try await replies.get(connection)
-        var outgoing = try envelope(request, correlationID: nil, messageID: nil, headers: [:])
+        var outgoing = try envelopes([request], correlationID: nil, messageID: nil, headers: [:])[0]
         let correlationID = outgoing.metadata.messageID
         outgoing.properties.correlationID = correlationID
         outgoing.properties.replyTo = ReplyClient.replyTo
@@ -22,9 +22,8 @@ extension EventBus {
         let message = outgoing
         let reply: AMQPDelivery
         do {
-            reply = try await client.waitForReply(correlationID: correlationID, timeout: timeout) {
-                try await client.channel.publish(
-                    message.body, exchange: "", routingKey: queue, mandatory: true, properties: message.properties)
+            reply = try await client.request(correlationID: correlationID, to: queue, timeout: timeout) { () throws(AMQPError) in
+                _ = try await client.channel.publish(message.body, exchange: "", routingKey: queue, properties: message.properties)
             }
         } catch let error as EventError {
             throw error
@@ -106,7 +105,7 @@ extension EventBus {
             let response = try await delivery.withProcessingSpan { _ in
                 try await EventContext.$current.withValue(context) { try await handler(request, context) }
             }
-            var outgoing = try envelope(response, correlationID: correlationID, messageID: nil, headers: [:])
+            var outgoing = try envelopes([response], correlationID: correlationID, messageID: nil, headers: [:])[0]
             outgoing.properties.correlationID = correlationID
             outgoing.properties.deliveryMode = .transient
             (properties, body) = (outgoing.properties, outgoing.body)

@@ -272,6 +272,9 @@ struct Bench {
                 log("round \(round + 1) \(name): SDK p50 \(sdk!.valueAtPercentile(50) / 1000)µs, C p50 \(rawC!.valueAtPercentile(50) / 1000)µs")
             }
         }
+        for round in 0..<options.rounds {
+            try await runEventWorkloads(round: round, admin: admin, into: &report)
+        }
         if included("memory") {
             try await memoryGrowth(into: &report, admin: admin)
         }
@@ -305,7 +308,7 @@ struct Bench {
         return configuration
     }
 
-    private var metricsFactory: (any MetricsFactory)? {
+    var metricsFactory: (any MetricsFactory)? {
         switch options.metrics {
         case .none: nil
         case .noop: NOOPMetricsHandler.instance
@@ -338,7 +341,7 @@ struct Bench {
         return usage
     }
 
-    private func openRawC(tls: Bool = false) throws -> RawConnection {
+    func openRawC(tls: Bool = false) throws -> RawConnection {
         let target = tls ? tlsConfiguration : configuration
         guard
             let connection = raw_bench_open_tls(
@@ -440,7 +443,7 @@ struct Bench {
         log("memory: \(afterWarmUp) MiB after warm-up, \(atEnd) MiB after \(total) messages")
     }
 
-    private func log(_ message: String) {
+    func log(_ message: String) {
         FileHandle.standardError.write(Data("amqp-bench: \(message)\n".utf8))
     }
 }

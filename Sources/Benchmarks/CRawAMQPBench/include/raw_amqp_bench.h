@@ -39,4 +39,18 @@ int raw_bench_publish_confirmed(raw_bench_connection *connection, const char *qu
 int raw_bench_latency(raw_bench_connection *publisher, raw_bench_connection *consumer, const char *queue,
                       size_t body_size, uint64_t count, uint64_t *latencies);
 
+/// Publishes `count` copies of an event's JSON `body` to `queue` the way the event layer's defaults
+/// do (persistent, mandatory, content type, type, app id, an `x-schema-version` header, a message
+/// id, correlation id and timestamp per message), with
+/// confirms and at most `window` unconfirmed. Returns 0 on success.
+int raw_bench_publish_events(raw_bench_connection *connection, const char *queue, const void *body, size_t body_size,
+                             const char *type, uint64_t count, uint32_t window);
+
+/// Request/reply over direct reply-to, one request at a time: `requester` consumes
+/// amq.rabbitmq.reply-to (no-ack) and publishes each request to `queue`; `responder` consumes it,
+/// publishes the reply to its reply_to with its correlation id and acks; the requester reads the
+/// reply. Writes each round trip in nanoseconds to `latencies`.
+int raw_bench_request_reply(raw_bench_connection *requester, raw_bench_connection *responder, const char *queue,
+                            const void *body, size_t body_size, uint64_t count, uint64_t *latencies);
+
 #endif
