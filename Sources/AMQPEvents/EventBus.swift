@@ -66,6 +66,15 @@ public final class EventBus: Sendable {
         self.replies = LazyReplyClient()
     }
 
+    /// A new channel of the connection.
+    func openChannel() async throws(EventError) -> AMQPChannel {
+        do {
+            return try await connection.openChannel()
+        } catch {
+            throw EventError.broker("opening a channel", error)
+        }
+    }
+
     // MARK: Declaring
 
     /// Declares the durable topic exchange of a domain (`orders`), once per bus.

@@ -51,12 +51,7 @@ extension EventBus {
     ) async throws(EventError) {
         let check = EventSubscription(.workQueue(queue: queue), concurrency: concurrency)
         try check.validate()
-        let channel: AMQPChannel
-        do {
-            channel = try await connection.openChannel()
-        } catch {
-            throw EventError.broker("opening a channel", error)
-        }
+        let channel = try await openChannel()
         do throws(EventError) {
             let consumer: AMQPConsumer
             do {

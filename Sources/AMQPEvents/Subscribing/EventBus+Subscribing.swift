@@ -25,12 +25,7 @@ extension EventBus {
     /// listens (a broadcast subscriber's queue exists only from then on).
     public func start(_ subscription: EventSubscription) async throws(EventError) -> RunningSubscription {
         try subscription.validate()
-        let channel: AMQPChannel
-        do {
-            channel = try await connection.openChannel()
-        } catch {
-            throw EventError.broker("opening a channel", error)
-        }
+        let channel = try await openChannel()
         do throws(EventError) {
             let queue = try await declareTopology(subscription, on: channel)
             let consumer: AMQPConsumer

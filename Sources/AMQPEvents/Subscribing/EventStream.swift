@@ -17,12 +17,7 @@ extension EventBus {
         // A subscription with a handler of this type, so that the topology binds it.
         let subscription = EventSubscription(kind, concurrency: 1, prefetch: max(prefetch, 1)).on(Event.self) { _, _ in }
         try subscription.validate()
-        let channel: AMQPChannel
-        do {
-            channel = try await connection.openChannel()
-        } catch {
-            throw EventError.broker("opening a channel", error)
-        }
+        let channel = try await openChannel()
         do {
             let queue = try await declareTopology(subscription, on: channel)
             try await channel.setPrefetch(count: subscription.effectivePrefetch)

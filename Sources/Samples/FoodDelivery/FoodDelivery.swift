@@ -56,6 +56,21 @@ struct ServiceRun: ParsableArguments {
 
     @Option(help: "Exit after this many events (default: run until Ctrl-C).")
     var count: Int?
+
+    /// Runs the services `make` returns on a bus named `name` until Ctrl-C, or until `counted`
+    /// reaches `--count`.
+    func run(
+        as name: String, waitingFor what: String, counted: String, cookTime: Duration? = nil,
+        _ make: (EventBus, FoodServices) -> [any Service]
+    ) async throws {
+        let count = self.count
+        try await withEventBus(options, name: name) { bus in
+            var services = FoodServices(tally: Tally())
+            if let cookTime { services.cookTime = cookTime }
+            print(" [*] \(name) waiting for \(what). To exit press CTRL+C")
+            try await runServices(make(bus, services), logger: bus.logger, tally: services.tally, counted: counted, count: count)
+        }
+    }
 }
 
 struct KitchenService: AsyncParsableCommand {
@@ -63,13 +78,8 @@ struct KitchenService: AsyncParsableCommand {
     @OptionGroup var run: ServiceRun
 
     func run() async throws {
-        let count = run.count
-        try await withEventBus(run.options, name: "kitchen") { bus in
-            let services = FoodServices(tally: Tally())
-            print(" [*] kitchen waiting for orders. To exit press CTRL+C")
-            try await runServices(
-                [bus.service(for: services.kitchenOrders), bus.service(for: services.kitchenBoard(KitchenBoard()))],
-                logger: bus.logger, tally: services.tally, counted: "ready", count: count)
+        try await run.run(as: "kitchen", waitingFor: "orders", counted: "ready") { bus, services in
+            [bus.service(for: services.kitchenOrders), bus.service(for: services.kitchenBoard(KitchenBoard()))]
         }
     }
 }
@@ -85,14 +95,11 @@ struct Chef: AsyncParsableCommand {
     var cookMilliseconds = 20
 
     func run() async throws {
-        let (count, name, cook) = (run.count, name, cookMilliseconds)
-        try await withEventBus(run.options, name: "chef-\(name)") { bus in
-            var services = FoodServices(tally: Tally())
-            services.cookTime = .milliseconds(cook)
-            print(" [*] chef \(name) waiting for tasks in \(Kitchen.tasks). To exit press CTRL+C")
-            try await runServices(
-                [bus.service(for: services.chef(name))], logger: bus.logger, tally: services.tally, counted: "cooked",
-                count: count)
+        let name = self.name
+        try await run.run(
+            as: "chef-\(name)", waitingFor: "tasks in \(Kitchen.tasks)", counted: "cooked", cookTime: .milliseconds(cookMilliseconds)
+        ) { bus, services in
+            [bus.service(for: services.chef(name))]
         }
     }
 }
@@ -102,13 +109,8 @@ struct NotificationService: AsyncParsableCommand {
     @OptionGroup var run: ServiceRun
 
     func run() async throws {
-        let count = run.count
-        try await withEventBus(run.options, name: "notification") { bus in
-            let services = FoodServices(tally: Tally())
-            print(" [*] notification waiting for orders. To exit press CTRL+C")
-            try await runServices(
-                [bus.service(for: services.notification)], logger: bus.logger, tally: services.tally,
-                counted: "notification", count: count)
+        try await run.run(as: "notification", waitingFor: "orders", counted: "notification") { bus, services in
+            [bus.service(for: services.notification)]
         }
     }
 }
@@ -118,13 +120,8 @@ struct DeliveryService: AsyncParsableCommand {
     @OptionGroup var run: ServiceRun
 
     func run() async throws {
-        let count = run.count
-        try await withEventBus(run.options, name: "delivery") { bus in
-            let services = FoodServices(tally: Tally())
-            print(" [*] delivery waiting for ready orders. To exit press CTRL+C")
-            try await runServices(
-                [bus.service(for: services.delivery)], logger: bus.logger, tally: services.tally, counted: "delivery",
-                count: count)
+        try await run.run(as: "delivery", waitingFor: "ready orders", counted: "delivery") { bus, services in
+            [bus.service(for: services.delivery)]
         }
     }
 }
@@ -134,13 +131,8 @@ struct Dispatcher: AsyncParsableCommand {
     @OptionGroup var run: ServiceRun
 
     func run() async throws {
-        let count = run.count
-        try await withEventBus(run.options, name: "dispatcher") { bus in
-            let services = FoodServices(tally: Tally())
-            print(" [*] dispatcher waiting for requests in \(Kitchen.dispatcher). To exit press CTRL+C")
-            try await runServices(
-                [ResponderService(bus: bus, services: services)], logger: bus.logger, tally: services.tally,
-                counted: "dispatcher", count: count)
+        try await run.run(as: "dispatcher", waitingFor: "requests in \(Kitchen.dispatcher)", counted: "dispatcher") { bus, services in
+            [ResponderService(bus: bus, services: services)]
         }
     }
 }
@@ -161,13 +153,8 @@ struct Status: AsyncParsableCommand {
     @OptionGroup var run: ServiceRun
 
     func run() async throws {
-        let count = run.count
-        try await withEventBus(run.options, name: "status") { bus in
-            let services = FoodServices(tally: Tally())
-            print(" [*] status: live updates. To exit press CTRL+C")
-            try await runServices(
-                [bus.service(for: services.status)], logger: bus.logger, tally: services.tally, counted: "status",
-                count: count)
+        try await run.run(as: "status", waitingFor: "live updates", counted: "status") { bus, services in
+            [bus.service(for: services.status)]
         }
     }
 }
@@ -211,7 +198,7 @@ struct Demo: AsyncParsableCommand {
             let handlers = services
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for subscription in durable { group.addTask { try await bus.run(subscription) } }
-                group.addTask { try await bus.respond(to: Kitchen.dispatcher, with: FindDriver.self, concurrency: 4) { request, _ in handlers.dispatch(request) } }
+                group.addTask { try await ResponderService(bus: bus, services: handlers).run() }
                 group.addTask { try await status.run() }
 
                 let batch = (0..<orders).map { sampleOrder("\(prefix)-\($0 + 1)", customer: $0) }
