@@ -12,10 +12,12 @@ let package = Package(
     products: [
         .library(name: "AMQPClient", targets: ["AMQPClient"]),
         .library(name: "AMQPEvents", targets: ["AMQPEvents"]),
+        .library(name: "AMQPEventsSQLite", targets: ["AMQPEventsSQLite"]),
         .executable(name: "user-events-producer", targets: ["UserEventsProducer"]),
         .executable(name: "user-events-consumer", targets: ["UserEventsConsumer"]),
         .executable(name: "order-events", targets: ["OrderEvents"]),
         .executable(name: "food-delivery", targets: ["FoodDelivery"]),
+        .executable(name: "bookstore", targets: ["Bookstore"]),
         .executable(name: "amqp-bench", targets: ["AMQPBench"]),
         .executable(name: "amqp-probe", targets: ["AMQPProbe"]),
     ],
@@ -30,6 +32,8 @@ let package = Package(
         // Only the samples and tests: W3C trace context for their small tracer, Prometheus text for --metrics.
         .package(url: "https://github.com/swift-otel/swift-w3c-trace-context.git", from: "1.0.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
+        // Only AMQPEventsSQLite: deduplication and the outbox in SQLite.
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -59,6 +63,17 @@ let package = Package(
             name: "AMQPEvents",
             dependencies: [
                 "AMQPClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift6
+        ),
+        // Deduplication and a transactional outbox in SQLite (GRDB), for services that want them.
+        .target(
+            name: "AMQPEventsSQLite",
+            dependencies: [
+                "AMQPEvents",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -119,6 +134,17 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Sources/Samples/FoodDelivery",
+            swiftSettings: strictSwift6
+        ),
+        .executableTarget(
+            name: "Bookstore",
+            dependencies: [
+                "AMQPClient", "AMQPEvents", "AMQPEventsSQLite", "SampleSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            path: "Sources/Samples/Bookstore",
             swiftSettings: strictSwift6
         ),
         // A client the hostile-broker tests run as a separate process.

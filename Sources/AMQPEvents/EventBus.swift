@@ -88,16 +88,44 @@ public final class EventBus: Sendable {
         declared.withLock { _ = $0.insert("exchange:" + exchange) }
     }
 
-    /// Declares a durable queue whose rejected messages go to its parking lot, and the parking lot.
-    func ensureQueue(_ queue: String, on channel: AMQPChannel) async throws(EventError) {
+    /// Declares a durable queue whose rejected messages go to its parking lot, the parking lot, and
+    /// the delay queues of `retry`'s delayed retries.
+    func ensureQueue(
+        _ queue: String, type: EventQueueType = .classic, retry: RetryPolicy = .immediate, on channel: AMQPChannel
+    ) async throws(EventError) {
         guard !declared.withLock({ $0.contains("queue:" + queue) }) else { return }
         do {
-            try await channel.declareQueue(EventTopology.parkingLot(of: queue), durable: true)
-            try await channel.declareQueue(queue, durable: true, arguments: EventTopology.queueArguments(queue))
+            var parkingArguments: AMQPFieldTable = [:]
+            type.add(to: &parkingArguments)
+            try await channel.declareQueue(EventTopology.parkingLot(of: queue), durable: true, arguments: parkingArguments)
+            for step in retry.delays.indices.map({ $0 + 1 }) {
+                try await channel.declareQueue(
+                    EventTopology.retryQueue(of: queue, step: step), durable: true,
+                    arguments: EventTopology.retryQueueArguments(queue, maximumDelay: retry.maximumDelay(step: step), type: type))
+            }
+            try await channel.declareQueue(queue, durable: true, arguments: EventTopology.queueArguments(queue, type: type))
         } catch {
             throw EventError.broker("declaring queue \(queue)", error)
         }
         declared.withLock { _ = $0.insert("queue:" + queue) }
+    }
+
+    /// Makes sure a work queue exists before sending to it: one its consumers declared (perhaps as
+    /// a quorum queue, with delay queues) is used as it is; a missing one is declared with the
+    /// defaults.
+    func ensureQueueExists(_ queue: String, on channel: AMQPChannel) async throws(EventError) {
+        guard !declared.withLock({ $0.contains("queue:" + queue) }) else { return }
+        // On a channel of its own: a passive declare of a missing queue closes its channel.
+        let probe = try await openChannel()
+        do {
+            _ = try await probe.declareQueue(queue, passive: true)
+            await probe.close()
+            declared.withLock { _ = $0.insert("queue:" + queue) }
+        } catch {
+            await probe.close()
+            guard error.replyCode == 404 else { throw EventError.broker("checking queue \(queue)", error) }
+            try await ensureQueue(queue, on: channel)
+        }
     }
 
     /// Forgets what was declared, after a channel error that may have been about it.

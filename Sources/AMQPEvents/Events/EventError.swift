@@ -14,6 +14,10 @@ public struct EventError: Error, Sendable, CustomStringConvertible {
         public static let decodingFailed = Code("decodingFailed")
         /// A message's type has no handler here.
         public static let unknownEventType = Code("unknownEventType")
+        /// A handler kept failing through every retry of its subscription's ``RetryPolicy``.
+        public static let retriesExhausted = Code("retriesExhausted")
+        /// A handler threw a ``NonRetryableError``.
+        public static let nonRetryable = Code("nonRetryable")
         /// The broker did not take the event: refused (nack), unroutable (returned), or the channel
         /// or connection failed; see ``underlying``.
         public static let publishFailed = Code("publishFailed")

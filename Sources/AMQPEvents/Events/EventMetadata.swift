@@ -50,6 +50,12 @@ enum EnvelopeHeader {
     static let parkedAt = "x-parked-at"
     static let originalExchange = "x-original-exchange"
     static let originalRoutingKey = "x-original-routing-key"
+    /// Retries: how many delayed retries a message has had, and when and why it failed.
+    static let retryAttempt = "x-retry-attempt"
+    static let attempts = "x-attempts"
+    static let firstFailureAt = "x-first-failure-at"
+    static let lastFailureAt = "x-last-failure-at"
+    static let lastError = "x-last-error"
     /// A reply's failure (request/reply): the responder's error, as text.
     static let replyError = "x-reply-error"
 }

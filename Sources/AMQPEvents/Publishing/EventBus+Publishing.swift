@@ -42,6 +42,18 @@ extension EventBus {
         return outgoing.map(\.metadata)
     }
 
+    /// Publishes an event encoded already (say, by an outbox) with its envelope as it is: the same
+    /// message id every time it is published. Returns once the broker has confirmed it.
+    public func publish(
+        encoded body: [UInt8], metadata: EventMetadata, to exchange: String, routingKey: String? = nil,
+        mandatory: Bool = true
+    ) async throws(EventError) {
+        let channel = try await publishing.get()
+        try await ensureExchange(exchange, on: channel)
+        let outgoing = Outgoing(metadata: metadata, properties: metadata.properties(contentType: configuration.coder.contentType), body: body)
+        try await publishAllConfirmed([outgoing], exchange: exchange, routingKey: routingKey ?? metadata.type, mandatory: mandatory)
+    }
+
     /// Sends `event` to a work queue (declared, durable, with its parking lot, if it is not yet),
     /// where competing consumers share it. Returns once the broker has confirmed it.
     @discardableResult
@@ -50,7 +62,7 @@ extension EventBus {
         headers: AMQPFieldTable = [:]
     ) async throws(EventError) -> EventMetadata {
         let channel = try await publishing.get()
-        try await ensureQueue(queue, on: channel)
+        try await ensureQueueExists(queue, on: channel)
         let outgoing = try envelopes([event], correlationID: correlationID, messageID: messageID, headers: headers)
         try await publishAllConfirmed(outgoing, exchange: "", routingKey: queue, mandatory: true)
         return outgoing[0].metadata
@@ -62,7 +74,7 @@ extension EventBus {
         _ events: [Event], toQueue queue: String, correlationID: String? = nil
     ) async throws(EventError) -> [EventMetadata] {
         let channel = try await publishing.get()
-        try await ensureQueue(queue, on: channel)
+        try await ensureQueueExists(queue, on: channel)
         let outgoing = try envelopes(events, correlationID: correlationID, messageID: nil, headers: [:])
         try await publishAllConfirmed(outgoing, exchange: "", routingKey: queue, mandatory: true)
         return outgoing.map(\.metadata)

@@ -34,6 +34,12 @@ public struct EventSubscription: Sendable {
     public var concurrency: Int
     /// How many unacknowledged events the broker may send ahead; `concurrency` unless set.
     public var prefetch: UInt16?
+    /// How a failed handler is tried again before its message is parked.
+    public var retryPolicy: RetryPolicy = .immediate
+    /// Where handled message ids are remembered; `nil`: no deduplication.
+    public var deduplication: (any DeduplicationStore)?
+    /// The kind of queue its durable queue is.
+    public var queueType: EventQueueType = .classic
     var handlers: [String: EventHandler] = [:]
 
     public init(_ kind: Kind, concurrency: Int = 1, prefetch: UInt16? = nil) {
@@ -60,6 +66,31 @@ public struct EventSubscription: Sendable {
     ) -> EventSubscription {
         var copy = self
         copy.handlers[Event.eventType] = EventHandler(type: Event.self, handler)
+        return copy
+    }
+
+    /// With `policy` for failed handlers.
+    public func retrying(_ policy: RetryPolicy) -> EventSubscription {
+        var copy = self
+        copy.retryPolicy = policy
+        return copy
+    }
+
+    /// Handles each message id once: a message the store has seen is acknowledged without
+    /// running its handler.
+    public func deduplicating(with store: any DeduplicationStore) -> EventSubscription {
+        var copy = self
+        copy.deduplication = store
+        return copy
+    }
+
+    /// Its durable queue (and delay queues and parking lot) as quorum queues: replicated on a
+    /// cluster, kept when a minority of nodes is lost. `deliveryLimit` caps redeliveries of a
+    /// message whose consumer died (RabbitMQ 4 defaults to 20); retries and parking are the
+    /// subscription's own, so the limit is a safety net.
+    public func onQuorumQueue(deliveryLimit: Int = 20) -> EventSubscription {
+        var copy = self
+        copy.queueType = .quorum(deliveryLimit: deliveryLimit)
         return copy
     }
 
@@ -91,6 +122,12 @@ public struct EventSubscription: Sendable {
         }
         guard concurrency <= Int(UInt16.max) else {
             throw EventError(code: .invalidArgument, message: "a subscription's concurrency must be at most \(UInt16.max)")
+        }
+        if retryPolicy.delays.contains(where: { $0 <= .zero }) {
+            throw EventError(code: .invalidArgument, message: "retry delays must be positive")
+        }
+        if !retryPolicy.delays.isEmpty && queue == nil {
+            throw EventError(code: .invalidArgument, message: "a broadcast subscriber cannot have delayed retries: it has no durable queue")
         }
         if let prefetch, Int(prefetch) < concurrency {
             throw EventError(

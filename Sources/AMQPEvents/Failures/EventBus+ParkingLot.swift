@@ -1,0 +1,111 @@
+public import AMQPClient
+public import Foundation
+
+/// A message in a parking lot, and why it is there.
+public struct ParkedMessage: Sendable {
+    public var messageID: String?
+    public var type: String?
+    /// `decodingFailed`, `unknownEventType`, `retriesExhausted`, `nonRetryable`, or `nil` when the
+    /// broker dead-lettered it without a reason (see its `x-death` header).
+    public var reason: String?
+    public var error: String?
+    /// Handler calls it had.
+    public var attempts: Int?
+    public var firstFailureAt: Date?
+    public var parkedAt: Date?
+    public var originalExchange: String?
+    public var originalRoutingKey: String?
+    public var body: [UInt8]
+    public var properties: AMQPProperties
+
+    init(_ delivery: AMQPDelivery) {
+        let headers = delivery.properties.headers ?? [:]
+        func text(_ key: String) -> String? {
+            if case .string(let value) = headers[key] { return value }
+            return nil
+        }
+        func time(_ key: String) -> Date? {
+            if case .timestamp(let value) = headers[key] { return value }
+            return nil
+        }
+        messageID = delivery.properties.messageID
+        type = delivery.properties.type
+        reason = text(EnvelopeHeader.parkedReason)
+        error = text(EnvelopeHeader.parkedError)
+        attempts = headers[EnvelopeHeader.attempts]?.integerValue
+        firstFailureAt = time(EnvelopeHeader.firstFailureAt)
+        parkedAt = time(EnvelopeHeader.parkedAt)
+        originalExchange = text(EnvelopeHeader.originalExchange)
+        originalRoutingKey = text(EnvelopeHeader.originalRoutingKey)
+        body = delivery.body
+        properties = delivery.properties
+    }
+}
+
+extension EventBus {
+    /// The first `limit` messages in `queue`'s parking lot, left there.
+    public func parkedMessages(of queue: String, limit: Int = 100) async throws(EventError) -> [ParkedMessage] {
+        let parkingLot = EventTopology.parkingLot(of: queue)
+        let channel = try await openChannel()
+        do {
+            var parked: [ParkedMessage] = []
+            // Unacknowledged until the channel closes, which puts them all back in their places.
+            while parked.count < limit, let delivery = try await channel.get(from: parkingLot, noAck: false) {
+                parked.append(ParkedMessage(delivery))
+            }
+            await channel.close()
+            return parked
+        } catch {
+            await channel.close()
+            throw EventError.broker("reading the parking lot \(parkingLot)", error)
+        }
+    }
+
+    /// Moves parked messages back to `queue`, all of them or those whose message id is in
+    /// `messageIDs`, with their retry count reset; returns how many moved. The others stay parked.
+    @discardableResult
+    public func replayParked(of queue: String, messageIDs: Set<String>? = nil) async throws(EventError) -> Int {
+        let parkingLot = EventTopology.parkingLot(of: queue)
+        let channel = try await openChannel()
+        do {
+            try await channel.enablePublisherConfirms()
+            let waiting = try await channel.declareQueue(parkingLot, passive: true).messageCount
+            var moved = 0
+            for _ in 0..<waiting {
+                guard let delivery = try await channel.get(from: parkingLot, noAck: false) else { break }
+                let selected = messageIDs.map { ids in delivery.properties.messageID.map(ids.contains) ?? false } ?? true
+                var properties = delivery.properties
+                if selected {
+                    properties.headers = Self.withoutFailureHeaders(properties.headers)
+                    moved += 1
+                }
+                // Each goes somewhere before it leaves the parking lot: back to work, or to the lot's end.
+                try await channel.publish(
+                    delivery.body, exchange: "", routingKey: selected ? queue : parkingLot, mandatory: true,
+                    properties: properties
+                ).confirmed()
+                try await delivery.ack()
+            }
+            await channel.close()
+            logger.info("moved parked messages back", metadata: ["amqp.queue": "\(queue)", "amqp.events.count": "\(moved)"])
+            return moved
+        } catch {
+            await channel.close()
+            throw EventError.broker("replaying the parking lot \(parkingLot)", error)
+        }
+    }
+
+    static func withoutFailureHeaders(_ headers: AMQPFieldTable?) -> AMQPFieldTable? {
+        guard var headers else { return nil }
+        for key in [
+            EnvelopeHeader.parkedReason, EnvelopeHeader.parkedError, EnvelopeHeader.parkedFromQueue, EnvelopeHeader.parkedAt,
+            EnvelopeHeader.retryAttempt, EnvelopeHeader.attempts, EnvelopeHeader.firstFailureAt, EnvelopeHeader.lastFailureAt,
+            EnvelopeHeader.lastError, EnvelopeHeader.originalExchange, EnvelopeHeader.originalRoutingKey, "x-death",
+            "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason", "x-last-death-exchange",
+            "x-last-death-queue", "x-last-death-reason",
+        ] {
+            headers[key] = nil
+        }
+        return headers.isEmpty ? nil : headers
+    }
+}

@@ -1,0 +1,81 @@
+public import AMQPEvents
+import Logging
+public import ServiceLifecycle
+
+/// Publishes the events an ``SQLiteEventStore`` holds in its outbox, oldest first, with the bus's
+/// lossless defaults, and marks each sent only once the broker confirmed it. Run it as a `Service`
+/// next to the code that enqueues: it polls, and ``wakeUp()`` makes it look at once.
+///
+/// An event may be published twice (the process died after the confirm and before marking it
+/// sent): it carries the same message id both times, and deduplicating consumers absorb it.
+public final class OutboxRelay: Service, Sendable {
+    let store: SQLiteEventStore
+    let bus: EventBus
+    let pollInterval: Duration
+    let batchSize: Int
+    private let wakeUps: AsyncStream<Void>
+    private let wake: AsyncStream<Void>.Continuation
+
+    public init(store: SQLiteEventStore, bus: EventBus, pollInterval: Duration = .milliseconds(500), batchSize: Int = 500) {
+        self.store = store
+        self.bus = bus
+        self.pollInterval = pollInterval
+        self.batchSize = max(1, batchSize)
+        (wakeUps, wake) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// Looks at the outbox now (call it after a commit that enqueued events).
+    public func wakeUp() {
+        wake.yield()
+    }
+
+    /// Publishes what is pending now, until the outbox is empty; returns how many it published.
+    @discardableResult
+    public func publishPending() async throws -> Int {
+        var published = 0
+        while true {
+            let pending = try await store.pending(limit: batchSize)
+            if pending.isEmpty { return published }
+            var sent: [Int64] = []
+            var failure: (any Error)?
+            for event in pending {
+                do {
+                    try await bus.publish(
+                        encoded: event.body, metadata: event.metadata, to: event.exchange, routingKey: event.routingKey)
+                    sent.append(event.id)
+                } catch {
+                    // Oldest first: stop here, and try again on the next round.
+                    failure = error
+                    break
+                }
+            }
+            try await store.markSent(sent)
+            published += sent.count
+            if let failure { throw failure }
+        }
+    }
+
+    public func run() async throws {
+        wake.yield()  // what is pending already goes first
+        await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                // The poll: a wake-up every interval, merged with those of ``wakeUp()``.
+                group.addTask { [wake = self.wake, pollInterval = self.pollInterval] in
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: pollInterval)
+                        wake.yield()
+                    }
+                }
+                for await _ in self.wakeUps {
+                    do {
+                        try await self.publishPending()
+                    } catch {
+                        self.bus.logger.warning(
+                            "the outbox relay could not publish; trying again", metadata: ["amqp.error": "\(error)"])
+                    }
+                }
+                group.cancelAll()
+            }
+        }
+    }
+}
