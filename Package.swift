@@ -186,7 +186,8 @@ let package = Package(
         .testTarget(
             name: "AMQPClientIntegrationTests",
             dependencies: [
-                "AMQPClient", "AMQPEvents", "UserEvents", "SampleSupport",
+                "AMQPClient", "AMQPEvents", "AMQPEventsSQLite", "UserEvents", "SampleSupport",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),

@@ -24,8 +24,21 @@ struct StoreOptions: ParsableArguments {
     var db: String = "bookstore.sqlite"
 }
 
+/// The bookstore's domain exchange, `order_events` unless told (tests use their own).
+struct DomainOption: ParsableArguments {
+    @Option(help: "The domain exchange.")
+    var exchange = "order_events"
+
+    var bookstore: Bookstore {
+        var bookstore = Bookstore()
+        bookstore.exchange = exchange
+        return bookstore
+    }
+}
+
 struct Order: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Place orders through the outbox, and publish them.")
+    @OptionGroup var domain: DomainOption
     @OptionGroup var options: CommonOptions
     @OptionGroup var store: StoreOptions
 
@@ -36,9 +49,8 @@ struct Order: AsyncParsableCommand {
     var crashAfterCommit = false
 
     func run() async throws {
-        let (count, crash, path) = (count, crashAfterCommit, store.db)
+        let (count, crash, path, bookstore) = (count, crashAfterCommit, store.db, domain.bookstore)
         try await withEventBus(options, name: "order-service") { bus in
-            let bookstore = Bookstore()
             let store = try Bookstore.openStore(path: path, appID: "order-service")
             for subscription in [bookstore.inventory(tally: Tally()), bookstore.payment(tally: Tally())] {
                 try await bus.declare(subscription)
@@ -85,15 +97,16 @@ struct ServiceRun: ParsableArguments {
 
 struct Inventory: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Reserve the books of every order.")
+    @OptionGroup var domain: DomainOption
     @OptionGroup var run: ServiceRun
 
     func run() async throws {
-        let count = run.count
+        let (count, bookstore) = (run.count, domain.bookstore)
         try await withEventBus(run.options, name: "inventory") { bus in
             let tally = Tally()
             print(" [*] inventory waiting for orders. To exit press CTRL+C")
             try await runServices(
-                [bus.service(for: Bookstore().inventory(tally: tally))], logger: bus.logger, tally: tally, counted: "inventory",
+                [bus.service(for: bookstore.inventory(tally: tally))], logger: bus.logger, tally: tally, counted: "inventory",
                 count: count)
         }
     }
@@ -101,15 +114,16 @@ struct Inventory: AsyncParsableCommand {
 
 struct Payment: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Charge every order.")
+    @OptionGroup var domain: DomainOption
     @OptionGroup var run: ServiceRun
 
     func run() async throws {
-        let count = run.count
+        let (count, bookstore) = (run.count, domain.bookstore)
         try await withEventBus(run.options, name: "payment") { bus in
             let tally = Tally()
             print(" [*] payment waiting for orders. To exit press CTRL+C")
             try await runServices(
-                [bus.service(for: Bookstore().payment(tally: tally))], logger: bus.logger, tally: tally, counted: "payment",
+                [bus.service(for: bookstore.payment(tally: tally))], logger: bus.logger, tally: tally, counted: "payment",
                 count: count)
         }
     }
@@ -117,6 +131,7 @@ struct Payment: AsyncParsableCommand {
 
 struct Email: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Send each order's confirmation email, exactly once.")
+    @OptionGroup var domain: DomainOption
     @OptionGroup var run: ServiceRun
     @OptionGroup var store: StoreOptions
 
@@ -131,10 +146,11 @@ struct Email: AsyncParsableCommand {
 
     func run() async throws {
         let (count, path, rate, failOrder, crashAfter) = (run.count, store.db, failureRate, failOrder, crashAfter)
+        let bookstore = domain.bookstore
         try await withEventBus(run.options, name: "email") { bus in
             let tally = Tally()
             let store = try Bookstore.openStore(path: path, appID: "email")
-            let email = Bookstore().email(store: store, tally: tally, failureRate: rate, failOrder: failOrder, crashAfter: crashAfter)
+            let email = bookstore.email(store: store, tally: tally, failureRate: rate, failOrder: failOrder, crashAfter: crashAfter)
             print(" [*] email waiting for orders. To exit press CTRL+C")
             try await runServices([bus.service(for: email)], logger: bus.logger, tally: tally, counted: "email", count: count)
         }
@@ -143,6 +159,7 @@ struct Email: AsyncParsableCommand {
 
 struct Parked: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List the email service's parked messages, or replay them.")
+    @OptionGroup var domain: DomainOption
     @OptionGroup var options: CommonOptions
 
     @Flag(help: "Move them back to the email service's queue.")
@@ -152,9 +169,9 @@ struct Parked: AsyncParsableCommand {
     var id: [String] = []
 
     func run() async throws {
-        let (replay, ids) = (replay, id)
+        let (replay, ids, bookstore) = (replay, id, domain.bookstore)
         try await withEventBus(options, name: "parking-lot") { bus in
-            let queue = Bookstore().emailQueue
+            let queue = bookstore.emailQueue
             if replay {
                 let moved = try await bus.replayParked(of: queue, messageIDs: ids.isEmpty ? nil : Set(ids))
                 print(" [parked] moved \(moved) back to \(queue)")

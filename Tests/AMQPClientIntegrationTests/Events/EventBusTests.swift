@@ -123,7 +123,7 @@ struct EventBusTests {
         }
     }
 
-    @Test("an undecodable body and an unknown type are parked with their reason; a handler's error is dead-lettered there")
+    @Test("an undecodable body and an unknown type are parked at once with their reason; a handler's error after its retries")
     func poisonIsParked() async throws {
         try await withEventBus { bus, domain, queues in
             let subscription = EventSubscription.publishSubscribe(exchange: domain, service: "strict")
@@ -167,8 +167,10 @@ struct EventBusTests {
                         return
                     }
                     #expect(why.contains("test.Unknown"))
-                    // The handler's failure: rejected, dead-lettered by the broker (x-death says so).
-                    #expect(parked["throws"]?.properties.headers?["x-death"] != nil)
+                    // Poison is parked at once; the handler's failure after its immediate retries.
+                    #expect(badBody["x-attempts"] == nil)
+                    #expect(parked["throws"]?.properties.headers?["x-parked-reason"] == "retriesExhausted")
+                    #expect(parked["throws"]?.properties.headers?["x-attempts"] == .int64(3))
                     let main = try await channel.declareQueue(queue, passive: true)
                     #expect(main.messageCount == 0)
                 }
