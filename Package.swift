@@ -180,7 +180,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AMQPEventsTests",
-            dependencies: ["AMQPClient", "AMQPEvents"],
+            dependencies: ["AMQPClient", "AMQPEvents", "AMQPEventsSQLite", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strictSwift6
         ),
         .testTarget(

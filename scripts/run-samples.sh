@@ -3,7 +3,8 @@
 # user_events samples: a consumer waits for COUNT events (default 3), a producer publishes them, and
 # the script checks that every one arrived, that the consumer continued each event's trace
 # (--trace: W3C traceparent in the headers) and that it counted them (--metrics). Then the
-# order-events and food-delivery demos, which check that every service handled every order.
+# order-events, food-delivery and bookstore demos, which check that every service handled every
+# order (the bookstore's with 30 % of its emails failing and one failing for good: 99 emails, 1 parked).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -14,6 +15,7 @@ swift build --product user-events-producer
 swift build --product user-events-consumer
 swift build --product order-events
 swift build --product food-delivery
+swift build --product bookstore
 bin="$(swift build --show-bin-path)"
 
 out="$(mktemp)"
@@ -73,4 +75,5 @@ run_demo() {
 }
 run_demo order-events --orders "${ORDERS:-100}"
 run_demo food-delivery --orders "${FOOD_ORDERS:-50}" --chefs 3
-echo "samples: OK: user-events, order-events demo, food-delivery demo"
+run_demo bookstore --orders "${BOOK_ORDERS:-100}" --failure-rate 0.3 --fail-order 7
+echo "samples: OK: user-events, order-events demo, food-delivery demo, bookstore demo"

@@ -113,3 +113,53 @@ struct MessageIDTests {
         #expect(MessageIDGenerator.format(0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210) == "01234567-89ab-cdef-fedc-ba9876543210")
     }
 }
+
+@Suite("Retry policies and deduplication")
+struct FailurePolicyTests {
+    @Test("exponential delays grow by the multiplier; jitter stays within its bounds; attempts add up")
+    func retryPolicy() {
+        let policy = RetryPolicy.exponential(immediateRetries: 1, first: .milliseconds(100), multiplier: 3, steps: 3, jitter: 0.2)
+        #expect(policy.delays == [.milliseconds(100), .milliseconds(300), .milliseconds(900)])
+        #expect(policy.maximumAttempts == 8)
+        #expect(policy.delay(beforeStep: 2, random: 0) == .milliseconds(240))
+        #expect(policy.delay(beforeStep: 2, random: 1) == .milliseconds(360))
+        #expect(policy.maximumDelay(step: 3) == .milliseconds(1080))
+        #expect(RetryPolicy.none.maximumAttempts == 1)
+        #expect(RetryPolicy(immediateRetries: -3, jitter: 7).jitter == 0.9)
+    }
+
+    @Test("delayed retries need a durable queue, and positive delays")
+    func invalidRetries() {
+        #expect(throws: EventError.self) { try EventSubscription.broadcast(exchange: "e").retrying(.exponential(first: .seconds(1), steps: 1)).validate() }
+        #expect(throws: EventError.self) { try EventSubscription.workQueue("q").retrying(RetryPolicy(delays: [.zero])).validate() }
+    }
+
+    @Test("delay queues dead-letter back to the subscription's queue; a quorum subscription's queues are quorum queues")
+    func topology() {
+        #expect(EventTopology.retryQueue(of: "orders.email", step: 2) == "orders.email.retry.2")
+        let arguments = EventTopology.retryQueueArguments("orders.email", maximumDelay: .milliseconds(1500), type: .quorum(deliveryLimit: 5))
+        #expect(arguments["x-message-ttl"] == .int64(1500))
+        #expect(arguments["x-dead-letter-routing-key"] == "orders.email")
+        #expect(arguments["x-queue-type"] == "quorum")
+        #expect(arguments["x-delivery-limit"] == .int64(5))
+    }
+
+    @Test("the in-memory store remembers ids per subscriber, and forgets the oldest beyond its size")
+    func inMemoryStore() async throws {
+        let store = InMemoryDeduplicationStore(maximumCount: 3)
+        for id in ["a", "b", "c"] { try await store.record(id, subscriber: "s") }
+        #expect(try await store.contains("a", subscriber: "s"))
+        #expect(try await !store.contains("a", subscriber: "other"))
+        try await store.record("d", subscriber: "s")
+        #expect(try await !store.contains("a", subscriber: "s"))
+        #expect(try await store.contains("d", subscriber: "s"))
+        #expect(store.count == 3)
+    }
+
+    @Test("the in-memory store forgets ids older than its age limit")
+    func inMemoryAge() async throws {
+        let store = InMemoryDeduplicationStore(maximumAge: .zero)
+        try await store.record("a", subscriber: "s")
+        #expect(try await !store.contains("a", subscriber: "s"))
+    }
+}

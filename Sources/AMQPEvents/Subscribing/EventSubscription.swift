@@ -9,13 +9,17 @@ import AMQPClient
 /// ```
 ///
 /// What happens to each message:
-/// - its handler returns: acknowledged;
-/// - its handler throws: rejected, and the broker moves it to the queue's parking lot
-///   (`orders.inventory.parked`);
-/// - its body does not decode, or no handler takes its type: published to the parking lot with
-///   headers saying why (`x-parked-reason`, `x-parked-error`, `x-parked-from-queue`, `x-parked-at`,
-///   `x-original-exchange`, `x-original-routing-key`), then acknowledged. Never a crash, never
-///   requeued forever. (A transient broadcast subscriber has no parking lot: it logs and drops.)
+/// - its handler returns: acknowledged (and its id recorded, with ``deduplicating(with:)``);
+/// - its handler throws: tried again by ``retryPolicy`` (two immediate retries by default;
+///   delayed retries held by the broker with ``retrying(_:)``), then parked;
+/// - its body does not decode, or no handler takes its type: parked at once.
+///
+/// Parked means published to the queue's parking lot (`orders.inventory.parked`) with headers
+/// saying why (`x-parked-reason`, `x-parked-error`, `x-parked-from-queue`, `x-parked-at`,
+/// `x-original-exchange`, `x-original-routing-key`, and for handler failures `x-attempts`,
+/// `x-first-failure-at`, `x-last-failure-at`), then acknowledged. Never a crash, never requeued
+/// forever. (A transient broadcast subscriber has no parking lot: it logs and drops.) See the
+/// *Handling failures* article.
 public struct EventSubscription: Sendable {
     public enum Kind: Sendable, Hashable {
         /// A durable queue per service (`orders.payment`) bound to the domain's durable topic
