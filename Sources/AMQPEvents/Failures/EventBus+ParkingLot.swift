@@ -11,6 +11,8 @@ public struct ParkedMessage: Sendable {
     public var error: String?
     /// Handler calls it had.
     public var attempts: Int?
+    /// How many times the broker dead-lettered it (its `x-death` header), when it did.
+    public var deadLetterCount: Int?
     public var firstFailureAt: Date?
     public var parkedAt: Date?
     public var originalExchange: String?
@@ -33,6 +35,12 @@ public struct ParkedMessage: Sendable {
         reason = text(EnvelopeHeader.parkedReason)
         error = text(EnvelopeHeader.parkedError)
         attempts = headers[EnvelopeHeader.attempts]?.integerValue
+        if case .array(let deaths) = headers["x-death"] {
+            deadLetterCount = deaths.reduce(0) { total, death in
+                guard case .table(let table) = death else { return total }
+                return total + (table["count"]?.integerValue ?? 0)
+            }
+        }
         firstFailureAt = time(EnvelopeHeader.firstFailureAt)
         parkedAt = time(EnvelopeHeader.parkedAt)
         originalExchange = text(EnvelopeHeader.originalExchange)

@@ -14,6 +14,11 @@ public struct EventContext: Sendable {
     public let routingKey: String
     /// The bus it came in on.
     public let bus: EventBus
+    /// How many delayed retries it has had (its `x-retry-attempt` header; 0 the first time).
+    public let retryAttempt: Int
+    /// How many times the broker delivered it before, when the broker counts (a quorum queue's
+    /// `x-delivery-count`).
+    public let deliveryCount: Int?
 
     /// The context of the event being handled by the current task, if any.
     @TaskLocal public static var current: EventContext?
@@ -25,5 +30,8 @@ public struct EventContext: Sendable {
         self.exchange = delivery.exchange
         self.routingKey = delivery.routingKey
         self.bus = bus
+        let headers = delivery.properties.headers
+        self.retryAttempt = headers?["x-retry-attempt"]?.integerValue ?? 0
+        self.deliveryCount = headers?["x-delivery-count"]?.integerValue
     }
 }

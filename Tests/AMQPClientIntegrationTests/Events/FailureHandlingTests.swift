@@ -34,12 +34,16 @@ struct FailureHandlingTests {
         try await withEventBus { bus, domain, queues in
             let calls = Calls()
             let handled = Seen()
+            let retryCountMismatches = Seen()
             var configured = EventSubscription.publishSubscribe(exchange: domain, service: "email")
                 .retrying(.exponential(immediateRetries: 0, first: .milliseconds(100), multiplier: 3, steps: 4, jitter: 0.2))
-                .on(Charged.self) { charge, _ in
+                .on(Charged.self) { charge, context in
                     // Orders 0, 1, 2 of every 10 fail their first 1, 2 or 3 calls.
                     let failures = charge.amount % 10 < 3 ? 1 + charge.amount % 3 : 0
-                    if calls.record(charge.orderId) < failures { throw Transient() }
+                    let before = calls.record(charge.orderId)
+                    // Without immediate retries, each call is a delayed retry: the header counts them.
+                    if context.retryAttempt != before { retryCountMismatches.add(charge.orderId) }
+                    if before < failures { throw Transient() }
                     handled.add(charge.orderId)
                 }
             if case .quorum(let limit) = queueType { configured = configured.onQuorumQueue(deliveryLimit: limit) }
@@ -67,6 +71,7 @@ struct FailureHandlingTests {
             #expect(handled.duplicates == 0)
             #expect(calls.total == total + failing.map { 1 + $0 % 3 }.reduce(0, +))
             #expect(parked == 0)
+            #expect(retryCountMismatches.distinct == 0)
             // 100 ms, 300 ms, 900 ms (±20 %): each wait longer than the one before.
             for messageGaps in gaps {
                 #expect(messageGaps.count == 3)
