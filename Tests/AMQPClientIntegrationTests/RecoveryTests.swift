@@ -282,9 +282,11 @@ struct RecoveryTests {
             $0.host = "127.0.0.1"
             $0.port = 1
             $0.alternateEndpoints = [.init(host: "127.0.0.1", port: first.port), .init(host: "127.0.0.1", port: second.port)]
+            $0.endpointOrder = .inOrder
             $0.recovery = .fast()
         }) { viaEndpoints in
             let watcher = EventWatcher(viaEndpoints)
+            #expect(viaEndpoints.currentEndpoint?.port == first.port)
             let channel = try await viaEndpoints.openChannel()
             // The first proxy goes down for good: recovery reaches the broker through the second.
             first.mode = .refuse
@@ -292,6 +294,7 @@ struct RecoveryTests {
             try await watcher.recovered()
             try await channel.declareQueue("", exclusive: true)
             #expect(viaEndpoints.isOpen)
+            #expect(viaEndpoints.currentEndpoint?.port == second.port)
         }
     }
 

@@ -16,6 +16,8 @@ public final class AMQPChannel: Sendable {
         var closedError: AMQPError?
         /// Publishes get a confirmation tracker (see ``PublisherConfirms/isSelected`` for the wire's side).
         var confirmMode = false
+        /// The per-consumer prefetch last set, which stream consumers require.
+        var prefetchCount: UInt16?
     }
 
     private let state = Mutex(State())
@@ -122,6 +124,17 @@ public final class AMQPChannel: Sendable {
                 arguments: arguments))
         guard case .queueDeclareOk(let info) = reply else { throw unexpected(reply) }
         return info
+    }
+
+    /// Declares a durable queue of `type` (classic, quorum or stream, with its options), adding
+    /// `arguments` to those the type sets.
+    @discardableResult
+    public func declareQueue(
+        _ name: String, type: AMQPQueueType, arguments: AMQPFieldTable = [:]
+    ) async throws(AMQPError) -> AMQPQueueInfo {
+        var merged = type.arguments
+        for (key, value) in arguments { merged[key] = value }
+        return try await declareQueue(name, durable: true, arguments: merged)
     }
 
     /// Routes messages from `exchange` whose routing key matches `routingKey` into `queue`.
@@ -259,6 +272,7 @@ public final class AMQPChannel: Sendable {
     /// how many deliveries a consumer buffers.
     public func setPrefetch(count: UInt16, global: Bool = false) async throws(AMQPError) {
         _ = try await call(.basicQos(prefetchCount: count, global: global))
+        if !global { state.withLock { $0.prefetchCount = count } }
     }
 
     /// Starts a consumer on `queue`. Iterate the result to receive deliveries.
@@ -276,6 +290,50 @@ public final class AMQPChannel: Sendable {
         exclusive: Bool = false,
         arguments: AMQPFieldTable = [:]
     ) async throws(AMQPError) -> AMQPConsumer {
+        try await startConsumer(
+            queue: queue, consumerTag: consumerTag, noAck: noAck, exclusive: exclusive, arguments: arguments,
+            streamConsumer: nil)
+    }
+
+    /// Reads a stream from `offset`: a consumer with manual acknowledgement (as streams require;
+    /// set a prefetch first with ``setPrefetch(count:global:)``). Deliveries carry their
+    /// ``AMQPDelivery/streamOffset``; when the connection recovers, the consumer resumes after the
+    /// last delivery the application took, not from `offset` again.
+    ///
+    /// - Parameter filter: only messages published with one of these
+    ///   ``AMQPProperties/streamFilterValue``s (RabbitMQ 3.13 or newer). The broker's filter lets
+    ///   some others through; the consumer drops them.
+    public func consume(
+        stream queue: String, from offset: AMQPStreamOffset, filter: Set<String>? = nil, consumerTag: String = ""
+    ) async throws(AMQPError) -> AMQPConsumer {
+        guard let prefetch = state.withLock({ $0.prefetchCount }), prefetch > 0 else {
+            throw AMQPError(
+                code: .invalidArgument,
+                message: "a stream consumer needs a prefetch: call setPrefetch(count:) on the channel first")
+        }
+        var arguments: AMQPFieldTable = ["x-stream-offset": offset.argument]
+        if let filter {
+            guard let version = AMQPVersion(core.serverProperties), version >= AMQPVersion(3, 13, 0) else {
+                throw AMQPError(
+                    code: .invalidArgument,
+                    message: "stream filtering needs RabbitMQ 3.13 or newer; this broker is \(Self.describeVersion(core.serverProperties))")
+            }
+            arguments["x-stream-filter"] = .array(filter.sorted().map(AMQPFieldValue.string))
+        }
+        return try await startConsumer(
+            queue: queue, consumerTag: consumerTag, noAck: false, exclusive: false, arguments: arguments,
+            streamConsumer: StreamConsumerState(filter: filter))
+    }
+
+    static func describeVersion(_ properties: AMQPFieldTable) -> String {
+        if case .string(let version) = properties["version"] { return version }
+        return "of an unknown version"
+    }
+
+    private func startConsumer(
+        queue: String, consumerTag: String, noAck: Bool, exclusive: Bool, arguments: AMQPFieldTable,
+        streamConsumer: StreamConsumerState?
+    ) async throws(AMQPError) -> AMQPConsumer {
         try AMQPError.checkShortString(queue, "queue name")
         try AMQPError.checkShortString(consumerTag, "consumer tag")
         try arguments.validate("argument")
@@ -283,7 +341,7 @@ public final class AMQPChannel: Sendable {
         let core = self.core
         let stream = ConsumerStream(
             consumerTag: tag, queue: queue, noAck: noAck, bufferLimit: core.configuration.consumerBufferLimit,
-            onDrained: { core.wakeIOThread() }
+            streamConsumer: streamConsumer, onDrained: { core.wakeIOThread() }
         ) { stream, unseen in
             self.stopOnBroker(stream, unseen: unseen)
         }

@@ -22,6 +22,13 @@ final class ConsumerRecord {
         /// Consumers restore in the order they were started.
         let order: UInt64
 
+        /// The same consumer, reading a stream from the offset after `offset`.
+        func resuming(after offset: Int64) -> Spec {
+            var arguments = self.arguments
+            arguments["x-stream-offset"] = .int64(offset + 1)
+            return Spec(queue: queue, noAck: noAck, exclusive: exclusive, arguments: arguments, order: order)
+        }
+
         func consumeMethod(consumerTag: String) -> ClientMethod {
             .basicConsume(queue: queue, consumerTag: consumerTag, noAck: noAck, exclusive: exclusive, arguments: arguments)
         }

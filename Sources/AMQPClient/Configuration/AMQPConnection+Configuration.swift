@@ -45,9 +45,13 @@ extension AMQPConnection {
         /// makes the broker wait, until the consumer has taken half: a consumer without a prefetch
         /// (no-ack, or prefetch 0) cannot fill memory. Default: 64 MiB.
         public var consumerBufferLimit: Int
-        /// More brokers of the same cluster to try, in order, after ``host`` and ``port``: when
-        /// connecting, and on every recovery attempt. Default: none.
+        /// More nodes of the same cluster: when connecting, and on every recovery attempt, the
+        /// client tries ``endpoints`` in ``endpointOrder`` until one takes the connection.
+        /// Default: none.
         public var alternateEndpoints: [Endpoint]
+        /// The order ``endpoints`` are tried in. Default: ``EndpointOrder/shuffled``, so that many
+        /// clients spread over a cluster's nodes.
+        public var endpointOrder: EndpointOrder
         /// TLS settings; `nil` for plain TCP. `amqps://` URIs set it. Default: `nil`.
         public var tls: TLS?
         /// How the client logs in: with ``username`` and ``password`` (the default), or with
@@ -83,7 +87,37 @@ extension AMQPConnection {
             self.tls = nil
             self.authentication = .plain
             self.alternateEndpoints = []
+            self.endpointOrder = .shuffled
             self.recovery = Recovery()
+        }
+
+        /// The order a connection tries its ``endpoints`` in.
+        public enum EndpointOrder: Sendable, Hashable {
+            /// A new random order for every connection and every recovery attempt.
+            case shuffled
+            /// As listed: ``host`` first, then ``alternateEndpoints``.
+            case inOrder
+        }
+
+        /// A cluster's nodes as URIs, one per node (`amqp://user:pass@node1:5672/vhost`, …): the first
+        /// gives every setting, the others add their host and port as ``alternateEndpoints``; they
+        /// must agree on the scheme, user, password and virtual host.
+        public init(urls: [String]) throws(AMQPError) {
+            guard let first = urls.first else {
+                throw AMQPError(code: .invalidArgument, message: "a cluster needs at least one node's URI")
+            }
+            try self.init(url: first)
+            for url in urls.dropFirst() {
+                let node = try Self(url: url)
+                guard node.username == username, node.password == password, node.virtualHost == virtualHost,
+                    (node.tls == nil) == (tls == nil)
+                else {
+                    throw AMQPError(
+                        code: .invalidArgument,
+                        message: "every node's URI must have the same scheme, user, password and virtual host (\(node.host):\(node.port) does not)")
+                }
+                alternateEndpoints.append(Endpoint(host: node.host, port: node.port))
+            }
         }
 
         /// Every broker address to try, in order: ``host`` and ``port``, then ``alternateEndpoints``.

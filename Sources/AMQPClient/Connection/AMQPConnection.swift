@@ -142,6 +142,20 @@ public final class AMQPConnection: Sendable {
     public var taskExecutor: any TaskExecutor { core }
 
     /// `false` once the connection is closing or closed. A connection that is recovering is open.
+    /// The node the connection is on (or was last on, while it recovers): with several
+    /// ``Configuration/endpoints``, which one took it.
+    public var currentEndpoint: Configuration.Endpoint? { core.endpoint }
+
+    /// What the broker said about itself when the connection opened: `product`, `version`,
+    /// `cluster_name`, `capabilities`, …
+    public var serverProperties: AMQPFieldTable { core.serverProperties }
+
+    /// The broker's version (`3.10.8`), from ``serverProperties``.
+    public var serverVersion: String? {
+        if case .string(let version) = serverProperties["version"] { return version }
+        return nil
+    }
+
     public var isOpen: Bool { core.isOpen }
 
     /// Whether the connection was lost and is reconnecting; see ``Configuration/Recovery``.

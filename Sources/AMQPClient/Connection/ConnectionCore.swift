@@ -21,7 +21,7 @@ final class ConnectionCore: Sendable {
     /// The messaging metrics; `nil` when no metrics backend is set up.
     let metrics: MessagingMetrics?
     /// The broker the connection is on, for spans' `server.address` and `server.port`.
-    private let currentEndpoint = Mutex<AMQPConnection.Configuration.Endpoint?>(nil)
+    private let currentEndpoint = Mutex<(endpoint: AMQPConnection.Configuration.Endpoint, serverProperties: AMQPFieldTable)?>(nil)
     private let state = Mutex(MailboxState())
     private let wakeReadFD: Int32
     private let wakeWriteFD: Int32
@@ -248,13 +248,19 @@ final class ConnectionCore: Sendable {
     }
 
     /// A connection is open on `transport`; direct publishes may use it while the thread sleeps.
-    func connectionOpened(transport: Transport, frameMax: Int, endpoint: AMQPConnection.Configuration.Endpoint) {
+    func connectionOpened(
+        transport: Transport, frameMax: Int, endpoint: AMQPConnection.Configuration.Endpoint,
+        serverProperties: AMQPFieldTable
+    ) {
         state.withLock { $0.connectionOpened(transport: transport, frameMax: frameMax) }
-        currentEndpoint.withLock { $0 = endpoint }
+        currentEndpoint.withLock { $0 = (endpoint, serverProperties) }
     }
 
     /// The broker the connection is (or was last) on.
-    var endpoint: AMQPConnection.Configuration.Endpoint? { currentEndpoint.withLock { $0 } }
+    var endpoint: AMQPConnection.Configuration.Endpoint? { currentEndpoint.withLock { $0?.endpoint } }
+
+    /// What that broker said about itself in `connection.start`.
+    var serverProperties: AMQPFieldTable { currentEndpoint.withLock { $0?.serverProperties ?? [:] } }
 
     /// The socket is about to close (the I/O thread is awake, so no direct publish is in progress).
     func connectionClosing() {

@@ -62,7 +62,17 @@ public final class AMQPConsumer: AsyncSequence, Sendable {
         }
 
         public mutating func next() async throws -> AMQPDelivery? {
-            try await stream.next()
+            guard let streamConsumer = stream.streamConsumer else { return try await stream.next() }
+            while let delivery = try await stream.next() {
+                guard streamConsumer.accepts(delivery) else {
+                    // Filtered out client-side: settled, so the broker's credit moves on.
+                    try? await delivery.ack()
+                    continue
+                }
+                streamConsumer.took(delivery)
+                return delivery
+            }
+            return nil
         }
     }
 

@@ -52,6 +52,16 @@ public final class AMQPDelivery: Sendable {
     }
 
     /// The body decoded as UTF-8.
+    /// A stream's delivery: its offset in the stream (`x-stream-offset`).
+    public var streamOffset: Int64? {
+        switch properties.headers?["x-stream-offset"] {
+        case .int64(let offset): offset
+        case .int32(let offset): Int64(offset)
+        case .uint32(let offset): Int64(offset)
+        default: nil
+        }
+    }
+
     public var bodyString: String { String(decoding: body, as: UTF8.self) }
 
     /// Tells the broker the message was handled and may be forgotten.

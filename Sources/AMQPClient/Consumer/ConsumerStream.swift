@@ -65,6 +65,9 @@ final class ConsumerStream: Sendable {
 
     let consumerTag: String
     let noAck: Bool
+    /// A stream consumer's settings: the offset of the last delivery the application took (where a
+    /// recovery resumes), and the filter values it accepts.
+    let streamConsumer: StreamConsumerState?
     private let state: Mutex<State>
     /// Runs once when the iterating side stops (loop ended, task cancelled, consumer released),
     /// with the deliveries it never handed out: cancels the consumer on the broker, requeues them.
@@ -76,11 +79,13 @@ final class ConsumerStream: Sendable {
 
     init(
         consumerTag: String, queue: String, noAck: Bool, bufferLimit: Int = .max,
+        streamConsumer: StreamConsumerState? = nil,
         onDrained: @escaping @Sendable () -> Void = {},
         onStop: @escaping @Sendable (ConsumerStream, [AMQPDelivery]) -> Void
     ) {
         self.consumerTag = consumerTag
         self.noAck = noAck
+        self.streamConsumer = streamConsumer
         self.state = Mutex(State(queue: queue))
         self.bufferLimit = bufferLimit
         self.onDrained = onDrained
@@ -234,5 +239,33 @@ final class ConsumerStream: Sendable {
     /// the broker redelivers them, and they could no longer be acknowledged.
     func discardBuffered() {
         if state.withLock({ $0.removeAllBuffered() }) { onDrained() }
+    }
+}
+
+/// What a stream consumer keeps besides its buffer: the offset of the last delivery the
+/// application took, for a recovery to resume after it, and the filter values it accepts.
+final class StreamConsumerState: Sendable {
+    /// RabbitMQ's stream filter is probabilistic: deliveries whose `x-stream-filter-value` is not
+    /// one of these are settled and skipped. `nil`: no filter.
+    let filter: Set<String>?
+    private let lastTaken = Mutex<Int64?>(nil)
+
+    init(filter: Set<String>?) {
+        self.filter = filter
+    }
+
+    /// The offset of the last delivery the application took.
+    var lastOffset: Int64? { lastTaken.withLock { $0 } }
+
+    func took(_ delivery: AMQPDelivery) {
+        guard let offset = delivery.streamOffset else { return }
+        lastTaken.withLock { $0 = max($0 ?? offset, offset) }
+    }
+
+    /// Whether the application wants `delivery` (it passes the filter).
+    func accepts(_ delivery: AMQPDelivery) -> Bool {
+        guard let filter else { return true }
+        guard case .string(let value) = delivery.properties.headers?["x-stream-filter-value"] else { return false }
+        return filter.contains(value)
     }
 }

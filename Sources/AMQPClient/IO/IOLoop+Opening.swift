@@ -5,7 +5,8 @@ import Logging
 extension IOLoop {
     /// Connects to the configured endpoints in turn until one accepts. Throws the last one's error.
     func openAnyEndpoint() throws(AMQPError) {
-        let endpoints = core.configuration.endpoints
+        var endpoints = core.configuration.endpoints
+        if core.configuration.endpointOrder == .shuffled { endpoints.shuffle() }
         var lastError: AMQPError?
         for endpoint in endpoints {
             do {
@@ -30,7 +31,9 @@ extension IOLoop {
         connection.bridge.isChannelOpen = { [unowned self] id in
             self.channels[id] != nil || id == self.recoveryTopologyChannel
         }
-        core.connectionOpened(transport: connection.transport, frameMax: connection.frameMax, endpoint: endpoint)
+        core.connectionOpened(
+            transport: connection.transport, frameMax: connection.frameMax, endpoint: endpoint,
+            serverProperties: connection.serverProperties)
         nextHeartbeatService = ContinuousClock.now + heartbeatServiceInterval
         logger[metadataKey: LoggingKeys.endpoint] = "\(endpoint)"
         logger.debug(

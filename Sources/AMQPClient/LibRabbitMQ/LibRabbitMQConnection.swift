@@ -21,6 +21,8 @@ final class LibRabbitMQConnection {
     let channelMax: UInt16
     let heartbeatSeconds: Int32
     let frameMax: Int
+    /// What the broker said about itself in `connection.start` (product, version, capabilities).
+    let serverProperties: AMQPFieldTable
 
     private init(
         state: amqp_connection_state_t, bridge: SocketBridge
@@ -34,6 +36,8 @@ final class LibRabbitMQConnection {
         self.frameMax = frameMax > 0 ? frameMax : Int(AMQP_DEFAULT_FRAME_SIZE)
         writer.frameMax = self.frameMax
         bridge.limits.frameMax = self.frameMax
+        // Checked by the frame scanner (depth, lengths) before librabbitmq decoded it.
+        self.serverProperties = amqp_get_server_properties(state).map { CDecoding.table($0.pointee) } ?? [:]
     }
 
     deinit {

@@ -64,6 +64,19 @@ public struct AMQPProperties: Sendable, Hashable {
     }
 
     /// `deliveryMode == .persistent`.
+    /// The value a stream's consumers can filter on (`x-stream-filter-value`, RabbitMQ 3.13+).
+    public var streamFilterValue: String? {
+        get {
+            if case .string(let value) = headers?["x-stream-filter-value"] { return value }
+            return nil
+        }
+        set {
+            var headers = self.headers ?? [:]
+            headers["x-stream-filter-value"] = newValue.map(AMQPFieldValue.string)
+            self.headers = headers.isEmpty ? nil : headers
+        }
+    }
+
     public var isPersistent: Bool { deliveryMode == .persistent }
 
     func validate() throws(AMQPError) {

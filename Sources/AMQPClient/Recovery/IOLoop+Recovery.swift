@@ -272,8 +272,14 @@ extension IOLoop {
 
     private func restoreConsumers(on channel: ChannelIO) throws(AMQPError) {
         for (tag, stream, spec) in channel.consumersToRestore() {
+            // A stream consumer resumes after the last delivery the application took, not from
+            // the offset it first asked for.
+            var method = spec.consumeMethod(consumerTag: tag)
+            if let last = stream.streamConsumer?.lastOffset {
+                method = spec.resuming(after: last).consumeMethod(consumerTag: tag)
+            }
             do {
-                _ = try recoveryCall(spec.consumeMethod(consumerTag: tag), on: channel.id)
+                _ = try recoveryCall(method, on: channel.id)
             } catch {
                 switch error {
                 case .connection(let error): throw error

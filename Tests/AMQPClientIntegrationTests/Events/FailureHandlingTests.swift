@@ -72,14 +72,12 @@ struct FailureHandlingTests {
             #expect(calls.total == total + failing.map { 1 + $0 % 3 }.reduce(0, +))
             #expect(parked == 0)
             #expect(retryCountMismatches.distinct == 0)
-            // 100 ms, 300 ms, 900 ms (±20 %): each wait longer than the one before.
+            // 100 ms, 300 ms, 900 ms (±20 %): each retry waits at least its step's delay, so the
+            // waits grow (a busy broker may add to any of them, so only the lower bounds are checked).
+            let minimums: [Duration] = [.milliseconds(80), .milliseconds(240), .milliseconds(720)]
             for messageGaps in gaps {
                 #expect(messageGaps.count == 3)
-                if messageGaps.count == 3 {
-                    #expect(messageGaps[0] >= .milliseconds(80))
-                    #expect(messageGaps[1] > messageGaps[0])
-                    #expect(messageGaps[2] > messageGaps[1])
-                }
+                for (gap, minimum) in zip(messageGaps, minimums) { #expect(gap >= minimum) }
             }
         }
     }
