@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Runs the whole test suite (unit and integration) against a RabbitMQ that scripts/broker.sh
 # starts or reuses. Extra arguments go to `swift test` (e.g. --filter ChannelErrorTests).
+#
+#   scripts/test.sh --cluster   starts the three-node cluster (scripts/cluster.sh) and runs the
+#                               cluster tests: nodes killed under load, quorum queues, streams.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [[ "${1:-}" == "--cluster" ]]; then
+  scripts/cluster.sh start
+  swift build
+  AMQP_CLUSTER_TESTS=1 swift test --filter ClusterTests
+  exit
+fi
 
 scripts/broker.sh start
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:${AMQP_PORT:-5672}/}"

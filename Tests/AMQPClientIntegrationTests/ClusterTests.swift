@@ -218,7 +218,7 @@ struct ClusterTests {
         defer { Task { await connection.close() } }
         let events = EventWatcher(connection)
         let channel = try await connection.openChannel()
-        try await channel.declareQueue(stream, type: .stream(.init(maximumLengthBytes: 100_000_000)))
+        try await channel.declareQueue(stream, type: .stream(.init(maximumLengthBytes: 100_000_000, initialClusterSize: 3)))
         try await channel.enablePublisherConfirms()
         var confirmations: [AMQPPublishConfirmation] = []
         for index in 0..<total { confirmations.append(try await channel.publish("\(index)", routingKey: stream)) }
