@@ -54,8 +54,9 @@ extension EventBus {
         try await publishAllConfirmed([outgoing], exchange: exchange, routingKey: routingKey ?? metadata.type, mandatory: mandatory)
     }
 
-    /// Sends `event` to a work queue (declared, durable, with its parking lot, if it is not yet),
-    /// where competing consumers share it. Returns once the broker has confirmed it.
+    /// Sends `event` to a work queue, where competing consumers share it. A queue its consumers
+    /// declared is used as it is (quorum, with delay queues, …); a missing one is declared durable
+    /// with its parking lot. Returns once the broker has confirmed it.
     @discardableResult
     public func send<Event: AMQPEvent>(
         _ event: Event, toQueue queue: String, correlationID: String? = nil, messageID: String? = nil,

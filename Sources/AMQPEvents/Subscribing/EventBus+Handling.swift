@@ -1,0 +1,176 @@
+import AMQPClient
+import Foundation
+import Logging
+
+// Handling one delivery: its handler, then the ack; retries by the subscription's policy; the
+// parking lot for what no handler can take.
+
+extension EventBus {
+    /// Runs the delivery's handler and settles it: acknowledged once handled (and recorded for
+    /// deduplication), retried by the subscription's policy when the handler throws, parked when
+    /// nothing can handle it.
+    func handle(_ delivery: AMQPDelivery, for subscription: EventSubscription, queue: String) async {
+        let parkingLot = subscription.parkingLot
+        guard let metadata = EventMetadata(delivery.properties) else {
+            await park(delivery, from: queue, in: parkingLot, reason: .unknownEventType, error: "the message has no type property")
+            return
+        }
+        guard let handler = subscription.handlers[metadata.type] else {
+            await park(delivery, from: queue, in: parkingLot, reason: .unknownEventType, error: "no handler for \(metadata.type)")
+            return
+        }
+        let store = metadata.messageID.isEmpty ? nil : subscription.deduplication
+        if let store, await alreadyHandled(metadata.messageID, by: queue, in: store) {
+            logger.debug("acknowledging a message handled already", metadata: ["amqp.events.message_id": "\(metadata.messageID)"])
+            try? await delivery.ack()
+            return
+        }
+        let context = EventContext(delivery: delivery, metadata: metadata, queue: queue, bus: self)
+        var failure: (any Error)?
+        for _ in 0...subscription.retryPolicy.immediateRetries {
+            do {
+                try await delivery.withProcessingSpan { delivery in
+                    try await EventContext.$current.withValue(context) {
+                        try await handler.handle(delivery.body, context, configuration.coder)
+                    }
+                }
+                failure = nil
+                break
+            } catch let undecodable as EventHandler.DecodingFailed {
+                await park(delivery, from: queue, in: parkingLot, reason: .decodingFailed, error: "\(undecodable.underlying)")
+                return
+            } catch {
+                failure = error
+                if error is any NonRetryableError { break }
+            }
+        }
+        if let failure {
+            await handlerFailed(delivery, metadata: metadata, error: failure, subscription: subscription, queue: queue)
+            return
+        }
+        if let store {
+            do {
+                try await store.record(metadata.messageID, subscriber: queue)
+            } catch {
+                logger.warning(
+                    "could not record a handled message for deduplication",
+                    metadata: ["amqp.events.message_id": "\(metadata.messageID)", "amqp.error": "\(error)"])
+            }
+        }
+        do {
+            try await delivery.ack()
+        } catch {
+            logger.debug(
+                "could not acknowledge a handled event; the broker will deliver it again",
+                metadata: ["amqp.events.message_id": "\(metadata.messageID)", "amqp.error": "\(error)"])
+        }
+    }
+
+    private func alreadyHandled(_ messageID: String, by subscriber: String, in store: any DeduplicationStore) async -> Bool {
+        do {
+            return try await store.contains(messageID, subscriber: subscriber)
+        } catch {
+            // Handling again is safer than dropping: the handler may still be idempotent.
+            logger.warning("the deduplication store failed; handling the message", metadata: ["amqp.error": "\(error)"])
+            return false
+        }
+    }
+
+    /// The handler threw on every immediate try: a delayed retry if the policy has one left and
+    /// the error allows it, else the parking lot.
+    private func handlerFailed(
+        _ delivery: AMQPDelivery, metadata: EventMetadata, error: any Error, subscription: EventSubscription, queue: String
+    ) async {
+        let headers = delivery.properties.headers ?? [:]
+        let step = (headers[EnvelopeHeader.retryAttempt]?.integerValue ?? 0) + 1
+        let calls = (headers[EnvelopeHeader.attempts]?.integerValue ?? 0) + 1 + subscription.retryPolicy.immediateRetries
+        let now = Date()
+        var failureHeaders: AMQPFieldTable = [
+            EnvelopeHeader.attempts: .int64(Int64(calls)),
+            EnvelopeHeader.lastFailureAt: .timestamp(now),
+            EnvelopeHeader.lastError: .string(String("\(error)".prefix(1000))),
+        ]
+        if headers[EnvelopeHeader.firstFailureAt] == nil { failureHeaders[EnvelopeHeader.firstFailureAt] = .timestamp(now) }
+        if headers[EnvelopeHeader.originalExchange] == nil {
+            failureHeaders[EnvelopeHeader.originalExchange] = .string(delivery.exchange)
+            failureHeaders[EnvelopeHeader.originalRoutingKey] = .string(delivery.routingKey)
+        }
+        let log: Logger.Metadata = [
+            "amqp.queue": "\(queue)", "amqp.events.type": "\(metadata.type)",
+            "amqp.events.message_id": "\(metadata.messageID)", "amqp.attempt": "\(calls)", "amqp.error": "\(error)",
+        ]
+        if error is any NonRetryableError {
+            logger.warning("an event handler failed for good; the event goes to the parking lot", metadata: log)
+            await park(delivery, from: queue, in: subscription.parkingLot, reason: .nonRetryable, error: "\(error)", headers: failureHeaders)
+            return
+        }
+        let policy = subscription.retryPolicy
+        guard step <= policy.delays.count else {
+            logger.warning("an event handler failed on every retry; the event goes to the parking lot", metadata: log)
+            await park(
+                delivery, from: queue, in: subscription.parkingLot, reason: .retriesExhausted, error: "\(error)",
+                headers: failureHeaders)
+            return
+        }
+        let delay = policy.delay(beforeStep: step, random: Double.random(in: 0...1))
+        var properties = delivery.properties
+        var retried = headers
+        for (key, value) in failureHeaders { retried[key] = value }
+        retried[EnvelopeHeader.retryAttempt] = .int64(Int64(step))
+        properties.headers = retried
+        properties.expiration = String(delay.milliseconds)
+        do {
+            let channel = try await publishing.get()
+            try await channel.publish(
+                delivery.body, exchange: "", routingKey: EventTopology.retryQueue(of: queue, step: step), mandatory: true,
+                properties: properties
+            ).confirmed()
+            try await delivery.ack()
+            logger.debug("an event handler failed; retrying later", metadata: log.merging(["amqp.events.delay": "\(delay)"]) { $1 })
+        } catch {
+            logger.warning("could not schedule a retry; rejecting the event to the parking lot", metadata: log)
+            try? await delivery.nack(requeue: false)
+        }
+    }
+
+    /// Publishes a copy of the message to the parking lot with why, then acknowledges it. Should
+    /// that fail, rejecting it still takes it there (without the why) by the queue's dead-lettering.
+    func park(
+        _ delivery: AMQPDelivery, from queue: String, in parkingLot: String?, reason: EventError.Code, error: String,
+        headers extra: AMQPFieldTable = [:]
+    ) async {
+        var log: Logger.Metadata = [
+            "amqp.queue": "\(queue)", "amqp.events.reason": "\(reason)", "amqp.error": "\(error.prefix(500))",
+        ]
+        if let id = delivery.properties.messageID { log["amqp.events.message_id"] = "\(id)" }
+        guard let parkingLot else {
+            logger.warning("dropped a message no handler can take (a broadcast subscriber has no parking lot)", metadata: log)
+            try? await delivery.ack()
+            return
+        }
+        var properties = delivery.properties
+        var headers = properties.headers ?? [:]
+        headers[EnvelopeHeader.parkedReason] = .string(reason.description)
+        headers[EnvelopeHeader.parkedError] = .string(String(error.prefix(1000)))
+        headers[EnvelopeHeader.parkedFromQueue] = .string(queue)
+        headers[EnvelopeHeader.parkedAt] = .timestamp(Date())
+        if headers[EnvelopeHeader.originalExchange] == nil {
+            headers[EnvelopeHeader.originalExchange] = .string(delivery.exchange)
+            headers[EnvelopeHeader.originalRoutingKey] = .string(delivery.routingKey)
+        }
+        for (key, value) in extra { headers[key] = value }
+        properties.headers = headers
+        properties.expiration = nil
+        do {
+            let channel = try await publishing.get()
+            try await channel.publish(
+                delivery.body, exchange: "", routingKey: parkingLot, mandatory: true, properties: properties
+            ).confirmed()
+            try await delivery.ack()
+            logger.warning("parked a message", metadata: log)
+        } catch {
+            logger.warning("could not park a message with its reason; rejecting it to the parking lot", metadata: log)
+            try? await delivery.nack(requeue: false)
+        }
+    }
+}
