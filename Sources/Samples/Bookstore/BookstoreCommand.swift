@@ -101,13 +101,9 @@ struct Inventory: AsyncParsableCommand {
     @OptionGroup var run: ServiceRun
 
     func run() async throws {
-        let (count, bookstore) = (run.count, domain.bookstore)
-        try await withEventBus(run.options, name: "inventory") { bus in
-            let tally = Tally()
-            print(" [*] inventory waiting for orders. To exit press CTRL+C")
-            try await runServices(
-                [bus.service(for: bookstore.inventory(tally: tally))], logger: bus.logger, tally: tally, counted: "inventory",
-                count: count)
+        let bookstore = domain.bookstore
+        try await runEventService(run.options, name: "inventory", waitingFor: "orders", counted: "inventory", count: run.count) {
+            bus, tally in [bus.service(for: bookstore.inventory(tally: tally))]
         }
     }
 }
@@ -118,13 +114,9 @@ struct Payment: AsyncParsableCommand {
     @OptionGroup var run: ServiceRun
 
     func run() async throws {
-        let (count, bookstore) = (run.count, domain.bookstore)
-        try await withEventBus(run.options, name: "payment") { bus in
-            let tally = Tally()
-            print(" [*] payment waiting for orders. To exit press CTRL+C")
-            try await runServices(
-                [bus.service(for: bookstore.payment(tally: tally))], logger: bus.logger, tally: tally, counted: "payment",
-                count: count)
+        let bookstore = domain.bookstore
+        try await runEventService(run.options, name: "payment", waitingFor: "orders", counted: "payment", count: run.count) {
+            bus, tally in [bus.service(for: bookstore.payment(tally: tally))]
         }
     }
 }
@@ -145,14 +137,15 @@ struct Email: AsyncParsableCommand {
     var crashAfter: Int?
 
     func run() async throws {
-        let (count, path, rate, failOrder, crashAfter) = (run.count, store.db, failureRate, failOrder, crashAfter)
+        let (path, rate, failOrder, crashAfter) = (store.db, failureRate, failOrder, crashAfter)
         let bookstore = domain.bookstore
-        try await withEventBus(run.options, name: "email") { bus in
-            let tally = Tally()
+        try await runEventService(run.options, name: "email", waitingFor: "orders", counted: "email", count: run.count) {
+            bus, tally in
             let store = try Bookstore.openStore(path: path, appID: "email")
-            let email = bookstore.email(store: store, tally: tally, failureRate: rate, failOrder: failOrder, crashAfter: crashAfter)
-            print(" [*] email waiting for orders. To exit press CTRL+C")
-            try await runServices([bus.service(for: email)], logger: bus.logger, tally: tally, counted: "email", count: count)
+            return [
+                bus.service(
+                    for: bookstore.email(store: store, tally: tally, failureRate: rate, failOrder: failOrder, crashAfter: crashAfter))
+            ]
         }
     }
 }

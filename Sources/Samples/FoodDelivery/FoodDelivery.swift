@@ -63,12 +63,10 @@ struct ServiceRun: ParsableArguments {
         as name: String, waitingFor what: String, counted: String, cookTime: Duration? = nil,
         _ make: (EventBus, FoodServices) -> [any Service]
     ) async throws {
-        let count = self.count
-        try await withEventBus(options, name: name) { bus in
-            var services = FoodServices(tally: Tally())
+        try await runEventService(options, name: name, waitingFor: what, counted: counted, count: count) { bus, tally in
+            var services = FoodServices(tally: tally)
             if let cookTime { services.cookTime = cookTime }
-            print(" [*] \(name) waiting for \(what). To exit press CTRL+C")
-            try await runServices(make(bus, services), logger: bus.logger, tally: services.tally, counted: counted, count: count)
+            return make(bus, services)
         }
     }
 }

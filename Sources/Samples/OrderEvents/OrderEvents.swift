@@ -50,13 +50,14 @@ struct ServiceOptions: ParsableArguments {
     var concurrency = 1
 
     func run(_ service: OrderService) async throws {
-        try await withEventBus(options, name: "\(service.rawValue)-service") { bus in
-            let tally = Tally()
+        let concurrency = self.concurrency
+        try await runEventService(
+            options, name: "\(service.rawValue)-service", waitingFor: "orders in orders.\(service.rawValue)",
+            counted: service.rawValue, count: count
+        ) { bus, tally in
             var subscription = service.subscription(tally: tally)
             subscription.concurrency = concurrency
-            print(" [*] \(service.rawValue) waiting for orders in \(subscription.queue ?? ""). To exit press CTRL+C")
-            try await runServices(
-                [bus.service(for: subscription)], logger: bus.logger, tally: tally, counted: service.rawValue, count: count)
+            return [bus.service(for: subscription)]
         }
     }
 }

@@ -73,3 +73,17 @@ public func runServices(
             services: configurations, gracefulShutdownSignals: [.sigint, .sigterm], logger: logger))
     try await group.run()
 }
+
+/// A sample service's whole life: a bus named `name`, the services `make` returns, until Ctrl-C
+/// or until the tally counts `count` for `counted`.
+public func runEventService(
+    _ options: CommonOptions, name: String, waitingFor what: String, counted: String, count: Int?,
+    _ make: (EventBus, Tally) throws -> [any Service]
+) async throws {
+    try await withEventBus(options, name: name) { bus in
+        let tally = Tally()
+        let services = try make(bus, tally)
+        print(" [*] \(name) waiting for \(what). To exit press CTRL+C")
+        try await runServices(services, logger: bus.logger, tally: tally, counted: counted, count: count)
+    }
+}
