@@ -47,11 +47,11 @@ public final class EventBus: Sendable {
     public let configuration: Configuration
     public let logger: Logger
     /// The channel events are published on, in confirm mode.
-    let publishing: LazyChannel
+    let publishing: OpenedOnFirstUse<AMQPChannel>
     /// Exchanges and queues this bus declared already (the connection declares them again on recovery).
     private let declared = Mutex<Set<String>>([])
     /// Request/reply's channel, opened by the first request.
-    let replies: LazyReplyClient
+    let replies: OpenedOnFirstUse<ReplyClient>
     /// Message ids of the events it publishes.
     let messageIDs = MessageIDGenerator()
 
@@ -62,8 +62,14 @@ public final class EventBus: Sendable {
         self.connection = connection
         self.configuration = configuration
         self.logger = logger
-        self.publishing = LazyChannel(connection: connection, confirms: true)
-        self.replies = LazyReplyClient()
+        self.publishing = OpenedOnFirstUse("the publishing channel", on: connection) {
+            let channel = try await connection.openChannel()
+            try await channel.enablePublisherConfirms()
+            return channel
+        } isUsable: { $0.isOpen }
+        self.replies = OpenedOnFirstUse("the reply channel", on: connection) {
+            try await ReplyClient.open(on: connection)
+        } isUsable: { $0.channel.isOpen }
     }
 
     /// A new channel of the connection.
@@ -115,59 +121,73 @@ public final class EventBus: Sendable {
     /// defaults.
     func ensureQueueExists(_ queue: String, on channel: AMQPChannel) async throws(EventError) {
         guard !declared.withLock({ $0.contains("queue:" + queue) }) else { return }
-        // On a channel of its own: a passive declare of a missing queue closes its channel.
-        let probe = try await openChannel()
-        do {
-            _ = try await probe.declareQueue(queue, passive: true)
-            await probe.close()
+        if try await connection.queueExists(queue) {
             declared.withLock { _ = $0.insert("queue:" + queue) }
-        } catch {
-            await probe.close()
-            guard error.replyCode == 404 else { throw EventError.broker("checking queue \(queue)", error) }
+        } else {
             try await ensureQueue(queue, on: channel)
         }
     }
+}
 
-    /// Forgets what was declared, after a channel error that may have been about it.
-    func forgetDeclarations() {
-        declared.withLock { $0.removeAll() }
+extension AMQPConnection {
+    /// Whether `queue` exists, by a passive declare on a channel of its own (a passive declare of
+    /// a missing queue closes its channel).
+    func queueExists(_ queue: String) async throws(EventError) -> Bool {
+        let probe: AMQPChannel
+        do {
+            probe = try await openChannel()
+        } catch {
+            throw EventError.broker("opening a channel", error)
+        }
+        do {
+            _ = try await probe.declareQueue(queue, passive: true)
+            await probe.close()
+            return true
+        } catch {
+            await probe.close()
+            guard error.replyCode == 404 else { throw EventError.broker("checking queue \(queue)", error) }
+            return false
+        }
     }
 }
 
-/// A channel opened on first use and opened again if it was closed (a broker error closes one).
-final class LazyChannel: Sendable {
+/// Something opened on first use (a channel, the reply client) and opened again once it is no
+/// longer usable (a broker error closed its channel) while the connection is open.
+final class OpenedOnFirstUse<Value: Sendable>: Sendable {
     private let connection: AMQPConnection
-    private let confirms: Bool
-    private let opening = Mutex<Task<AMQPChannel, any Error>?>(nil)
+    private let what: String
+    private let open: @Sendable () async throws -> Value
+    private let isUsable: @Sendable (Value) -> Bool
+    private let opening = Mutex<Task<Value, any Error>?>(nil)
 
-    init(connection: AMQPConnection, confirms: Bool) {
+    init(
+        _ what: String, on connection: AMQPConnection, open: @escaping @Sendable () async throws -> Value,
+        isUsable: @escaping @Sendable (Value) -> Bool
+    ) {
+        self.what = what
         self.connection = connection
-        self.confirms = confirms
+        self.open = open
+        self.isUsable = isUsable
     }
 
-    func get() async throws(EventError) -> AMQPChannel {
-        let (connection, confirms) = (self.connection, self.confirms)
+    func get() async throws(EventError) -> Value {
+        let open = self.open
         let task = opening.withLock { task in
             if let task { return task }
-            let opened = Task { () async throws -> AMQPChannel in
-                let channel = try await connection.openChannel()
-                if confirms { try await channel.enablePublisherConfirms() }
-                return channel
-            }
+            let opened = Task { try await open() }
             task = opened
             return opened
         }
         do {
-            let channel = try await task.value
-            if channel.isOpen || !connection.isOpen { return channel }
-            // Closed by a broker error: the next call opens another.
+            let value = try await task.value
+            if isUsable(value) || !connection.isOpen { return value }
             opening.withLock { if $0 == task { $0 = nil } }
             return try await get()
         } catch let error as EventError {
             throw error
         } catch {
             opening.withLock { if $0 == task { $0 = nil } }
-            throw EventError.broker("opening a channel", AMQPError.wrapping(error))
+            throw EventError.broker("opening \(what)", AMQPError.wrapping(error))
         }
     }
 }

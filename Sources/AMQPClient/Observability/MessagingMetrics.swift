@@ -67,9 +67,15 @@ struct MessageCounts {
         var errorType: String?
     }
 
+    private struct CounterKey: Hashable {
+        var consumed: Bool
+        var key: Key
+    }
+
     private var sent: [Key: Int] = [:]
     private var consumed: [String: Int] = [:]
-    private var counters: [String: Counter] = [:]
+    /// Made once per instrument and dimensions, then reused.
+    private var counters: [CounterKey: Counter] = [:]
 
     mutating func published(to exchange: String) {
         sent[Key(destination: MessagingSpan.exchangeName(exchange)), default: 0] += 1
@@ -88,24 +94,21 @@ struct MessageCounts {
     mutating func report(to metrics: MessagingMetrics) {
         guard !sent.isEmpty || !consumed.isEmpty else { return }
         for (key, count) in sent {
-            counter("messaging.client.sent.messages", "publish", key.destination, key.errorType, metrics)
-                .increment(by: count)
+            counter(CounterKey(consumed: false, key: key), metrics).increment(by: count)
         }
         for (destination, count) in consumed {
-            counter("messaging.client.consumed.messages", "process", destination, nil, metrics).increment(by: count)
+            counter(CounterKey(consumed: true, key: Key(destination: destination)), metrics).increment(by: count)
         }
         sent.removeAll(keepingCapacity: true)
         consumed.removeAll(keepingCapacity: true)
     }
 
-    private mutating func counter(
-        _ label: String, _ operation: String, _ destination: String, _ errorType: String?, _ metrics: MessagingMetrics
-    ) -> Counter {
-        let key = label + "\u{0}" + destination + "\u{0}" + (errorType ?? "")
+    private mutating func counter(_ key: CounterKey, _ metrics: MessagingMetrics) -> Counter {
         if let counter = counters[key] { return counter }
-        var dimensions = MessagingMetrics.dimensions(operation)
-        dimensions.append(("messaging.destination.name", destination))
-        if let errorType { dimensions.append(("error.type", errorType)) }
+        var dimensions = MessagingMetrics.dimensions(key.consumed ? "process" : "publish")
+        dimensions.append(("messaging.destination.name", key.key.destination))
+        if let errorType = key.key.errorType { dimensions.append(("error.type", errorType)) }
+        let label = key.consumed ? "messaging.client.consumed.messages" : "messaging.client.sent.messages"
         let counter = Counter(label: label, dimensions: dimensions, factory: metrics.factory)
         counters[key] = counter
         return counter

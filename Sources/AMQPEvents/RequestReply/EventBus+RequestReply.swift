@@ -12,7 +12,7 @@ extension EventBus {
         _ request: Request, to queue: String, timeout: Duration? = nil
     ) async throws(EventError) -> Request.Response {
         let timeout = timeout ?? configuration.requestTimeout
-        let client = try await replies.get(connection)
+        let client = try await replies.get()
         var outgoing = try envelopes([request], correlationID: nil, messageID: nil, headers: [:])[0]
         let correlationID = outgoing.metadata.messageID
         outgoing.properties.correlationID = correlationID

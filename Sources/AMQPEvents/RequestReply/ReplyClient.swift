@@ -109,16 +109,8 @@ final class ReplyClient: Sendable {
     /// Once per queue: a request to a queue nobody declared would be dropped by the broker.
     private func checkResponderQueue(_ queue: String) async throws(EventError) {
         guard !state.withLock({ $0.knownQueues.contains(queue) }) else { return }
-        // On a channel of its own: a passive declare of a missing queue closes its channel.
-        do {
-            let probe = try await connection.openChannel()
-            defer { Task { await probe.close() } }
-            _ = try await probe.declareQueue(queue, passive: true)
-        } catch {
-            if error.replyCode == 404 {
-                throw EventError(code: .noResponder, message: "no queue \(queue) takes requests: is its responder declared?", underlying: error)
-            }
-            throw EventError.broker("checking the responder's queue \(queue)", error)
+        guard try await connection.queueExists(queue) else {
+            throw EventError(code: .noResponder, message: "no queue \(queue) takes requests: is its responder declared?")
         }
         state.withLock { _ = $0.knownQueues.insert(queue) }
     }
@@ -170,30 +162,5 @@ final class ReplyClient: Sendable {
     private func failAll(_ error: AMQPError) {
         let ids = state.withLock { Array($0.waiters.keys) }
         for id in ids { fail(id, EventError.broker("waiting for a reply", error)) }
-    }
-}
-
-/// Opens the reply client on first use, and again if its channel closed.
-final class LazyReplyClient: Sendable {
-    private let opening = Mutex<Task<ReplyClient, any Error>?>(nil)
-
-    func get(_ connection: AMQPConnection) async throws(EventError) -> ReplyClient {
-        let task = opening.withLock { task in
-            if let task { return task }
-            let opened = Task { () async throws -> ReplyClient in try await ReplyClient.open(on: connection) }
-            task = opened
-            return opened
-        }
-        do {
-            let client = try await task.value
-            if client.channel.isOpen || !connection.isOpen { return client }
-            opening.withLock { if $0 == task { $0 = nil } }
-            return try await get(connection)
-        } catch let error as EventError {
-            throw error
-        } catch {
-            opening.withLock { if $0 == task { $0 = nil } }
-            throw EventError.broker("opening the reply channel", AMQPError.wrapping(error))
-        }
     }
 }
