@@ -18,11 +18,32 @@
 #include <sys/types.h>
 #include <sys/time.h>
 
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <time.h>
+
 #if defined(__linux__)
 #include <sys/prctl.h>
+// ppoll is declared only with _GNU_SOURCE, which a module's header cannot rely on.
+extern int ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *timeout, const sigset_t *sigmask);
 #elif defined(__APPLE__)
 #include <pthread.h>
 #endif
+
+// poll with a timeout in microseconds (negative: none), for waits shorter than a millisecond.
+// Where ppoll is missing, the timeout is rounded up to whole milliseconds.
+static inline int camqp_poll_microseconds(struct pollfd *fds, nfds_t count, int64_t timeout_us) {
+#if defined(__linux__)
+    if (timeout_us < 0) return ppoll(fds, count, NULL, NULL);
+    struct timespec timeout = {(time_t)(timeout_us / 1000000), (long)(timeout_us % 1000000) * 1000};
+    return ppoll(fds, count, &timeout, NULL);
+#else
+    if (timeout_us < 0) return poll(fds, count, -1);
+    int64_t ms = (timeout_us + 999) / 1000;
+    return poll(fds, count, ms > 0x7fffffff ? 0x7fffffff : (int)ms);
+#endif
+}
 
 // amqp_login_with_properties is variadic, which Swift cannot call.
 static inline amqp_rpc_reply_t camqp_login_plain(amqp_connection_state_t state,

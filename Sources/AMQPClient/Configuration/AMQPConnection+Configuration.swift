@@ -45,6 +45,9 @@ extension AMQPConnection {
         /// makes the broker wait, until the consumer has taken half: a consumer without a prefetch
         /// (no-ack, or prefetch 0) cannot fill memory. Default: 64 MiB.
         public var consumerBufferLimit: Int
+        /// How deliveries that arrive in a steady stream are handed to a consumer that waits for
+        /// them: in batches, each a wake-up of the consuming task. See ``DeliveryBatching``.
+        public var deliveryBatching: DeliveryBatching
         /// More nodes of the same cluster: when connecting, and on every recovery attempt, the
         /// client tries ``endpoints`` in ``endpointOrder`` until one takes the connection.
         /// Default: none.
@@ -82,6 +85,7 @@ extension AMQPConnection {
             self.publishBufferLimit = 4 << 20
             self.maximumMessageSize = 128 << 20
             self.consumerBufferLimit = 64 << 20
+            self.deliveryBatching = DeliveryBatching()
             self.unconfirmedPublishLimit = 10_000
             self.callTimeout = nil
             self.tls = nil
@@ -146,6 +150,12 @@ extension AMQPConnection {
                 throw .invalidArgument(
                     "maximumMessageSize, consumerBufferLimit, publishBufferLimit and unconfirmedPublishLimit must be positive")
             }
+            guard deliveryBatching.maximumDelay >= .zero, deliveryBatching.maximumDelay <= .seconds(1),
+                deliveryBatching.maximumCount >= 1, deliveryBatching.flowingBatch >= 1
+            else {
+                throw .invalidArgument(
+                    "deliveryBatching needs a maximumDelay from zero to one second and a maximumCount and flowingBatch of at least 1")
+            }
             guard (1...65535).contains(port), alternateEndpoints.allSatisfy({ (1...65535).contains($0.port) }) else {
                 throw .invalidArgument("a port must be from 1 to 65535")
             }
@@ -178,6 +188,7 @@ extension AMQPConnection.Configuration: CustomReflectable, CustomDebugStringConv
                 "connectTimeout": connectTimeout, "closeTimeout": closeTimeout,
                 "connectionName": connectionName as Any, "publishBufferLimit": publishBufferLimit,
                 "maximumMessageSize": maximumMessageSize, "consumerBufferLimit": consumerBufferLimit,
+                "deliveryBatching": deliveryBatching,
                 "unconfirmedPublishLimit": unconfirmedPublishLimit, "callTimeout": callTimeout as Any,
                 "alternateEndpoints": alternateEndpoints,
                 "tls": tls as Any, "authentication": authentication, "recovery": recovery,

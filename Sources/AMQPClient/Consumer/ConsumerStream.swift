@@ -13,8 +13,8 @@ import Synchronization
 final class ConsumerStream: Sendable {
     enum PushResult: Equatable {
         case accepted
-        /// Accepted, and the iterating task waits for it: call ``wake()`` once the current batch
-        /// of frames is handled, so one wake-up hands over many deliveries.
+        /// Accepted, and the iterating task waits for it: call ``wakeIfDue(at:batching:batchLimit:)``
+        /// once the current batch of frames is handled, so one wake-up hands over many deliveries.
         case acceptedNeedsWake
         /// Accepted, and the buffer is now over its limit: stop reading until ``onDrained`` runs.
         case acceptedOverLimit(needsWake: Bool)
@@ -34,8 +34,13 @@ final class ConsumerStream: Sendable {
         var finished: Result<Void, AMQPError>?
         /// Set when the iterating side stopped (iteration ended or its task was cancelled).
         var terminated = false
-        /// A push found the waiter and asked the I/O thread for a ``wake()``.
+        /// A push found the waiter and asked the I/O thread for a ``wakeIfDue(at:batching:batchLimit:)``.
         var wakeRequested = false
+        /// How many deliveries the last wake-up handed over: many means a steady stream, where a
+        /// batch may be held back (see ``AMQPConnection/Configuration/DeliveryBatching``).
+        var lastHandOff = 0
+        /// Since when the current batch has been held back.
+        var heldSince: ContinuousClock.Instant?
         /// The queue consumed from; recovery may rename a server-named queue.
         var queue: String
         /// What the buffered deliveries cost (see ``ConsumerStream/cost(_:)``).
@@ -118,21 +123,60 @@ final class ConsumerStream: Sendable {
     /// Whether the buffer is still over its limit (the I/O thread keeps not reading).
     var isOverLimit: Bool { state.withLock { $0.overLimit } }
 
+    /// Whether the iterating task waits for a delivery.
+    var hasWaiter: Bool { state.withLock { $0.waiter != nil } }
+
     /// How many deliveries wait for the application to take them.
     var bufferedCount: Int { state.withLock { $0.buffer.count } }
 
-    /// Hands the oldest buffered delivery to the waiting iterator.
-    func wake() {
+    /// What ``wakeIfDue(at:batching:batchLimit:)`` did.
+    enum WakeOutcome: Equatable {
+        /// The waiting iterator got the buffered deliveries, or nothing waits any more.
+        case done
+        /// The batch is held back until this instant, or until it has `batchLimit` deliveries.
+        case held(until: ContinuousClock.Instant)
+    }
+
+    /// Hands the buffered deliveries to the waiting iterator, unless they are the start of a
+    /// batch worth holding back (see ``AMQPConnection/Configuration/DeliveryBatching``): the
+    /// last hand-off was large, this one is still under `batchLimit`, and it has waited less
+    /// than the batching's delay. `now` is `nil` to hand over at once.
+    func wakeIfDue(
+        at now: ContinuousClock.Instant?, batching: AMQPConnection.Configuration.DeliveryBatching, batchLimit: Int
+    ) -> WakeOutcome {
         let limit = bufferLimit
-        let handOver = state.withLock { state -> (CheckedContinuation<AMQPDelivery?, any Error>, AMQPDelivery, Bool)? in
-            state.wakeRequested = false
-            guard let waiter = state.waiter, let (delivery, drained) = state.popFirst(limit: limit) else { return nil }
-            state.waiter = nil
-            return (waiter, delivery, drained)
+        enum Decision {
+            case handOver(CheckedContinuation<AMQPDelivery?, any Error>, AMQPDelivery, drained: Bool)
+            case hold(ContinuousClock.Instant)
+            case nothing
         }
-        if let (waiter, delivery, drained) = handOver {
+        let decision = state.withLock { state -> Decision in
+            guard state.waiter != nil, !state.buffer.isEmpty else {
+                state.wakeRequested = false
+                state.heldSince = nil
+                return .nothing
+            }
+            if let now, state.lastHandOff >= batching.flowingBatch, state.buffer.count < batchLimit {
+                let since = state.heldSince ?? now
+                state.heldSince = since
+                if now < since + batching.maximumDelay { return .hold(since + batching.maximumDelay) }
+            }
+            state.wakeRequested = false
+            state.heldSince = nil
+            state.lastHandOff = state.buffer.count
+            let (delivery, drained) = state.popFirst(limit: limit)!
+            defer { state.waiter = nil }
+            return .handOver(state.waiter!, delivery, drained: drained)
+        }
+        switch decision {
+        case .handOver(let waiter, let delivery, let drained):
             if drained { onDrained() }
             waiter.resume(returning: delivery)
+            return .done
+        case .hold(let deadline):
+            return .held(until: deadline)
+        case .nothing:
+            return .done
         }
     }
 

@@ -65,8 +65,9 @@ extension IOLoop {
             case .basicGet(_, noAck: false): reply.tracksDelivery = true
             case .confirmSelect: channel.confirms.isSelected = true
             case .basicQos(let count, let global):
-                reply = PendingReply(replies: method.replies) { [weak channel] result in
-                    if case .success = result { channel?.prefetch[global] = count }
+                let (id, epoch) = (channel.id, channel.epoch)
+                reply = PendingReply(replies: method.replies) { [unowned self] result in
+                    if case .success = result { self.channel(id, epoch: epoch)?.prefetch[global] = count }
                     resume(result)
                 }
             default:
@@ -94,8 +95,9 @@ extension IOLoop {
                     spec: ConsumerRecord.Spec(
                         queue: queue, noAck: noAck, exclusive: exclusive, arguments: arguments, order: nextConsumerOrder))
             }
-            var reply = PendingReply(replies: method.replies) { [weak channel] result in
-                if case .failure(let error) = result, let channel, channel.isCurrent(stream) {
+            let (id, epoch) = (channel.id, channel.epoch)
+            var reply = PendingReply(replies: method.replies) { [unowned self] result in
+                if case .failure(let error) = result, let channel = self.channel(id, epoch: epoch), channel.isCurrent(stream) {
                     // The connection was lost before consume-ok: no consumer to restore.
                     channel.consumers[stream.consumerTag] = nil
                     stream.finish(error)
@@ -159,6 +161,14 @@ extension IOLoop {
         channel.closeDeadline = deadline
         closeDeadline = min(closeDeadline ?? deadline, deadline)
         send(.channelClose(replyCode: 200, replyText: "Goodbye"), on: channel.id)
+    }
+
+    /// The channel numbered `id` if it is still the incarnation `epoch`, open or closing. Reply
+    /// completions look channels up by number rather than hold them weakly: one weak reference
+    /// would move a channel's reference count, touched for every frame, to a slower side table.
+    func channel(_ id: UInt16, epoch: UInt32) -> ChannelIO? {
+        guard let channel = channels[id], channel.epoch == epoch else { return nil }
+        return channel
     }
 
     func openChannel(_ ref: ChannelRef) -> ChannelIO? {

@@ -30,7 +30,6 @@ extension IOLoop {
         socketReadable = false
         if heartbeatsDue { nextHeartbeatService = now + heartbeatServiceInterval }
         defer {
-            wakeStreams()
             if let metrics = core.metrics { reportMetrics(metrics) }
         }
         for _ in 0..<Self.frameBudget {
@@ -59,10 +58,30 @@ extension IOLoop {
         flushOutbound()
     }
 
-    /// Hands each consumer that waits its new deliveries: one wake-up per batch of frames.
-    func wakeStreams() {
-        for stream in streamsToWake { stream.wake() }
-        streamsToWake.removeAll(keepingCapacity: true)
+    /// Hands each consumer that waits its new deliveries: one wake-up per batch of frames, or per
+    /// held batch in a steady stream (see ``AMQPConnection/Configuration/DeliveryBatching``).
+    /// `immediately` hands everything over, held or not.
+    func wakeStreams(immediately: Bool = false) {
+        guard !streamsToWake.isEmpty else { return }
+        let batching = core.configuration.deliveryBatching
+        let now: ContinuousClock.Instant? = batching.isEnabled && !immediately ? .now : nil
+        heldBatchDeadline = nil
+        streamsToWake.removeAll { entry in
+            switch entry.stream.wakeIfDue(at: now, batching: batching, batchLimit: entry.batchLimit) {
+            case .done:
+                return true
+            case .held(let deadline):
+                heldBatchDeadline = min(heldBatchDeadline ?? deadline, deadline)
+                return false
+            }
+        }
+    }
+
+    /// The largest batch worth holding back for a consumer on `channel` (see
+    /// ``AMQPConnection/Configuration/DeliveryBatching/batchLimit(prefetch:)``).
+    func batchLimit(for stream: ConsumerStream, on channel: ChannelIO) -> Int {
+        let prefetch = stream.noAck ? 0 : channel.prefetch[false] ?? channel.prefetch[true] ?? 0
+        return core.configuration.deliveryBatching.batchLimit(prefetch: prefetch)
     }
 
     // MARK: Frames
@@ -74,7 +93,7 @@ extension IOLoop {
         case .header(let header):
             guard let channel = channels[frame.channel], channel.state == .open else { return }
             // The frame scanner let through only `basic` headers within the maximum message size.
-            guard let properties = header.properties, let bodySize = Int(exactly: header.bodySize) else {
+            guard let properties = connection?.properties(of: header), let bodySize = Int(exactly: header.bodySize) else {
                 lost(.protocolViolation(.unexpectedFrame("a content header the client cannot read")))
                 return
             }
@@ -205,9 +224,10 @@ extension IOLoop {
             if core.metrics != nil { messageCounts.consumed(from: record.restoreSpec?.queue) }
             switch stream.push(delivery) {
             case .accepted: break
-            case .acceptedNeedsWake: streamsToWake.append(stream)
+            case .acceptedNeedsWake: streamsToWake.append((stream, batchLimit(for: stream, on: channel)))
             case .acceptedOverLimit(let needsWake):
-                if needsWake { streamsToWake.append(stream) }
+                // Reading stops until the consumer takes half: hand over at once.
+                if needsWake { streamsToWake.append((stream, 1)) }
                 fullConsumers.append(stream)
                 logger.debug(
                     "a consumer's buffer is full; reading paused until it takes half",

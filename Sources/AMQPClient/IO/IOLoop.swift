@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CRabbitMQ
 import DequeModule
 import Logging
 
@@ -67,8 +68,12 @@ final class IOLoop {
     }
     /// At most this many frames are handled before queued commands (acks, publishes) get a turn.
     static let frameBudget = 256
-    /// Consumers whose waiting iterator gets its deliveries once the current batch is read.
-    var streamsToWake: [ConsumerStream] = []
+    /// Consumers whose waiting iterator gets its deliveries once the current batch is read, or
+    /// later when the batch is held back (see ``AMQPConnection/Configuration/DeliveryBatching``),
+    /// with the largest batch worth holding for each.
+    var streamsToWake: [(stream: ConsumerStream, batchLimit: Int)] = []
+    /// When the earliest batch held back must be handed over.
+    var heldBatchDeadline: ContinuousClock.Instant?
     /// Consumers whose buffer went over ``AMQPConnection/Configuration/consumerBufferLimit``:
     /// while any is, the socket is not read (TCP makes the broker wait); heartbeats still go out.
     var fullConsumers: [ConsumerStream] = []
@@ -173,6 +178,7 @@ final class IOLoop {
             runCommands()
             if !finished && !recovering {
                 readFrames()
+                wakeStreams()
                 flushOutbound()  // acks, requeues and close-oks the frames called for
             }
             if !finished { runJobs() }  // tasks that prefer this thread, resumed by those frames
@@ -208,8 +214,13 @@ final class IOLoop {
             pollfd(fd: readingPaused ? -1 : socket, events: Int16(POLLIN), revents: 0),  // poll skips -1
             pollfd(fd: core.wakeFileDescriptor, events: Int16(POLLIN), revents: 0)
         )
-        let timeout = settlementsMayWait ? 1 : pollTimeoutMilliseconds()
-        _ = withUnsafeMutableBytes(of: &fds) { poll($0.baseAddress!.assumingMemoryBound(to: pollfd.self), 2, timeout) }
+        var timeout = Int64(settlementsMayWait ? 1 : pollTimeoutMilliseconds()) * 1000
+        if let heldBatchDeadline {
+            timeout = min(timeout, max(0, ContinuousClock.now.duration(to: heldBatchDeadline).microseconds))
+        }
+        _ = withUnsafeMutableBytes(of: &fds) {
+            camqp_poll_microseconds($0.baseAddress!.assumingMemoryBound(to: pollfd.self), 2, timeout)
+        }
         socketReadable = fds.0.revents != 0  // data, or an error or hang-up for librabbitmq to report
         if core.didWake(drainWakePipe: fds.1.revents != 0) {
             // What a direct publish left on the socket's doorstep goes before anything else.

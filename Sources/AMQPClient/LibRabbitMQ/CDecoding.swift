@@ -58,13 +58,27 @@ enum CDecoding {
         }
     }
 
+    /// A string that is likely to repeat, reusing a recent equal one (see ``RepeatedStrings``).
+    @inline(__always)
+    static func string(_ bytes: amqp_bytes_t, reusing strings: inout RepeatedStrings) -> String {
+        guard bytes.len > 0, let base = bytes.bytes else { return "" }
+        return strings.string(UnsafeRawBufferPointer(start: base, count: bytes.len))
+    }
+
     static func properties(_ c: amqp_basic_properties_t) -> AMQPProperties {
+        var strings = RepeatedStrings()
+        return properties(c, reusing: &strings)
+    }
+
+    /// The values that repeat from message to message (content type and encoding, type, user
+    /// and app id) reuse recent strings; ids do not.
+    static func properties(_ c: amqp_basic_properties_t, reusing strings: inout RepeatedStrings) -> AMQPProperties {
         let flags = UInt32(c._flags)
         guard flags != 0 else { return AMQPProperties() }
         func has(_ flag: Int32) -> Bool { flags & UInt32(flag) != 0 }
         var p = AMQPProperties()
-        if has(AMQP_BASIC_CONTENT_TYPE_FLAG) { p.contentType = string(c.content_type) }
-        if has(AMQP_BASIC_CONTENT_ENCODING_FLAG) { p.contentEncoding = string(c.content_encoding) }
+        if has(AMQP_BASIC_CONTENT_TYPE_FLAG) { p.contentType = string(c.content_type, reusing: &strings) }
+        if has(AMQP_BASIC_CONTENT_ENCODING_FLAG) { p.contentEncoding = string(c.content_encoding, reusing: &strings) }
         if has(AMQP_BASIC_HEADERS_FLAG) { p.headers = table(c.headers) }
         if has(AMQP_BASIC_DELIVERY_MODE_FLAG) { p.deliveryMode = AMQPProperties.DeliveryMode(rawValue: c.delivery_mode) }
         if has(AMQP_BASIC_PRIORITY_FLAG) { p.priority = c.priority }
@@ -73,9 +87,9 @@ enum CDecoding {
         if has(AMQP_BASIC_EXPIRATION_FLAG) { p.expiration = string(c.expiration) }
         if has(AMQP_BASIC_MESSAGE_ID_FLAG) { p.messageID = string(c.message_id) }
         if has(AMQP_BASIC_TIMESTAMP_FLAG) { p.timestamp = AMQPTimestamp.date(c.timestamp) }
-        if has(AMQP_BASIC_TYPE_FLAG) { p.type = string(c.type) }
-        if has(AMQP_BASIC_USER_ID_FLAG) { p.userID = string(c.user_id) }
-        if has(AMQP_BASIC_APP_ID_FLAG) { p.appID = string(c.app_id) }
+        if has(AMQP_BASIC_TYPE_FLAG) { p.type = string(c.type, reusing: &strings) }
+        if has(AMQP_BASIC_USER_ID_FLAG) { p.userID = string(c.user_id, reusing: &strings) }
+        if has(AMQP_BASIC_APP_ID_FLAG) { p.appID = string(c.app_id, reusing: &strings) }
         return p
     }
 }

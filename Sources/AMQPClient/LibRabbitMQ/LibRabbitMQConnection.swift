@@ -23,6 +23,8 @@ final class LibRabbitMQConnection {
     let frameMax: Int
     /// What the broker said about itself in `connection.start` (product, version, capabilities).
     let serverProperties: AMQPFieldTable
+    /// Recent consumer tags, routing keys, content types…: received frames reuse them.
+    private var repeatedStrings = RepeatedStrings()
 
     private init(
         state: amqp_connection_state_t, bridge: SocketBridge
@@ -153,7 +155,12 @@ final class LibRabbitMQConnection {
         guard status.isOK else {
             return .failed(bridge.violation.map { .protocolViolation($0) } ?? .connectionLost(status))
         }
-        return .frame(ReceivedFrame(frame))
+        return .frame(ReceivedFrame(frame, reusing: &repeatedStrings))
+    }
+
+    /// A content header's `basic` properties (see ``ContentHeader/properties(reusing:)``).
+    func properties(of header: ContentHeader) -> AMQPProperties? {
+        header.properties(reusing: &repeatedStrings)
     }
 
     /// Frees the memory of the frames read on `channel` since the last release.

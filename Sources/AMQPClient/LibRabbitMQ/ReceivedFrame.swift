@@ -22,11 +22,11 @@ struct ReceivedFrame {
         self.payload = payload
     }
 
-    init(_ frame: amqp_frame_t) {
+    init(_ frame: amqp_frame_t, reusing strings: inout RepeatedStrings) {
         channel = frame.channel
         switch Int32(frame.frame_type) {
         case AMQP_FRAME_METHOD:
-            payload = .method(ServerMethod(frame.payload.method))
+            payload = .method(ServerMethod(frame.payload.method, reusing: &strings))
         case AMQP_FRAME_HEADER:
             let header = frame.payload.properties
             payload = .header(
@@ -55,8 +55,8 @@ struct ContentHeader {
 
     /// The `basic` properties, copied into Swift values; `nil` for another class, whose
     /// properties are not an `amqp_basic_properties_t` (librabbitmq decodes each class's own).
-    var properties: AMQPProperties? {
+    func properties(reusing strings: inout RepeatedStrings) -> AMQPProperties? {
         guard classID == UInt16(AMQP_BASIC_CLASS), let decoded else { return nil }
-        return CDecoding.properties(decoded.load(as: amqp_basic_properties_t.self))
+        return CDecoding.properties(decoded.load(as: amqp_basic_properties_t.self), reusing: &strings)
     }
 }

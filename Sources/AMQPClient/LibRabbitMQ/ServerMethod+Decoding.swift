@@ -1,18 +1,20 @@
 import CRabbitMQ
 
 extension ServerMethod {
-    /// Copies a method librabbitmq decoded out of its frame pool.
-    init(_ method: amqp_method_t) {
+    /// Copies a method librabbitmq decoded out of its frame pool. The consumer tags, exchanges
+    /// and routing keys of deliveries, gets and returns reuse recent equal strings.
+    init(_ method: amqp_method_t, reusing strings: inout RepeatedStrings) {
         let id = method.id
         let decoded = method.decoded
         func load<T>(_ type: T.Type) -> T { decoded!.load(as: T.self) }
-        let s = CDecoding.string
+        let s: (amqp_bytes_t) -> String = CDecoding.string
+        func repeated(_ bytes: amqp_bytes_t) -> String { CDecoding.string(bytes, reusing: &strings) }
         switch id {
         case AMQP_BASIC_DELIVER_METHOD:
             let m = load(amqp_basic_deliver_t.self)
             self = .deliver(
-                consumerTag: s(m.consumer_tag), deliveryTag: m.delivery_tag, redelivered: m.redelivered != 0,
-                exchange: s(m.exchange), routingKey: s(m.routing_key))
+                consumerTag: repeated(m.consumer_tag), deliveryTag: m.delivery_tag, redelivered: m.redelivered != 0,
+                exchange: repeated(m.exchange), routingKey: repeated(m.routing_key))
         case AMQP_BASIC_ACK_METHOD:
             let m = load(amqp_basic_ack_t.self)
             self = .ack(deliveryTag: m.delivery_tag, multiple: m.multiple != 0)
@@ -22,15 +24,15 @@ extension ServerMethod {
         case AMQP_BASIC_GET_OK_METHOD:
             let m = load(amqp_basic_get_ok_t.self)
             self = .getOk(
-                deliveryTag: m.delivery_tag, redelivered: m.redelivered != 0, exchange: s(m.exchange),
-                routingKey: s(m.routing_key), messageCount: m.message_count)
+                deliveryTag: m.delivery_tag, redelivered: m.redelivered != 0, exchange: repeated(m.exchange),
+                routingKey: repeated(m.routing_key), messageCount: m.message_count)
         case AMQP_BASIC_GET_EMPTY_METHOD:
             self = .getEmpty
         case AMQP_BASIC_RETURN_METHOD:
             let m = load(amqp_basic_return_t.self)
             self = .returned(
-                replyCode: m.reply_code, replyText: s(m.reply_text), exchange: s(m.exchange),
-                routingKey: s(m.routing_key))
+                replyCode: m.reply_code, replyText: s(m.reply_text), exchange: repeated(m.exchange),
+                routingKey: repeated(m.routing_key))
         case AMQP_CHANNEL_CLOSE_METHOD:
             let m = load(amqp_channel_close_t.self)
             self = .channelClose(

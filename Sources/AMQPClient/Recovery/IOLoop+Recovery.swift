@@ -26,7 +26,7 @@ extension IOLoop {
         closeReasons.removeAll()
         channelsWithHeldAck.removeAll()
         fullConsumers.removeAll()  // their buffers are dropped: the broker redelivers
-        wakeStreams()
+        wakeStreams(immediately: true)
         core.setRecovering(true)
         core.emit(.connectionLost(error))
         forgetOldConnection()
@@ -161,7 +161,7 @@ extension IOLoop {
     /// mode, exchanges, queues, bindings, consumers; then republishes what was unconfirmed.
     /// Throws when the new connection fails; what the broker refuses is logged and skipped.
     private func restore() throws(AMQPError) {
-        defer { wakeStreams() }
+        defer { wakeStreams(immediately: true) }
         let ordered = channels.values.sorted { $0.id < $1.id }
         for channel in ordered {
             try reopenOrAbandon(channel)

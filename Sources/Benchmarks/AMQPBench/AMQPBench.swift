@@ -30,7 +30,7 @@ struct AMQPBench: AsyncParsableCommand {
     @Option(help: "Alternating SDK / raw C rounds; the report shows the median.")
     var rounds: Int = 3
 
-    @Option(help: "Run only workloads whose name starts with one of these (repeatable).")
+    @Option(help: "Run only workloads whose name starts with one of these (repeatable); a trailing $ asks for the exact name.")
     var only: [String] = []
 
     @Option(help: "Also write the results as JSON to this file.")
@@ -47,6 +47,14 @@ struct AMQPBench: AsyncParsableCommand {
 
     @Flag(help: "Leave out the tls- workloads.")
     var noTLS = false
+
+    enum Side: String, ExpressibleByArgument {
+        case both, sdk
+        case rawC = "c"
+    }
+
+    @Option(help: "Run both sides (both), or only the SDK's (sdk) or raw C's (c), without ratios: for profiling one side.")
+    var side: Side = .both
 
     @Flag(help: "Give the SDK's connections an InMemoryTracer (spans on publish and processing), to measure tracing's cost.")
     var inMemoryTracer = false
@@ -217,7 +225,8 @@ struct Bench {
     }
 
     func included(_ name: String) -> Bool {
-        options.only.isEmpty || options.only.contains { name.hasPrefix($0) }
+        options.only.isEmpty
+            || options.only.contains { $0.hasSuffix("$") ? name == $0.dropLast() : name.hasPrefix($0) }
     }
 
     func runAll() async throws -> Report {
@@ -231,7 +240,7 @@ struct Bench {
             let sdkFirst = round % 2 == 0
             for workload in throughputWorkloads(messages: options.messages) where included(workload.name) {
                 var results: [Bool: Usage] = [:]
-                for isSDK in sdkFirst ? [true, false] : [false, true] {
+                for isSDK in sides(sdkFirst: sdkFirst) {
                     // A fresh queue per run, and a moment for the broker to finish deleting the
                     // last one, so neither side pays for the other's leftovers.
                     let queue = "amqp-bench.\(workload.name)"
@@ -241,13 +250,7 @@ struct Bench {
                     try await admin.deleteQueue(queue)
                     try await Task.sleep(for: .milliseconds(300))
                 }
-                let sdk = results[true]!
-                let rawC = results[false]!
-                let n = Double(workload.messages)
-                report.add(workload.name, "msgs_per_s", sdk: n / sdk.wall.seconds, rawC: n / rawC.wall.seconds)
-                report.add(
-                    workload.name, "cpu_us_per_msg", sdk: sdk.cpu.seconds * 1e6 / n, rawC: rawC.cpu.seconds * 1e6 / n)
-                log("round \(round + 1) \(workload.name): SDK \(Int(n / sdk.wall.seconds))/s, C \(Int(n / rawC.wall.seconds))/s")
+                record(workload.name, messages: workload.messages, results, round: round, into: &report)
             }
             for onIOExecutor in [false, true] {
                 let name = "roundtrip-latency" + (onIOExecutor ? Self.ioExecutorSuffix : "")
@@ -257,19 +260,14 @@ struct Bench {
                 try await admin.purgeQueue(queue)
                 var sdk: Histogram<UInt64>?
                 var rawC: Histogram<UInt64>?
-                for isSDK in sdkFirst ? [true, false] : [false, true] {
+                for isSDK in sides(sdkFirst: sdkFirst) {
                     if isSDK {
                         sdk = try await latencySDK(queue, onIOExecutor: onIOExecutor)
                     } else {
                         rawC = try await latencyRawC(queue)
                     }
                 }
-                for (metric, percentile) in [("latency_p50_us", 50.0), ("latency_p99_us", 99.0), ("latency_p99.9_us", 99.9)] {
-                    report.add(
-                        name, metric, sdk: Double(sdk!.valueAtPercentile(percentile)) / 1000,
-                        rawC: Double(rawC!.valueAtPercentile(percentile)) / 1000)
-                }
-                log("round \(round + 1) \(name): SDK p50 \(sdk!.valueAtPercentile(50) / 1000)µs, C p50 \(rawC!.valueAtPercentile(50) / 1000)µs")
+                recordLatency(name, sdk: sdk, rawC: rawC, percentiles: [50, 99, 99.9], round: round, into: &report)
             }
         }
         for round in 0..<options.rounds {
@@ -282,6 +280,45 @@ struct Bench {
     }
 
     static let ioExecutorSuffix = "-on-io-executor"
+
+    /// Adds one throughput workload's figures; a side that did not run (`--side`) has none.
+    func record(_ name: String, messages: Int, _ results: [Bool: Usage], round: Int, into report: inout Report) {
+        let n = Double(messages)
+        func rate(_ usage: Usage?) -> Double? { usage.map { n / $0.wall.seconds } }
+        func cpu(_ usage: Usage?) -> Double? { usage.map { $0.cpu.seconds * 1e6 / n } }
+        report.add(name, "msgs_per_s", sdk: rate(results[true]), rawC: rate(results[false]))
+        report.add(name, "cpu_us_per_msg", sdk: cpu(results[true]), rawC: cpu(results[false]))
+        log("round \(round + 1) \(name): SDK \(Self.format(rate(results[true]), "/s")), C \(Self.format(rate(results[false]), "/s"))")
+    }
+
+    /// Adds one latency workload's percentiles, in microseconds.
+    func recordLatency(
+        _ name: String, sdk: Histogram<UInt64>?, rawC: Histogram<UInt64>?, percentiles: [Double], round: Int,
+        into report: inout Report
+    ) {
+        func micros(_ histogram: Histogram<UInt64>?, _ percentile: Double) -> Double? {
+            histogram.map { Double($0.valueAtPercentile(percentile)) / 1000 }
+        }
+        for percentile in percentiles {
+            let label = percentile == percentile.rounded() ? "\(Int(percentile))" : "\(percentile)"
+            report.add(name, "latency_p\(label)_us", sdk: micros(sdk, percentile), rawC: micros(rawC, percentile))
+        }
+        log("round \(round + 1) \(name): SDK p50 \(Self.format(micros(sdk, 50), "µs")), C p50 \(Self.format(micros(rawC, 50), "µs"))")
+    }
+
+    /// A figure for the progress log; `-` for a side that did not run.
+    static func format(_ value: Double?, _ unit: String) -> String {
+        value.map { "\(Int($0))\(unit)" } ?? "-"
+    }
+
+    /// Which sides run, in which order: alternating between rounds, so neither always goes first.
+    func sides(sdkFirst: Bool) -> [Bool] {
+        switch options.side {
+        case .both: sdkFirst ? [true, false] : [false, true]
+        case .sdk: [true]
+        case .rawC: [false]
+        }
+    }
 
     /// Publishes and consumes a little through both sides, untimed, so that whichever runs
     /// first in round 1 does not pay for a cold process and a cold broker.

@@ -95,7 +95,7 @@ extension Bench {
         let sdkFirst = round % 2 == 0
         for workload in eventWorkloads(messages: options.messages) where included(workload.name) {
             var results: [Bool: Usage] = [:]
-            for isSDK in sdkFirst ? [true, false] : [false, true] {
+            for isSDK in sides(sdkFirst: sdkFirst) {
                 // A durable queue with the event layer's arguments, as `send(_:toQueue:)` declares it.
                 let queue = "amqp-bench.\(workload.name)"
                 try await admin.declareQueue(queue, durable: true, arguments: EventTopology.queueArguments(queue))
@@ -105,29 +105,20 @@ extension Bench {
                 try await admin.deleteQueue(EventTopology.parkingLot(of: queue))
                 try await Task.sleep(for: .milliseconds(300))
             }
-            let (sdk, rawC) = (results[true]!, results[false]!)
-            let n = Double(workload.messages)
-            report.add(workload.name, "msgs_per_s", sdk: n / sdk.wall.seconds, rawC: n / rawC.wall.seconds)
-            report.add(workload.name, "cpu_us_per_msg", sdk: sdk.cpu.seconds * 1e6 / n, rawC: rawC.cpu.seconds * 1e6 / n)
-            log("round \(round + 1) \(workload.name): SDK \(Int(n / sdk.wall.seconds))/s, C \(Int(n / rawC.wall.seconds))/s")
+            record(workload.name, messages: workload.messages, results, round: round, into: &report)
         }
         let name = "event-request-reply"
         guard included(name) else { return }
         var sdk: Histogram<UInt64>?
         var rawC: Histogram<UInt64>?
-        for isSDK in sdkFirst ? [true, false] : [false, true] {
+        for isSDK in sides(sdkFirst: sdkFirst) {
             let queue = "amqp-bench.request-reply"
             try await admin.declareQueue(queue, durable: true)
             try await admin.purgeQueue(queue)
             if isSDK { sdk = try await requestReplySDK(queue) } else { rawC = try await requestReplyRawC(queue) }
             try await admin.deleteQueue(queue)
         }
-        for (metric, percentile) in [("latency_p50_us", 50.0), ("latency_p99_us", 99.0)] {
-            report.add(
-                name, metric, sdk: Double(sdk!.valueAtPercentile(percentile)) / 1000,
-                rawC: Double(rawC!.valueAtPercentile(percentile)) / 1000)
-        }
-        log("round \(round + 1) \(name): SDK p50 \(sdk!.valueAtPercentile(50) / 1000)µs, C p50 \(rawC!.valueAtPercentile(50) / 1000)µs")
+        recordLatency(name, sdk: sdk, rawC: rawC, percentiles: [50, 99], round: round, into: &report)
     }
 
     private func runEventsSDK(_ workload: EventWorkload, _ queue: String) async throws -> Usage {

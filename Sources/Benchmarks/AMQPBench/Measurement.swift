@@ -47,6 +47,10 @@ extension Duration {
 /// Runs blocking work (the raw C baseline) on a thread of its own, off Swift's concurrency pool.
 func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
     await withCheckedContinuation { continuation in
-        Thread.detachNewThread { continuation.resume(returning: work()) }
+        Thread.detachNewThread {
+            // Named, so that profiles tell the C side from the SDK's threads.
+            Thread.current.name = "raw-c"
+            continuation.resume(returning: work())
+        }
     }
 }

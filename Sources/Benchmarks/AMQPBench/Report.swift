@@ -4,7 +4,7 @@ import Foundation
 struct Row: Encodable {
     var workload: String
     var metric: String
-    var sdk: Double
+    var sdk: Double?
     var rawC: Double?
     var ratio: Double?
 
@@ -29,13 +29,13 @@ struct Report {
     private var samples: [String: (sdk: [Double], rawC: [Double])] = [:]
     private var order: [(workload: String, metric: String)] = []
 
-    mutating func add(_ workload: String, _ metric: String, sdk: Double, rawC: Double?) {
+    mutating func add(_ workload: String, _ metric: String, sdk: Double?, rawC: Double?) {
         let key = "\(workload)\u{0}\(metric)"
         if samples[key] == nil {
             samples[key] = ([], [])
             order.append((workload, metric))
         }
-        samples[key]!.sdk.append(sdk)
+        if let sdk { samples[key]!.sdk.append(sdk) }
         if let rawC { samples[key]!.rawC.append(rawC) }
     }
 
@@ -43,10 +43,10 @@ struct Report {
         order.map { workload, metric in
             let values = samples["\(workload)\u{0}\(metric)"]!
             let sdk = median(values.sdk)
-            let rawC = values.rawC.isEmpty ? nil : median(values.rawC)
-            return Row(
-                workload: workload, metric: metric, sdk: sdk, rawC: rawC,
-                ratio: rawC.flatMap { $0 == 0 ? nil : sdk / $0 })
+            let rawC = median(values.rawC)
+            var ratio: Double?
+            if let sdk, let rawC, rawC != 0 { ratio = sdk / rawC }
+            return Row(workload: workload, metric: metric, sdk: sdk, rawC: rawC, ratio: ratio)
         }
     }
 
@@ -65,9 +65,10 @@ struct Report {
         return lines.joined(separator: "\n")
     }
 
-    private func median(_ values: [Double]) -> Double {
+    /// `nil` for a side that did not run.
+    private func median(_ values: [Double]) -> Double? {
         let sorted = values.sorted()
-        guard !sorted.isEmpty else { return .nan }
+        guard !sorted.isEmpty else { return nil }
         return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
     }
 }

@@ -71,6 +71,85 @@ struct ConsumerStreamTests {
         #expect(drained.value == 1)
     }
 
+    @Test("in a steady stream a batch is held until it is large or old; a lone delivery is handed over at once")
+    func deliveryBatching() async throws {
+        let stream = ConsumerStream(consumerTag: "t", queue: "q", noAck: true) { _, _ in }
+        let channel = try Self.detachedChannel()
+        let batching = AMQPConnection.Configuration.DeliveryBatching(
+            maximumDelay: .seconds(10), maximumCount: 4, flowingBatch: 2)
+        let received = Received()
+        let iterating = Task {
+            while let delivery = try await stream.next() { received.append(delivery.deliveryTag) }
+        }
+        defer { iterating.cancel() }
+        let start = ContinuousClock.now
+        var tag = 0
+        /// Pushes `count` deliveries once the iterator waits; returns what the first push said.
+        func pushWhenWaiting(_ count: Int) async throws -> ConsumerStream.PushResult {
+            try await Self.waitUntil { stream.hasWaiter }
+            var first: ConsumerStream.PushResult?
+            for _ in 0..<count {
+                tag += 1
+                let result = stream.push(Self.delivery(tag, channel))
+                first = first ?? result
+            }
+            return first!
+        }
+
+        // A lone delivery: the last hand-off carried none, nothing is held.
+        #expect(try await pushWhenWaiting(1) == .acceptedNeedsWake)
+        #expect(stream.wakeIfDue(at: start, batching: batching, batchLimit: 4) == .done)
+        try await Self.waitUntil { received.count == 1 }
+        // Two at once: handed over together, which makes the stream count as steady.
+        _ = try await pushWhenWaiting(2)
+        #expect(stream.wakeIfDue(at: start, batching: batching, batchLimit: 4) == .done)
+        try await Self.waitUntil { received.count == 3 }
+
+        // Steady: held while under the batch limit and its delay…
+        _ = try await pushWhenWaiting(1)
+        let deadline = start + .seconds(10)
+        #expect(stream.wakeIfDue(at: start, batching: batching, batchLimit: 4) == .held(until: deadline))
+        for _ in 0..<2 { tag += 1; #expect(stream.push(Self.delivery(tag, channel)) == .accepted) }
+        #expect(stream.wakeIfDue(at: start + .seconds(1), batching: batching, batchLimit: 4) == .held(until: deadline))
+        #expect(received.count == 3)
+        // …handed over once the batch limit is reached.
+        tag += 1
+        _ = stream.push(Self.delivery(tag, channel))
+        #expect(stream.wakeIfDue(at: start + .seconds(1), batching: batching, batchLimit: 4) == .done)
+        try await Self.waitUntil { received.count == 7 }
+
+        // Held, then handed over when its delay has passed.
+        _ = try await pushWhenWaiting(1)
+        let later = start + .seconds(20)
+        #expect(stream.wakeIfDue(at: later, batching: batching, batchLimit: 4) == .held(until: later + .seconds(10)))
+        #expect(stream.wakeIfDue(at: later + .seconds(10), batching: batching, batchLimit: 4) == .done)
+        try await Self.waitUntil { received.count == 8 }
+        // Without a time (batching off, or a recovery), at once.
+        _ = try await pushWhenWaiting(3)
+        #expect(stream.wakeIfDue(at: nil, batching: batching, batchLimit: 4) == .done)
+        try await Self.waitUntil { received.count == 11 }
+        #expect(received.tags == Array(1...11).map(UInt64.init))
+    }
+
+    /// Waits, yielding, until `condition` holds; fails after 5 seconds.
+    static func waitUntil(_ condition: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while !condition() {
+            guard ContinuousClock.now < deadline else {
+                Issue.record("timed out waiting")
+                throw CancellationError()
+            }
+            await Task.yield()
+        }
+    }
+
+    final class Received: Sendable {
+        private let values = Mutex<[UInt64]>([])
+        func append(_ tag: UInt64) { values.withLock { $0.append(tag) } }
+        var count: Int { values.withLock { $0.count } }
+        var tags: [UInt64] { values.withLock { $0 } }
+    }
+
     final class Counter: Sendable {
         private let count = Mutex(0)
         func increment() { count.withLock { $0 += 1 } }
