@@ -7,7 +7,11 @@ final class ChannelIO {
     var state = State.open
     var pendingReplies = PendingReplies()
     /// Live consumers by tag.
-    var consumers: [String: ConsumerRecord] = [:]
+    var consumers: [String: ConsumerRecord] = [:] {
+        didSet { lastConsumer = nil }
+    }
+    /// The consumer the last delivery went to: a channel's deliveries mostly go to one consumer.
+    private var lastConsumer: ConsumerRecord?
     var content = ContentAssembly()
     var settlements = Settlements()
     var confirms: PublisherConfirms
@@ -33,6 +37,13 @@ final class ChannelIO {
     /// Registers a consumer before its `basic.consume` goes out, so no delivery is missed.
     func addConsumer(_ stream: ConsumerStream, spec: ConsumerRecord.Spec) {
         consumers[stream.consumerTag] = ConsumerRecord(stream: stream, restoreSpec: spec)
+    }
+
+    /// The live consumer a delivery with `tag` goes to.
+    func consumer(tag: String) -> ConsumerRecord? {
+        if let lastConsumer, lastConsumer.stream.consumerTag == tag { return lastConsumer }
+        lastConsumer = consumers[tag]
+        return lastConsumer
     }
 
     /// The consumer with `tag`, if it is still registered as `stream`.

@@ -1,4 +1,7 @@
 /// Puts a message back together from its method, content header and body frames.
+///
+/// The message is built in place and moved out whole when its last frame arrives: a delivery's
+/// properties and strings are never copied along the way.
 struct ContentAssembly {
     enum Kind {
         case delivery(consumerTag: String)
@@ -12,10 +15,10 @@ struct ContentAssembly {
         let redelivered: Bool
         let exchange: String
         let routingKey: String
-        let properties: AMQPProperties
-        let body: [UInt8]
+        var properties = AMQPProperties()
+        var body: [UInt8] = []
 
-        func delivery(
+        consuming func delivery(
             on channel: ChannelIO, consumerTag: String?, queue: String? = nil, messageCount: UInt32?, autoAcknowledged: Bool
         ) -> AMQPDelivery {
             AMQPDelivery(
@@ -26,67 +29,55 @@ struct ContentAssembly {
         }
     }
 
-    private struct Started {
-        let kind: Kind
-        let deliveryTag: UInt64
-        let redelivered: Bool
-        let exchange: String
-        let routingKey: String
-        var properties = AMQPProperties()
-        /// Set by the content header.
-        var bodySize: Int?
-        var body: [UInt8] = []
-    }
-
-    private var started: Started?
+    /// The message being assembled.
+    private var message: Completed?
+    /// Set by the content header.
+    private var bodySize: Int?
 
     /// A method that carries content arrived: its header and body frames follow. Another such
     /// method before this message is whole breaks the protocol.
     mutating func start(
         _ kind: Kind, deliveryTag: UInt64, redelivered: Bool, exchange: String, routingKey: String
     ) throws(ProtocolViolation) {
-        guard started == nil else {
+        guard message == nil else {
             throw .unexpectedFrame("a method with content arrived before the previous message was whole")
         }
-        started = Started(
+        message = Completed(
             kind: kind, deliveryTag: deliveryTag, redelivered: redelivered, exchange: exchange, routingKey: routingKey)
+        bodySize = nil
     }
 
     /// The content header: the properties and how large the body is (the frame scanner has
     /// bounded it by the maximum message size).
-    mutating func header(properties: AMQPProperties, bodySize: Int) throws(ProtocolViolation) -> Completed? {
-        guard started != nil, started!.bodySize == nil else {
+    mutating func header(properties: consuming AMQPProperties, bodySize: Int) throws(ProtocolViolation) -> Completed? {
+        guard message != nil, self.bodySize == nil else {
             throw .unexpectedFrame("a content header without a method that carries content before it")
         }
-        started!.properties = properties
-        started!.bodySize = bodySize
-        if bodySize == 0 { return complete() }
-        return nil
+        message!.properties = properties
+        self.bodySize = bodySize
+        return bodySize == 0 ? take() : nil
     }
 
     /// A body frame. Memory grows with what arrives, never with what the header announced.
     mutating func body(_ fragment: UnsafeRawBufferPointer) throws(ProtocolViolation) -> Completed? {
-        guard started != nil, let bodySize = started!.bodySize else {
+        guard message != nil, let bodySize else {
             throw .unexpectedFrame("a body frame without its content header")
         }
-        guard fragment.count <= bodySize - started!.body.count else {
+        let received = message!.body.count
+        guard fragment.count <= bodySize - received else {
             throw .unexpectedFrame("more body than the content header announced (\(bodySize) bytes)")
         }
-        if started!.body.isEmpty && fragment.count == bodySize {
+        if received == 0 && fragment.count == bodySize {
             // The common case: the whole body in one frame, copied once.
-            started!.body = Array(fragment)
+            message!.body = Array(fragment)
         } else {
-            started!.body.append(contentsOf: fragment)
+            message!.body.append(contentsOf: fragment)
         }
-        return started!.body.count == bodySize ? complete() : nil
+        return received + fragment.count == bodySize ? take() : nil
     }
 
-    private mutating func complete() -> Completed {
-        let message = started!
-        started = nil
-        return Completed(
-            kind: message.kind, deliveryTag: message.deliveryTag, redelivered: message.redelivered,
-            exchange: message.exchange, routingKey: message.routingKey, properties: message.properties,
-            body: message.body)
+    private mutating func take() -> Completed {
+        bodySize = nil
+        return message.take()!
     }
 }

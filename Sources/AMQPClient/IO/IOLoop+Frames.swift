@@ -199,11 +199,11 @@ extension IOLoop {
         }
     }
 
-    func completed(_ content: ContentAssembly.Completed, on channel: ChannelIO) {
+    func completed(_ content: consuming ContentAssembly.Completed, on channel: ChannelIO) {
         if content.redelivered { healthCounts.redelivered += 1 }
         switch content.kind {
         case .delivery(let consumerTag):
-            guard let record = channel.consumers[consumerTag] else {
+            guard let record = channel.consumer(tag: consumerTag) else {
                 // RabbitMQ may still deliver messages a queue sent before it saw the cancel, even
                 // after cancel-ok. Give them back rather than leave them unacknowledged.
                 if channel.wasCancelledWithManualAck(consumerTag), !closingConnection {
@@ -217,7 +217,8 @@ extension IOLoop {
                 return
             }
             let stream = record.stream
-            if !stream.noAck { channel.settlements.delivered(content.deliveryTag) }
+            let deliveryTag = content.deliveryTag
+            if !stream.noAck { channel.settlements.delivered(deliveryTag) }
             let delivery = content.delivery(
                 on: channel, consumerTag: consumerTag, queue: record.restoreSpec?.queue, messageCount: nil,
                 autoAcknowledged: stream.noAck)
@@ -238,7 +239,7 @@ extension IOLoop {
             case .refused:
                 if !stream.noAck && !closingConnection {
                     // The application stopped iterating: give the message back at once.
-                    settle(.basicReject(deliveryTag: content.deliveryTag, requeue: true), on: channel)
+                    settle(.basicReject(deliveryTag: deliveryTag, requeue: true), on: channel)
                 }
             }
         case .get(let messageCount):

@@ -258,8 +258,8 @@ struct Bench {
                 let queue = "amqp-bench.latency"
                 try await admin.declareQueue(queue)
                 try await admin.purgeQueue(queue)
-                var sdk: Histogram<UInt64>?
-                var rawC: Histogram<UInt64>?
+                var sdk: LatencyRun?
+                var rawC: LatencyRun?
                 for isSDK in sides(sdkFirst: sdkFirst) {
                     if isSDK {
                         sdk = try await latencySDK(queue, onIOExecutor: onIOExecutor)
@@ -267,7 +267,11 @@ struct Bench {
                         rawC = try await latencyRawC(queue)
                     }
                 }
-                recordLatency(name, sdk: sdk, rawC: rawC, percentiles: [50, 99, 99.9], round: round, into: &report)
+                recordLatency(
+                    name, sdk: sdk?.histogram, rawC: rawC?.histogram, percentiles: [50, 99, 99.9], round: round,
+                    into: &report)
+                // The client's CPU (every thread of the process: publisher, consumer, their I/O).
+                report.add(name, "cpu_us_per_roundtrip", sdk: sdk?.cpuMicrosecondsEach, rawC: rawC?.cpuMicrosecondsEach)
             }
         }
         for round in 0..<options.rounds {
@@ -396,8 +400,17 @@ struct Bench {
         guard status == 0 else { throw BenchError("prefill failed") }
     }
 
+    /// Round trips' latencies, and the process's CPU time over all of them.
+    struct LatencyRun {
+        var histogram: Histogram<UInt64>
+        var cpu: Duration
+        var count: Int
+
+        var cpuMicrosecondsEach: Double { cpu.seconds * 1e6 / Double(count) }
+    }
+
     /// `onIOExecutor`: the measuring task runs on the consuming connection's I/O thread.
-    private func latencySDK(_ queue: String, onIOExecutor: Bool) async throws -> Histogram<UInt64> {
+    private func latencySDK(_ queue: String, onIOExecutor: Bool) async throws -> LatencyRun {
         let publisher = try await AMQPConnection.connect(to: configuration)
         let consumerConnection = try await AMQPConnection.connect(to: configuration)
         defer { Task { await publisher.close(); await consumerConnection.close() } }
@@ -410,6 +423,7 @@ struct Bench {
                 highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
             let body = [UInt8](repeating: 0x61, count: 256)
             let clock = ContinuousClock()
+            let cpuStart = Usage.processCPUTime()
             for _ in 0..<count {
                 let start = clock.now
                 try await publishChannel.publish(body, routingKey: queue)
@@ -417,11 +431,11 @@ struct Bench {
                 let elapsed = clock.now - start
                 _ = histogram.record(UInt64(elapsed.seconds * 1e9))
             }
-            return histogram
+            return LatencyRun(histogram: histogram, cpu: Usage.processCPUTime() - cpuStart, count: count)
         }
     }
 
-    private func latencyRawC(_ queue: String) async throws -> Histogram<UInt64> {
+    private func latencyRawC(_ queue: String) async throws -> LatencyRun {
         let publisher = try openRawC()
         let consumer = try openRawC()
         defer {
@@ -429,15 +443,18 @@ struct Bench {
             raw_bench_close(consumer.pointer)
         }
         let count = options.latencyMessages
-        let latencies = await onOwnThread { () -> [UInt64]? in
-            var latencies = [UInt64](repeating: 0, count: count)
-            let status = raw_bench_latency(publisher.pointer, consumer.pointer, queue, 256, UInt64(count), &latencies)
-            return status == 0 ? latencies : nil
+        var latencies: [UInt64]?
+        let usage = await Usage.measure {
+            latencies = await onOwnThread { () -> [UInt64]? in
+                var latencies = [UInt64](repeating: 0, count: count)
+                let status = raw_bench_latency(publisher.pointer, consumer.pointer, queue, 256, UInt64(count), &latencies)
+                return status == 0 ? latencies : nil
+            }
         }
         guard let latencies else { throw BenchError("raw C latency failed") }
         var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
         for latency in latencies { _ = histogram.record(latency) }
-        return histogram
+        return LatencyRun(histogram: histogram, cpu: usage.cpu, count: count)
     }
 
     /// Publishes and consumes `memoryMessages` through the SDK at once and compares resident
