@@ -61,7 +61,16 @@ public final class AMQPConsumer: AsyncSequence, Sendable {
             self.stopOnRelease = StopOnRelease(channel: consumer.channel, stream: consumer.stream)
         }
 
+        /// Called by `for try await`: runs on the iterating task's executor, with no switch.
+        public mutating func next(isolation actor: isolated (any Actor)? = #isolation) async throws -> AMQPDelivery? {
+            try await nextDelivery()
+        }
+
         public mutating func next() async throws -> AMQPDelivery? {
+            try await nextDelivery()
+        }
+
+        nonisolated(nonsending) private mutating func nextDelivery() async throws -> AMQPDelivery? {
             guard let streamConsumer = stream.streamConsumer else { return try await stream.next() }
             while let delivery = try await stream.next() {
                 guard streamConsumer.accepts(delivery) else {

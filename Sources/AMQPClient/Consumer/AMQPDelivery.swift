@@ -69,7 +69,7 @@ public final class AMQPDelivery: Sendable {
     /// After the connection recovered from a loss, settling a delivery received before it does
     /// nothing: the broker has already put the message back and delivers it again.
     /// - Parameter multiple: also acknowledge every earlier unsettled delivery on this channel.
-    public func ack(multiple: Bool = false) async throws(AMQPError) {
+    nonisolated(nonsending) public func ack(multiple: Bool = false) async throws(AMQPError) {
         try settle(.basicAck(deliveryTag: deliveryTag, multiple: multiple))
     }
 
@@ -77,12 +77,12 @@ public final class AMQPDelivery: Sendable {
     /// - Parameters:
     ///   - multiple: also settle every earlier unsettled delivery on this channel.
     ///   - requeue: put the message back in its queue (`true`), or drop it or dead-letter it (`false`).
-    public func nack(multiple: Bool = false, requeue: Bool = true) async throws(AMQPError) {
+    nonisolated(nonsending) public func nack(multiple: Bool = false, requeue: Bool = true) async throws(AMQPError) {
         try settle(.basicNack(deliveryTag: deliveryTag, multiple: multiple, requeue: requeue))
     }
 
     /// Rejects this one message: requeued (`true`), or dropped or dead-lettered (`false`).
-    public func reject(requeue: Bool = true) async throws(AMQPError) {
+    nonisolated(nonsending) public func reject(requeue: Bool = true) async throws(AMQPError) {
         try settle(.basicReject(deliveryTag: deliveryTag, requeue: requeue))
     }
 

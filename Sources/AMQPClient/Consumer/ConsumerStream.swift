@@ -224,7 +224,9 @@ final class ConsumerStream: Sendable {
         }
     }
 
-    func next() async throws -> AMQPDelivery? {
+    /// Runs on the caller's executor (`nonisolated(nonsending)`): taking a buffered delivery
+    /// needs no executor switch.
+    nonisolated(nonsending) func next() async throws -> AMQPDelivery? {
         let limit = bufferLimit
         // Fast path: a buffered delivery needs no continuation.
         let (taken, drained) = state.withLock { Self.take(&$0, limit: limit) }

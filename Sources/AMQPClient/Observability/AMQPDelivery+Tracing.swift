@@ -24,7 +24,7 @@ extension AMQPDelivery {
     ///     }
     /// }
     /// ```
-    public func withProcessingSpan<Result>(
+    nonisolated(nonsending) public func withProcessingSpan<Result>(
         relation: ProducerRelation = .link,
         _ handle: (AMQPDelivery) async throws -> Result
     ) async rethrows -> Result {
@@ -40,7 +40,7 @@ extension AMQPDelivery {
         }
     }
 
-    private func traced<Result>(
+    nonisolated(nonsending) private func traced<Result>(
         relation: ProducerRelation, _ handle: (AMQPDelivery) async throws -> Result
     ) async rethrows -> Result {
         guard let tracer = channel.core.tracer else { return try await handle(self) }
