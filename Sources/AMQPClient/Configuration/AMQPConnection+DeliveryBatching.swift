@@ -13,7 +13,8 @@ extension AMQPConnection.Configuration {
     /// It changes only when the iterating task wakes: never what is delivered, acknowledged or
     /// requeued, nor the order. A consumer whose task is busy gets everything buffered at once,
     /// as before. A batch is never larger than a quarter of the channel's prefetch, so the broker
-    /// is never kept waiting for acknowledgements of messages the client holds back.
+    /// is never kept waiting for acknowledgements of messages the client holds back, and nothing
+    /// is held for a consumer whose prefetch is under 4 × ``flowingBatch`` (32 by default).
     public struct DeliveryBatching: Sendable, Hashable {
         /// The longest a delivery is held back. `.zero` turns batching off: every batch of frames
         /// read wakes the waiting task at once. Default: 250 µs.

@@ -156,7 +156,9 @@ final class ConsumerStream: Sendable {
                 state.heldSince = nil
                 return .nothing
             }
-            if let now, state.lastHandOff >= batching.flowingBatch, state.buffer.count < batchLimit {
+            if let now, batchLimit > batching.flowingBatch, state.lastHandOff >= batching.flowingBatch,
+                state.buffer.count < batchLimit
+            {
                 let since = state.heldSince ?? now
                 state.heldSince = since
                 if now < since + batching.maximumDelay { return .hold(since + batching.maximumDelay) }

@@ -77,6 +77,8 @@ struct ConsumerStreamTests {
         let channel = try Self.detachedChannel()
         let batching = AMQPConnection.Configuration.DeliveryBatching(
             maximumDelay: .seconds(10), maximumCount: 4, flowingBatch: 2)
+        #expect(batching.batchLimit(prefetch: 0) == 4)
+        #expect(batching.batchLimit(prefetch: 8) == 2)
         let received = Received()
         let iterating = Task {
             while let delivery = try await stream.next() { received.append(delivery.deliveryTag) }
@@ -124,11 +126,15 @@ struct ConsumerStreamTests {
         #expect(stream.wakeIfDue(at: later, batching: batching, batchLimit: 4) == .held(until: later + .seconds(10)))
         #expect(stream.wakeIfDue(at: later + .seconds(10), batching: batching, batchLimit: 4) == .done)
         try await Self.waitUntil { received.count == 8 }
+        // A batch limit no larger than what marks a steady stream (a small prefetch): at once.
+        _ = try await pushWhenWaiting(1)
+        #expect(stream.wakeIfDue(at: later, batching: batching, batchLimit: 2) == .done)
+        try await Self.waitUntil { received.count == 9 }
         // Without a time (batching off, or a recovery), at once.
         _ = try await pushWhenWaiting(3)
         #expect(stream.wakeIfDue(at: nil, batching: batching, batchLimit: 4) == .done)
-        try await Self.waitUntil { received.count == 11 }
-        #expect(received.tags == Array(1...11).map(UInt64.init))
+        try await Self.waitUntil { received.count == 12 }
+        #expect(received.tags == Array(1...12).map(UInt64.init))
     }
 
     /// Waits, yielding, until `condition` holds; fails after 5 seconds.
