@@ -91,7 +91,7 @@ extension IOLoop {
         case .method(let method):
             handleMethod(method, channel: frame.channel)
         case .header(let header):
-            guard let channel = channels[frame.channel], channel.state == .open else { return }
+            guard let channel = channel(forFrameOn: frame.channel), channel.state == .open else { return }
             // The frame scanner let through only `basic` headers within the maximum message size.
             guard let properties = connection?.properties(of: header), let bodySize = Int(exactly: header.bodySize) else {
                 lost(.protocolViolation(.unexpectedFrame("a content header the client cannot read")))
@@ -105,7 +105,7 @@ extension IOLoop {
                 lost(.protocolViolation(error))
             }
         case .body(let fragment):
-            guard let channel = channels[frame.channel], channel.state == .open else { return }
+            guard let channel = channel(forFrameOn: frame.channel), channel.state == .open else { return }
             do {
                 if let message = try channel.content.body(fragment) {
                     completed(message, on: channel)
@@ -136,7 +136,7 @@ extension IOLoop {
             handleConnectionMethod(method)
             return
         }
-        guard let channel = channels[id] else { return }
+        guard let channel = channel(forFrameOn: id) else { return }
 
         if channel.state == .closing {
             // Only the close handshake matters now; deliveries are requeued by the broker.

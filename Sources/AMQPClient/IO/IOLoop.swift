@@ -20,7 +20,11 @@ final class IOLoop {
     var logger: Logger
     /// The open connection; `nil` between a loss and the next successful connect.
     var connection: LibRabbitMQConnection?
-    var channels: [UInt16: ChannelIO] = [:]
+    var channels: [UInt16: ChannelIO] = [:] {
+        didSet { lastFrameChannel = nil }
+    }
+    /// The channel the last frame was for: a message's frames come one after another on one channel.
+    private var lastFrameChannel: ChannelIO?
     /// What the application declared, for recovery to declare again.
     let topology = Topology()
     var nextEpoch: UInt32 = 0
@@ -165,6 +169,13 @@ final class IOLoop {
         startContinuation?.resume()
         startContinuation = nil
         runLoop()
+    }
+
+    /// The channel numbered `id`, for a frame that arrived on it.
+    func channel(forFrameOn id: UInt16) -> ChannelIO? {
+        if let lastFrameChannel, lastFrameChannel.id == id { return lastFrameChannel }
+        lastFrameChannel = channels[id]
+        return lastFrameChannel
     }
 
     // MARK: The loop
