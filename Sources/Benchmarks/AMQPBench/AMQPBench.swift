@@ -71,6 +71,9 @@ struct AMQPBench: AsyncParsableCommand {
     @Option(help: "The metrics backend of the SDK's connections (none, noop, in-memory), to measure the metrics' cost.")
     var metrics: MetricsBackend = .none
 
+    @Flag(help: "Turn off the SDK's delivery batching (Configuration.deliveryBatching = .disabled), to measure what it saves.")
+    var noDeliveryBatching = false
+
     func run() async throws {
         var options = self
         if smoke {
@@ -79,7 +82,8 @@ struct AMQPBench: AsyncParsableCommand {
             options.memoryMessages = 20_000
             options.rounds = 1
         }
-        let configuration = try AMQPConnection.Configuration(url: url)
+        var configuration = try AMQPConnection.Configuration(url: url)
+        if noDeliveryBatching { configuration.deliveryBatching = .disabled }
         if !noTLS && !FileManager.default.fileExists(atPath: tlsCA) {
             throw ValidationError("no CA file at \(tlsCA) for the tls- workloads: run scripts/broker.sh start, pass --tls-ca, or --no-tls")
         }
