@@ -3,18 +3,19 @@ extension AMQPConnection.Configuration {
     ///
     /// Handing deliveries from the connection's I/O thread to a waiting task wakes that task's
     /// thread, and a wake-up costs more CPU than handling a small message. While deliveries arrive
-    /// in a steady stream (the last hand-off carried ``flowingBatch`` or more) and the task keeps
-    /// up with them, the I/O thread holds a new batch until it has ``maximumCount`` deliveries or
-    /// its first has waited ``maximumDelay``, whichever comes first: about ten times fewer wake-ups
-    /// at high rates, a fraction of a millisecond more latency there, and none for a message that
-    /// arrives alone (a request, a round trip, a consumer with a small prefetch: their hand-offs
-    /// carry one delivery, so nothing is held).
+    /// in a steady stream (the last hand-off carried ``flowingBatch`` or more, and the task has
+    /// waited less than four times ``maximumDelay`` since it finished them), the I/O thread holds
+    /// a new batch until it has ``maximumCount`` deliveries or its first has waited
+    /// ``maximumDelay``, whichever comes first: about ten times fewer wake-ups at high rates, a
+    /// fraction of a millisecond more latency there, and none for a message that arrives alone (a
+    /// request, a round trip, a consumer with a small prefetch, the first message after a pause:
+    /// nothing is held for them).
     ///
     /// It changes only when the iterating task wakes: never what is delivered, acknowledged or
     /// requeued, nor the order. A consumer whose task is busy gets everything buffered at once,
     /// as before. A batch is never larger than a quarter of the channel's prefetch, so the broker
     /// is never kept waiting for acknowledgements of messages the client holds back, and nothing
-    /// is held for a consumer whose prefetch is under 4 × ``flowingBatch`` (32 by default).
+    /// is held when that quarter is no more than ``flowingBatch`` (a prefetch under 36 by default).
     public struct DeliveryBatching: Sendable, Hashable {
         /// The longest a delivery is held back. `.zero` turns batching off: every batch of frames
         /// read wakes the waiting task at once. Default: 250 µs.
@@ -35,6 +36,11 @@ extension AMQPConnection.Configuration {
         public static let disabled = DeliveryBatching(maximumDelay: .zero)
 
         var isEnabled: Bool { maximumDelay > .zero && maximumCount > 1 }
+
+        /// A consumer that has waited this long saw a pause in the stream, not a gap between two
+        /// reads of it (on a busy machine the broker's sends come in bursts a few hundred
+        /// microseconds apart).
+        var pause: Duration { maximumDelay * 4 }
 
         /// The largest batch held for a consumer on a channel with `prefetch` (0: none).
         func batchLimit(prefetch: UInt16) -> Int {

@@ -36,9 +36,12 @@ final class ConsumerStream: Sendable {
         var terminated = false
         /// A push found the waiter and asked the I/O thread for a ``wakeIfDue(at:batching:batchLimit:)``.
         var wakeRequested = false
-        /// How many deliveries the last wake-up handed over: many means a steady stream, where a
-        /// batch may be held back (see ``AMQPConnection/Configuration/DeliveryBatching``).
+        /// How many deliveries the last wake-up handed over: many, with the iterator waiting only
+        /// since it finished them, mean a steady stream, where a batch may be held back (see
+        /// ``AMQPConnection/Configuration/DeliveryBatching``).
         var lastHandOff = 0
+        /// Since when the iterating task waits.
+        var waitingSince: ContinuousClock.Instant?
         /// Since when the current batch has been held back.
         var heldSince: ContinuousClock.Instant?
         /// The queue consumed from; recovery may rename a server-named queue.
@@ -159,9 +162,16 @@ final class ConsumerStream: Sendable {
             if let now, batchLimit > batching.flowingBatch, state.lastHandOff >= batching.flowingBatch,
                 state.buffer.count < batchLimit
             {
-                let since = state.heldSince ?? now
-                state.heldSince = since
-                if now < since + batching.maximumDelay { return .hold(since + batching.maximumDelay) }
+                if state.heldSince == nil, let waitingSince = state.waitingSince,
+                    now - waitingSince <= batching.pause
+                {
+                    // The iterator finished the last batch only just before more came: the stream
+                    // flows. (One that waited longer saw a pause: its first delivery goes at once.)
+                    state.heldSince = now
+                }
+                if let since = state.heldSince, now < since + batching.maximumDelay {
+                    return .hold(since + batching.maximumDelay)
+                }
             }
             state.wakeRequested = false
             state.heldSince = nil
@@ -244,7 +254,10 @@ final class ConsumerStream: Sendable {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<AMQPDelivery?, any Error>) in
                 let (taken, drained) = state.withLock { state -> (Take, drained: Bool) in
                     let taken = Self.take(&state, limit: limit)
-                    if case .empty = taken.0 { state.waiter = continuation }
+                    if case .empty = taken.0 {
+                        state.waiter = continuation
+                        state.waitingSince = .now
+                    }
                     return taken
                 }
                 if drained { onDrained() }

@@ -71,7 +71,7 @@ struct ConsumerStreamTests {
         #expect(drained.value == 1)
     }
 
-    @Test("in a steady stream a batch is held until it is large or old; a lone delivery is handed over at once")
+    @Test("in a steady stream a batch is held until it is large or old; a lone delivery, or the first after a pause, at once")
     func deliveryBatching() async throws {
         let stream = ConsumerStream(consumerTag: "t", queue: "q", noAck: true) { _, _ in }
         let channel = try Self.detachedChannel()
@@ -107,34 +107,43 @@ struct ConsumerStreamTests {
         #expect(stream.wakeIfDue(at: start, batching: batching, batchLimit: 4) == .done)
         try await Self.waitUntil { received.count == 3 }
 
-        // Steady: held while under the batch limit and its delay…
+        // Steady, and the next batch begins soon after: held while under the batch limit and its delay…
         _ = try await pushWhenWaiting(1)
-        let deadline = start + .seconds(10)
-        #expect(stream.wakeIfDue(at: start, batching: batching, batchLimit: 4) == .held(until: deadline))
-        for _ in 0..<2 { tag += 1; #expect(stream.push(Self.delivery(tag, channel)) == .accepted) }
+        let deadline = start + .seconds(11)
         #expect(stream.wakeIfDue(at: start + .seconds(1), batching: batching, batchLimit: 4) == .held(until: deadline))
+        for _ in 0..<2 { tag += 1; #expect(stream.push(Self.delivery(tag, channel)) == .accepted) }
+        #expect(stream.wakeIfDue(at: start + .seconds(2), batching: batching, batchLimit: 4) == .held(until: deadline))
         #expect(received.count == 3)
         // …handed over once the batch limit is reached.
         tag += 1
         _ = stream.push(Self.delivery(tag, channel))
-        #expect(stream.wakeIfDue(at: start + .seconds(1), batching: batching, batchLimit: 4) == .done)
+        #expect(stream.wakeIfDue(at: start + .seconds(2), batching: batching, batchLimit: 4) == .done)
         try await Self.waitUntil { received.count == 7 }
 
         // Held, then handed over when its delay has passed.
         _ = try await pushWhenWaiting(1)
-        let later = start + .seconds(20)
-        #expect(stream.wakeIfDue(at: later, batching: batching, batchLimit: 4) == .held(until: later + .seconds(10)))
-        #expect(stream.wakeIfDue(at: later + .seconds(10), batching: batching, batchLimit: 4) == .done)
+        #expect(stream.wakeIfDue(at: start + .seconds(3), batching: batching, batchLimit: 4) == .held(until: start + .seconds(13)))
+        #expect(stream.wakeIfDue(at: start + .seconds(13), batching: batching, batchLimit: 4) == .done)
         try await Self.waitUntil { received.count == 8 }
-        // A batch limit no larger than what marks a steady stream (a small prefetch): at once.
+        _ = try await pushWhenWaiting(2)
+        #expect(stream.wakeIfDue(at: start + .seconds(13), batching: batching, batchLimit: 4) == .done)
+        try await Self.waitUntil { received.count == 10 }
+        // The first delivery after a pause (the iterator waited over four times the delay): at once.
         _ = try await pushWhenWaiting(1)
-        #expect(stream.wakeIfDue(at: later, batching: batching, batchLimit: 2) == .done)
-        try await Self.waitUntil { received.count == 9 }
+        #expect(stream.wakeIfDue(at: start + .seconds(60), batching: batching, batchLimit: 4) == .done)
+        try await Self.waitUntil { received.count == 11 }
+        // A batch limit no larger than what marks a steady stream (a small prefetch): at once.
+        _ = try await pushWhenWaiting(2)
+        #expect(stream.wakeIfDue(at: start + .seconds(60), batching: batching, batchLimit: 4) == .done)
+        try await Self.waitUntil { received.count == 13 }
+        _ = try await pushWhenWaiting(1)
+        #expect(stream.wakeIfDue(at: start + .seconds(60), batching: batching, batchLimit: 2) == .done)
+        try await Self.waitUntil { received.count == 14 }
         // Without a time (batching off, or a recovery), at once.
         _ = try await pushWhenWaiting(3)
         #expect(stream.wakeIfDue(at: nil, batching: batching, batchLimit: 4) == .done)
-        try await Self.waitUntil { received.count == 12 }
-        #expect(received.tags == Array(1...12).map(UInt64.init))
+        try await Self.waitUntil { received.count == 17 }
+        #expect(received.tags == Array(1...17).map(UInt64.init))
     }
 
     /// Waits, yielding, until `condition` holds; fails after 5 seconds.
