@@ -3,8 +3,8 @@ extension AMQPConnection.Configuration {
     ///
     /// Handing deliveries from the connection's I/O thread to a waiting task wakes that task's
     /// thread, and a wake-up costs more CPU than handling a small message. While deliveries arrive
-    /// in a steady stream (the last hand-off carried ``flowingBatch`` or more, and the task has
-    /// waited less than four times ``maximumDelay`` since it finished them), the I/O thread holds
+    /// in a steady stream (the last hand-off carried ``flowingBatch`` or more, less than four
+    /// times ``maximumDelay`` before the next batch began), the I/O thread holds
     /// a new batch until it has ``maximumCount`` deliveries or its first has waited
     /// ``maximumDelay``, whichever comes first: about ten times fewer wake-ups at high rates, a
     /// fraction of a millisecond more latency there, and none for a message that arrives alone (a
@@ -37,9 +37,9 @@ extension AMQPConnection.Configuration {
 
         var isEnabled: Bool { maximumDelay > .zero && maximumCount > 1 }
 
-        /// A consumer that has waited this long saw a pause in the stream, not a gap between two
-        /// reads of it (on a busy machine the broker's sends come in bursts a few hundred
-        /// microseconds apart).
+        /// A batch that begins this long after the last hand-off follows a pause in the stream,
+        /// not a gap between two reads of it (on a busy machine the broker's sends come in bursts
+        /// a few hundred microseconds apart).
         var pause: Duration { maximumDelay * 4 }
 
         /// The largest batch held for a consumer on a channel with `prefetch` (0: none).

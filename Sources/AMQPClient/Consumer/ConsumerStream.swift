@@ -36,12 +36,11 @@ final class ConsumerStream: Sendable {
         var terminated = false
         /// A push found the waiter and asked the I/O thread for a ``wakeIfDue(at:batching:batchLimit:)``.
         var wakeRequested = false
-        /// How many deliveries the last wake-up handed over: many, with the iterator waiting only
-        /// since it finished them, mean a steady stream, where a batch may be held back (see
+        /// How many deliveries the last wake-up handed over, and when: many, not long before the
+        /// next batch began, mean a steady stream, where a batch may be held back (see
         /// ``AMQPConnection/Configuration/DeliveryBatching``).
         var lastHandOff = 0
-        /// Since when the iterating task waits.
-        var waitingSince: ContinuousClock.Instant?
+        var lastHandOffAt: ContinuousClock.Instant?
         /// Since when the current batch has been held back.
         var heldSince: ContinuousClock.Instant?
         /// The queue consumed from; recovery may rename a server-named queue.
@@ -162,11 +161,11 @@ final class ConsumerStream: Sendable {
             if let now, batchLimit > batching.flowingBatch, state.lastHandOff >= batching.flowingBatch,
                 state.buffer.count < batchLimit
             {
-                if state.heldSince == nil, let waitingSince = state.waitingSince,
-                    now - waitingSince <= batching.pause
+                if state.heldSince == nil, let lastHandOffAt = state.lastHandOffAt,
+                    now - lastHandOffAt <= batching.pause
                 {
-                    // The iterator finished the last batch only just before more came: the stream
-                    // flows. (One that waited longer saw a pause: its first delivery goes at once.)
+                    // More came soon after the last batch: the stream flows. (After a pause, the
+                    // first delivery goes at once, however large the batch before it was.)
                     state.heldSince = now
                 }
                 if let since = state.heldSince, now < since + batching.maximumDelay {
@@ -176,6 +175,7 @@ final class ConsumerStream: Sendable {
             state.wakeRequested = false
             state.heldSince = nil
             state.lastHandOff = state.buffer.count
+            state.lastHandOffAt = now
             let (delivery, drained) = state.popFirst(limit: limit)!
             defer { state.waiter = nil }
             return .handOver(state.waiter!, delivery, drained: drained)
@@ -254,10 +254,7 @@ final class ConsumerStream: Sendable {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<AMQPDelivery?, any Error>) in
                 let (taken, drained) = state.withLock { state -> (Take, drained: Bool) in
                     let taken = Self.take(&state, limit: limit)
-                    if case .empty = taken.0 {
-                        state.waiter = continuation
-                        state.waitingSince = .now
-                    }
+                    if case .empty = taken.0 { state.waiter = continuation }
                     return taken
                 }
                 if drained { onDrained() }

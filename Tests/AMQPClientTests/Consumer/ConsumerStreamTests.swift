@@ -128,7 +128,7 @@ struct ConsumerStreamTests {
         _ = try await pushWhenWaiting(2)
         #expect(stream.wakeIfDue(at: start + .seconds(13), batching: batching, batchLimit: 4) == .done)
         try await Self.waitUntil { received.count == 10 }
-        // The first delivery after a pause (the iterator waited over four times the delay): at once.
+        // The first delivery after a pause (over four times the delay since the last hand-off): at once.
         _ = try await pushWhenWaiting(1)
         #expect(stream.wakeIfDue(at: start + .seconds(60), batching: batching, batchLimit: 4) == .done)
         try await Self.waitUntil { received.count == 11 }
