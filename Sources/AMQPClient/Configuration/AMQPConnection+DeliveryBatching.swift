@@ -3,13 +3,12 @@ extension AMQPConnection.Configuration {
     ///
     /// Handing deliveries from the connection's I/O thread to a waiting task wakes that task's
     /// thread, and a wake-up costs more CPU than handling a small message. While deliveries arrive
-    /// in a steady stream (the last hand-off carried ``flowingBatch`` or more, less than four
-    /// times ``maximumDelay`` before the next batch began), the I/O thread holds
-    /// a new batch until it has ``maximumCount`` deliveries or its first has waited
-    /// ``maximumDelay``, whichever comes first: about ten times fewer wake-ups at high rates, a
-    /// fraction of a millisecond more latency there, and none for a message that arrives alone (a
-    /// request, a round trip, a consumer with a small prefetch, the first message after a pause:
-    /// nothing is held for them).
+    /// in a steady stream (the last hand-off carried ``flowingBatch`` or more, less than four times
+    /// ``maximumDelay`` before the next batch began), the I/O thread holds a new batch until it has
+    /// ``maximumCount`` deliveries or its first has waited ``maximumDelay``, whichever comes first:
+    /// several times fewer wake-ups at high rates, a fraction of a millisecond more latency there,
+    /// and none for a message that arrives alone (a request, a round trip, a consumer with a small
+    /// prefetch, the first message after a pause: nothing is held for them).
     ///
     /// It changes only when the iterating task wakes: never what is delivered, acknowledged or
     /// requeued, nor the order. A consumer whose task is busy gets everything buffered at once,
