@@ -38,6 +38,8 @@ final class IOLoop {
     var recoveryCause: AMQPError?
     /// A failure noticed while a recovery attempt talks to the broker; the attempt ends with it.
     var attemptFailure: AMQPError?
+    /// The number of the recovery attempt under way.
+    var recoveryAttempt = 0
     /// The channel a recovery declares the topology on, while it does.
     var recoveryTopologyChannel: UInt16?
     var recovering: Bool { recoveryCause != nil }

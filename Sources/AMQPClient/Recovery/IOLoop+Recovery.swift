@@ -80,6 +80,7 @@ extension IOLoop {
                 return
             }
             logger.debug("reconnecting", metadata: [LoggingKeys.attempt: "\(attempt)"])
+            recoveryAttempt = attempt
             core.emit(.recovering(attempt: attempt))
             attemptFailure = nil
             do {
@@ -283,6 +284,11 @@ extension IOLoop {
             } catch {
                 switch error {
                 case .connection(let error): throw error
+                case .channelClosed(let error) where Self.replicaNotReady(error) && recoveryAttempt < Self.replicaRetryAttempts:
+                    // The queue's replica on this node is restarting (its leader's node just went
+                    // down): the next attempt, a moment later and perhaps on another node, restores
+                    // everything again.
+                    throw error
                 case .channelClosed(let error):
                     // Say, its queue is gone: this consumer ends; the channel reopens for the others.
                     logger.warning(
@@ -302,6 +308,15 @@ extension IOLoop {
                 }
             }
         }
+    }
+
+    /// How many recovery attempts a consumer refused by a replica that is not ready may hold up.
+    static let replicaRetryAttempts = 3
+
+    /// RabbitMQ refuses to consume from a stream (or quorum queue) whose replica on the node is not
+    /// running, as it is for a moment while a new leader takes over after a node went down.
+    static func replicaNotReady(_ error: AMQPError) -> Bool {
+        error.replyCode == 406 && error.replyText?.contains("does not have a replica on the local node") == true
     }
 
     // MARK: Talking to the broker during recovery
