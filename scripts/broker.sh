@@ -28,6 +28,8 @@ tls="$state/tls"
 client_user="amqp-swift-client"
 timeout_s="${BROKER_START_TIMEOUT:-90}"
 node="amqp-swift@localhost"
+# shellcheck source=rabbitmq-node-env.sh
+source "$root/scripts/rabbitmq-node-env.sh"
 
 log() { echo "broker: $*" >&2; }
 
@@ -51,18 +53,7 @@ wait_for_amqp() {
 }
 
 local_env() {
-  export RABBITMQ_NODENAME="$node"
-  export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
-  export RABBITMQ_NODE_PORT="$port"
-  export RABBITMQ_DIST_PORT=$((port + 20000))
-  export ERL_EPMD_ADDRESS=127.0.0.1
-  export RABBITMQ_MNESIA_BASE="$state/mnesia"
-  export RABBITMQ_LOG_BASE="$state/log"
-  export RABBITMQ_PID_FILE="$state/rabbitmq.pid"
-  export RABBITMQ_ENABLED_PLUGINS_FILE="$state/enabled_plugins"
-  export RABBITMQ_CONFIG_FILE="$state/rabbitmq"
-  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
-  export HOME="$state/home"
+  rabbitmq_node_env "$node" "$port" "$state" "$state/home"
 }
 
 ctl() {

@@ -20,25 +20,16 @@ state="$root/.cluster"
 base_port="${CLUSTER_BASE_PORT:-5680}"
 timeout_s="${BROKER_START_TIMEOUT:-120}"
 
+# shellcheck source=rabbitmq-node-env.sh
+source "$root/scripts/rabbitmq-node-env.sh"
+
 log() { echo "cluster: $*" >&2; }
 node_name() { echo "amqp-cluster-$1@localhost"; }
 node_port() { echo $((base_port + $1)); }
 
 node_env() {
-  local n=$1
-  export RABBITMQ_NODENAME="$(node_name "$n")"
-  export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
-  export RABBITMQ_NODE_PORT="$(node_port "$n")"
-  export RABBITMQ_DIST_PORT=$(($(node_port "$n") + 20000))
-  export ERL_EPMD_ADDRESS=127.0.0.1
-  export RABBITMQ_MNESIA_BASE="$state/node$n/mnesia"
-  export RABBITMQ_LOG_BASE="$state/node$n/log"
-  export RABBITMQ_PID_FILE="$state/node$n/rabbitmq.pid"
-  export RABBITMQ_ENABLED_PLUGINS_FILE="$state/node$n/enabled_plugins"
-  export RABBITMQ_CONFIG_FILE="$state/node$n/rabbitmq"
-  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
   # One HOME for all: one Erlang cookie, so that the nodes and rabbitmqctl trust each other.
-  export HOME="$state/home"
+  rabbitmq_node_env "$(node_name "$1")" "$(node_port "$1")" "$state/node$1" "$state/home"
 }
 
 ctl() {

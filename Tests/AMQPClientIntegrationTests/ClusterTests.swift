@@ -31,6 +31,11 @@ enum TestCluster {
         return configuration
     }
 
+    /// A connection to the cluster (see ``configuration(first:name:)``).
+    static func connect(first: Int? = nil, name: String = "ClusterTests") async throws -> AMQPConnection {
+        try await AMQPConnection.connect(to: configuration(first: first, name: name))
+    }
+
     /// `scripts/cluster.sh` with `arguments` (kill 2, restart 2, …). Spawned and waited for with
     /// `posix_spawn` and `waitpid` on a thread of its own: Foundation's `Process` missed the exit of
     /// a script that leaves a daemon (the restarted node) behind.
@@ -94,7 +99,7 @@ struct ClusterTests {
     func shuffledEndpoints() async throws {
         try await TestCluster.script("start")  // every node up, whatever an earlier test left
         var connections: [AMQPConnection] = []
-        for _ in 0..<30 { connections.append(try await AMQPConnection.connect(to: TestCluster.configuration())) }
+        for _ in 0..<30 { connections.append(try await TestCluster.connect()) }
         var perNode: [Int: Int] = [:]
         for connection in connections { perNode[TestCluster.node(of: connection) ?? 0, default: 0] += 1 }
         for connection in connections { await connection.close() }
@@ -108,8 +113,8 @@ struct ClusterTests {
         try await TestCluster.script("start")  // every node up, whatever an earlier test left
         let total = 20_000
         let queue = TestBroker.uniqueName("cluster.quorum")
-        let publisher = try await AMQPConnection.connect(to: TestCluster.configuration(first: 1, name: "cluster-publisher"))
-        let consumerConnection = try await AMQPConnection.connect(to: TestCluster.configuration(first: 2, name: "cluster-consumer"))
+        let publisher = try await TestCluster.connect(first: 1, name: "cluster-publisher")
+        let consumerConnection = try await TestCluster.connect(first: 2, name: "cluster-consumer")
         defer { Task { await publisher.close(); await consumerConnection.close() } }
         let publisherEvents = EventWatcher(publisher)
         let consumerEvents = EventWatcher(consumerConnection)
@@ -214,7 +219,7 @@ struct ClusterTests {
         try await TestCluster.script("start")  // every node up, whatever an earlier test left
         let total = 10_000
         let stream = TestBroker.uniqueName("cluster.stream")
-        let connection = try await AMQPConnection.connect(to: TestCluster.configuration(first: 3, name: "cluster-stream"))
+        let connection = try await TestCluster.connect(first: 3, name: "cluster-stream")
         defer { Task { await connection.close() } }
         let events = EventWatcher(connection)
         let channel = try await connection.openChannel()
@@ -281,9 +286,9 @@ struct ClusterTests {
         try await TestCluster.script("start")  // every node up, whatever an earlier test left
         let total = 2_000
         let queue = TestBroker.uniqueName("cluster.sac")
-        let active = try await AMQPConnection.connect(to: TestCluster.configuration(first: 1, name: "cluster-sac-1"))
-        let standby = try await AMQPConnection.connect(to: TestCluster.configuration(first: 2, name: "cluster-sac-2"))
-        let publisher = try await AMQPConnection.connect(to: TestCluster.configuration(first: 3, name: "cluster-sac-publisher"))
+        let active = try await TestCluster.connect(first: 1, name: "cluster-sac-1")
+        let standby = try await TestCluster.connect(first: 2, name: "cluster-sac-2")
+        let publisher = try await TestCluster.connect(first: 3, name: "cluster-sac-publisher")
         defer { Task { await active.close(); await standby.close(); await publisher.close() } }
         let channel = try await publisher.openChannel()
         try await channel.declareQueue(queue, type: .quorum(.init(singleActiveConsumer: true)))

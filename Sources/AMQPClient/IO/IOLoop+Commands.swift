@@ -172,12 +172,12 @@ extension IOLoop {
     }
 
     func openChannel(_ ref: ChannelRef) -> ChannelIO? {
-        guard let channel = channels[ref.id], channel.epoch == ref.epoch, channel.state == .open else { return nil }
+        guard let channel = channel(ref.id, epoch: ref.epoch), channel.state == .open else { return nil }
         return channel
     }
 
     func closedError(_ ref: ChannelRef) -> AMQPError {
-        if let channel = channels[ref.id], channel.epoch == ref.epoch, let error = channel.handle.closedError {
+        if let channel = channel(ref.id, epoch: ref.epoch), let error = channel.handle.closedError {
             return error
         }
         if let reason = closeReasons[ref.id], reason.epoch == ref.epoch { return reason.error }

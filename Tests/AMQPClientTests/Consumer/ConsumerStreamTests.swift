@@ -98,51 +98,50 @@ struct ConsumerStreamTests {
             return first!
         }
 
+        func wake(at now: ContinuousClock.Instant?, batchLimit: Int = 4) -> ConsumerStream.WakeOutcome {
+            stream.wakeIfDue(at: now, batching: batching, batchLimit: batchLimit)
+        }
+        /// Pushes `count` once the iterator waits, expects them handed over at once, and waits until the
+        /// iterator has them.
+        func handedOverAtOnce(_ count: Int, at now: ContinuousClock.Instant?, batchLimit: Int = 4) async throws {
+            _ = try await pushWhenWaiting(count)
+            #expect(wake(at: now, batchLimit: batchLimit) == .done)
+            try await Self.waitUntil { received.count == tag }
+        }
+
         // A lone delivery: the last hand-off carried none, nothing is held.
         #expect(try await pushWhenWaiting(1) == .acceptedNeedsWake)
-        #expect(stream.wakeIfDue(at: start, batching: batching, batchLimit: 4) == .done)
+        #expect(wake(at: start) == .done)
         try await Self.waitUntil { received.count == 1 }
         // Two at once: handed over together, which makes the stream count as steady.
-        _ = try await pushWhenWaiting(2)
-        #expect(stream.wakeIfDue(at: start, batching: batching, batchLimit: 4) == .done)
-        try await Self.waitUntil { received.count == 3 }
+        try await handedOverAtOnce(2, at: start)
 
         // Steady, and the next batch begins soon after: held while under the batch limit and its delay…
         _ = try await pushWhenWaiting(1)
         let deadline = start + .seconds(11)
-        #expect(stream.wakeIfDue(at: start + .seconds(1), batching: batching, batchLimit: 4) == .held(until: deadline))
+        #expect(wake(at: start + .seconds(1)) == .held(until: deadline))
         for _ in 0..<2 { tag += 1; #expect(stream.push(Self.delivery(tag, channel)) == .accepted) }
-        #expect(stream.wakeIfDue(at: start + .seconds(2), batching: batching, batchLimit: 4) == .held(until: deadline))
+        #expect(wake(at: start + .seconds(2)) == .held(until: deadline))
         #expect(received.count == 3)
         // …handed over once the batch limit is reached.
         tag += 1
         _ = stream.push(Self.delivery(tag, channel))
-        #expect(stream.wakeIfDue(at: start + .seconds(2), batching: batching, batchLimit: 4) == .done)
+        #expect(wake(at: start + .seconds(2)) == .done)
         try await Self.waitUntil { received.count == 7 }
 
         // Held, then handed over when its delay has passed.
         _ = try await pushWhenWaiting(1)
-        #expect(stream.wakeIfDue(at: start + .seconds(3), batching: batching, batchLimit: 4) == .held(until: start + .seconds(13)))
-        #expect(stream.wakeIfDue(at: start + .seconds(13), batching: batching, batchLimit: 4) == .done)
+        #expect(wake(at: start + .seconds(3)) == .held(until: start + .seconds(13)))
+        #expect(wake(at: start + .seconds(13)) == .done)
         try await Self.waitUntil { received.count == 8 }
-        _ = try await pushWhenWaiting(2)
-        #expect(stream.wakeIfDue(at: start + .seconds(13), batching: batching, batchLimit: 4) == .done)
-        try await Self.waitUntil { received.count == 10 }
+        try await handedOverAtOnce(2, at: start + .seconds(13))
         // The first delivery after a pause (over four times the delay since the last hand-off): at once.
-        _ = try await pushWhenWaiting(1)
-        #expect(stream.wakeIfDue(at: start + .seconds(60), batching: batching, batchLimit: 4) == .done)
-        try await Self.waitUntil { received.count == 11 }
+        try await handedOverAtOnce(1, at: start + .seconds(60))
         // A batch limit no larger than what marks a steady stream (a small prefetch): at once.
-        _ = try await pushWhenWaiting(2)
-        #expect(stream.wakeIfDue(at: start + .seconds(60), batching: batching, batchLimit: 4) == .done)
-        try await Self.waitUntil { received.count == 13 }
-        _ = try await pushWhenWaiting(1)
-        #expect(stream.wakeIfDue(at: start + .seconds(60), batching: batching, batchLimit: 2) == .done)
-        try await Self.waitUntil { received.count == 14 }
+        try await handedOverAtOnce(2, at: start + .seconds(60))
+        try await handedOverAtOnce(1, at: start + .seconds(60), batchLimit: 2)
         // Without a time (batching off, or a recovery), at once.
-        _ = try await pushWhenWaiting(3)
-        #expect(stream.wakeIfDue(at: nil, batching: batching, batchLimit: 4) == .done)
-        try await Self.waitUntil { received.count == 17 }
+        try await handedOverAtOnce(3, at: nil)
         #expect(received.tags == Array(1...17).map(UInt64.init))
     }
 
