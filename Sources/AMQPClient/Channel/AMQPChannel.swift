@@ -232,7 +232,7 @@ public final class AMQPChannel: Sendable {
         }
         let tracker: ConfirmTracker?
         if confirmMode {
-            await unconfirmedLimiter.acquire()
+            try await unconfirmedLimiter.acquire()
             tracker = ConfirmTracker(limiter: unconfirmedLimiter, metrics: core.metrics)
         } else {
             tracker = nil
@@ -439,12 +439,8 @@ public final class AMQPChannel: Sendable {
     }
 
     func awaitReply(_ command: (ReplyContinuation) -> Command) async throws(AMQPError) -> ServerMethod {
-        do {
-            return try await withCheckedThrowingContinuation { continuation in
-                core.submitOrFail(command(continuation))
-            }
-        } catch {
-            throw AMQPError.wrap(error)
+        try await withCancellableContinuation { continuation in
+            core.submitOrFail(command(continuation))
         }
     }
 

@@ -5,7 +5,7 @@ import Synchronization
 final class ConfirmTracker: Sendable {
     private struct State {
         var outcome: Result<Void, AMQPError>?
-        var waiters: [CheckedContinuation<Void, any Error>] = []
+        var waiters: [CancellableContinuation<Void>] = []
         /// Set by a `basic.return`; the ack that follows then reports this error.
         var returned: AMQPError?
     }
@@ -40,7 +40,7 @@ final class ConfirmTracker: Sendable {
     }
 
     private func complete(_ outcome: (AMQPError?) -> Result<Void, AMQPError>) {
-        let (waiters, result) = state.withLock { state -> ([CheckedContinuation<Void, any Error>], Result<Void, AMQPError>?) in
+        let (waiters, result) = state.withLock { state -> ([CancellableContinuation<Void>], Result<Void, AMQPError>?) in
             guard state.outcome == nil else { return ([], nil) }
             let result = outcome(state.returned)
             state.outcome = result
@@ -58,17 +58,13 @@ final class ConfirmTracker: Sendable {
 
     func wait() async throws(AMQPError) {
         if let outcome = state.withLock({ $0.outcome }) { return try outcome.get() }
-        do {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let outcome = state.withLock { state -> Result<Void, AMQPError>? in
-                    if let outcome = state.outcome { return outcome }
-                    state.waiters.append(continuation)
-                    return nil
-                }
-                if let outcome { continuation.resume(with: outcome.mapError { $0 as any Error }) }
+        try await withCancellableContinuation { (continuation: CancellableContinuation<Void>) in
+            let outcome = state.withLock { state -> Result<Void, AMQPError>? in
+                if let outcome = state.outcome { return outcome }
+                state.waiters.append(continuation)
+                return nil
             }
-        } catch {
-            throw AMQPError.wrap(error)
+            if let outcome { continuation.resume(with: outcome.mapError { $0 as any Error }) }
         }
     }
 }

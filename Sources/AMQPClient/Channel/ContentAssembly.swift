@@ -16,6 +16,8 @@ struct ContentAssembly {
         let exchange: String
         let routingKey: String
         var properties = AMQPProperties()
+        /// Roughly what the properties hold in memory (see ``CDecoding/Conversion``).
+        var propertiesFootprint = 0
         var body: [UInt8] = []
 
         consuming func delivery(
@@ -24,8 +26,8 @@ struct ContentAssembly {
             AMQPDelivery(
                 body: body, properties: properties, deliveryTag: deliveryTag, redelivered: redelivered,
                 exchange: exchange, routingKey: routingKey, consumerTag: consumerTag, queue: queue,
-                messageCount: messageCount,
-                isAutoAcknowledged: autoAcknowledged, channel: channel.handle, generation: channel.generation)
+                messageCount: messageCount, isAutoAcknowledged: autoAcknowledged,
+                propertiesFootprint: propertiesFootprint, channel: channel.handle, generation: channel.generation)
         }
     }
 
@@ -49,11 +51,14 @@ struct ContentAssembly {
 
     /// The content header: the properties and how large the body is (the frame scanner has
     /// bounded it by the maximum message size).
-    mutating func header(properties: consuming AMQPProperties, bodySize: Int) throws(ProtocolViolation) -> Completed? {
+    mutating func header(properties: consuming AMQPProperties, footprint: Int = 0, bodySize: Int) throws(ProtocolViolation)
+        -> Completed?
+    {
         guard message != nil, self.bodySize == nil else {
             throw .unexpectedFrame("a content header without a method that carries content before it")
         }
         message!.properties = properties
+        message!.propertiesFootprint = footprint
         self.bodySize = bodySize
         return bodySize == 0 ? take() : nil
     }
@@ -71,6 +76,14 @@ struct ContentAssembly {
             // The common case: the whole body in one frame, copied once.
             message!.body = Array(fragment)
         } else {
+            let needed = received + fragment.count
+            if message!.body.capacity < needed {
+                // Doubling, as an array grows by itself, would end with the last half copied into
+                // a buffer twice the size: 1.5× the body at the peak and up to 2× kept. Once a
+                // quarter has arrived, the body's full size is reserved at once: 1.25× at most.
+                let doubled = max(needed, 2 * message!.body.capacity)
+                message!.body.reserveCapacity(needed >= bodySize / 4 ? bodySize : min(doubled, bodySize))
+            }
             message!.body.append(contentsOf: fragment)
         }
         return received + fragment.count == bodySize ? take() : nil

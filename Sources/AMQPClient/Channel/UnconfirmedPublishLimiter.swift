@@ -8,7 +8,7 @@ import Synchronization
 final class UnconfirmedPublishLimiter: Sendable {
     private struct State {
         var outstanding = 0
-        var waiters: Deque<CheckedContinuation<Void, Never>> = []
+        var waiters: Deque<CancellableContinuation<Void>> = []
     }
 
     private let state = Mutex(State())
@@ -18,8 +18,9 @@ final class UnconfirmedPublishLimiter: Sendable {
         self.limit = limit
     }
 
-    /// Takes a place for one more unconfirmed publish, waiting while all are taken.
-    func acquire() async {
+    /// Takes a place for one more unconfirmed publish, waiting while all are taken. Throws
+    /// ``AMQPError/Code/cancelled`` when the task is cancelled while it waits (no place taken).
+    func acquire() async throws(AMQPError) {
         let limit = self.limit
         if state.withLock({ state in
             guard state.outstanding < limit else { return false }
@@ -28,7 +29,7 @@ final class UnconfirmedPublishLimiter: Sendable {
         }) {
             return
         }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        try await withCancellableContinuation { (continuation: CancellableContinuation<Void>) in
             let granted = state.withLock { state in
                 if state.outstanding < limit {
                     state.outstanding += 1
@@ -43,13 +44,19 @@ final class UnconfirmedPublishLimiter: Sendable {
 
     /// A publish was confirmed, refused or failed: its place goes to the next waiter, if any.
     func release() {
-        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            if let waiter = state.waiters.popFirst() { return waiter }  // the place passes on
-            state.outstanding -= 1
-            return nil
+        while true {
+            let next = state.withLock { state -> CancellableContinuation<Void>? in
+                if let waiter = state.waiters.popFirst() { return waiter }  // the place passes on
+                state.outstanding -= 1
+                return nil
+            }
+            // A waiter whose task was cancelled took no place: the next one gets it.
+            guard let next, !next.resume() else { return }
         }
-        next?.resume()
     }
 
     var outstanding: Int { state.withLock { $0.outstanding } }
+
+    /// Publishers waiting for a place (cancelled ones included until a place skips them).
+    var waiting: Int { state.withLock { $0.waiters.count } }
 }

@@ -96,12 +96,8 @@ public final class AMQPConnection: Sendable {
 
     /// Opens a new channel.
     public func openChannel() async throws(AMQPError) -> AMQPChannel {
-        do {
-            return try await withCheckedThrowingContinuation { continuation in
-                core.submitOrFail(.openChannel(continuation))
-            }
-        } catch {
-            throw AMQPError.wrap(error)
+        try await withCancellableContinuation { continuation in
+            core.submitOrFail(.openChannel(continuation))
         }
     }
 
@@ -194,19 +190,29 @@ public final class AMQPConnection: Sendable {
     }
 
     /// Waits until the connection has ended. Returns the error that ended it, or `nil` when the
-    /// application closed it.
+    /// application closed it; if the waiting task is cancelled first, an error with
+    /// ``AMQPError/Code/cancelled`` (the connection goes on).
     public func closed() async -> AMQPError? {
-        await core.waitUntilClosed()
+        do {
+            return try await core.waitUntilClosed(cancellable: true)
+        } catch {
+            return error
+        }
     }
 }
 
 extension AMQPConnection: Service {
-    /// Runs until graceful shutdown (then closes the connection) or until the connection fails
-    /// (then throws why).
+    /// Runs until graceful shutdown or cancellation (then closes the connection, within
+    /// ``Configuration/closeTimeout``) or until the connection fails (then throws why). In a
+    /// `ServiceGroup` whose other service fails, the group's cancellation closes it.
     public func run() async throws {
-        let error = await withGracefulShutdownHandler {
-            await self.core.waitUntilClosed()
-        } onGracefulShutdown: {
+        let error = await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await self.core.waitUntilClosed()
+            } onGracefulShutdown: {
+                self.core.beginClose()
+            }
+        } onCancel: {
             self.core.beginClose()
         }
         if let error { throw error }

@@ -101,23 +101,23 @@ final class ConnectionCore: Sendable {
         case .queued(let wake, let waitForRoom):
             perform(wake)
             if waitForRoom {
-                try await waitForPublishCapacity()
+                do {
+                    try await waitForPublishCapacity()
+                } catch where error.code == .cancelled {
+                    // The message is queued already: it goes out. Only the wait for room ends.
+                }
             }
         }
     }
 
     private func waitForPublishCapacity() async throws(AMQPError) {
-        do {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let limit = configuration.publishBufferLimit
-                switch state.withLock({ $0.waitForRoom(continuation, bufferLimit: limit) }) {
-                case .proceed: continuation.resume()
-                case .wait: break
-                case .fail(let error): continuation.resume(throwing: error)
-                }
+        try await withCancellableContinuation { (continuation: CancellableContinuation<Void>) in
+            let limit = configuration.publishBufferLimit
+            switch state.withLock({ $0.waitForRoom(continuation, bufferLimit: limit) }) {
+            case .proceed: continuation.resume()
+            case .wait: break
+            case .fail(let error): continuation.resume(throwing: error)
             }
-        } catch {
-            throw AMQPError.wrap(error)
         }
     }
 
@@ -146,13 +146,21 @@ final class ConnectionCore: Sendable {
     }
 
     /// Waits until the I/O thread has finished. Returns the error that ended the connection,
-    /// or `nil` when the application closed it.
-    func waitUntilClosed() async -> AMQPError? {
-        await withCheckedContinuation { (continuation: CheckedContinuation<AMQPError?, Never>) in
+    /// or `nil` when the application closed it. A `cancellable` wait throws
+    /// ``AMQPError/Code/cancelled`` as soon as its task is cancelled; the others (closing, which
+    /// is bounded by ``AMQPConnection/Configuration/closeTimeout``) wait on.
+    func waitUntilClosed(cancellable: Bool) async throws(AMQPError) -> AMQPError? {
+        try await withCancellableContinuation(cancellable: cancellable) { (continuation: CancellableContinuation<AMQPError?>) in
             if let ended = state.withLock({ $0.waitUntilClosed(continuation) }) {
                 continuation.resume(returning: ended)
             }
         }
+    }
+
+    /// Waits until the I/O thread has finished or ``AMQPConnection/Configuration/closeTimeout``
+    /// has passed since ``beginClose()``, whatever the task's cancellation.
+    func waitUntilClosed() async -> AMQPError? {
+        (try? await waitUntilClosed(cancellable: false)) ?? nil
     }
 
     var isOpen: Bool { state.withLock { $0.refusal == nil } }

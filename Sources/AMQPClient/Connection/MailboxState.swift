@@ -6,8 +6,8 @@ import DequeModule
 /// decision and returns what the caller must do outside the lock (wake the I/O thread, resume
 /// these waiters, write directly, wait), so every route can be tested without a broker.
 struct MailboxState {
-    typealias PublishWaiter = CheckedContinuation<Void, any Error>
-    typealias CloseWaiter = CheckedContinuation<AMQPError?, Never>
+    typealias PublishWaiter = CancellableContinuation<Void>
+    typealias CloseWaiter = CancellableContinuation<AMQPError?>
 
     /// Whether the caller must write to the I/O thread's wake-up pipe.
     enum WakeAction: Equatable {

@@ -28,6 +28,8 @@ public final class AMQPDelivery: Sendable {
     /// it must not be settled.
     public let isAutoAcknowledged: Bool
 
+    /// Roughly what ``properties`` hold in memory, for the consumer buffer's limit.
+    let propertiesFootprint: Int
     let channel: AMQPChannel
     /// Which incarnation of the channel delivered it (see ``AMQPChannel/generation``).
     let generation: UInt32
@@ -35,8 +37,9 @@ public final class AMQPDelivery: Sendable {
     init(
         body: [UInt8], properties: AMQPProperties, deliveryTag: UInt64, redelivered: Bool, exchange: String,
         routingKey: String, consumerTag: String?, queue: String? = nil, messageCount: UInt32?, isAutoAcknowledged: Bool,
-        channel: AMQPChannel, generation: UInt32
+        propertiesFootprint: Int = 0, channel: AMQPChannel, generation: UInt32
     ) {
+        self.propertiesFootprint = propertiesFootprint
         self.body = body
         self.properties = properties
         self.deliveryTag = deliveryTag

@@ -22,9 +22,10 @@ final class ConsumerStream: Sendable {
         case refused
     }
 
-    /// What a buffered delivery counts against the limit: its body and a share for the rest.
+    /// What a buffered delivery counts against the limit: its body's buffer, its properties
+    /// (headers included, as decoded), and a share for the rest.
     static func cost(_ delivery: AMQPDelivery) -> Int {
-        delivery.body.count + 256
+        delivery.body.capacity + delivery.propertiesFootprint + 256
     }
 
     private struct State {

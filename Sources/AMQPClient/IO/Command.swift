@@ -1,8 +1,8 @@
-typealias ReplyContinuation = CheckedContinuation<ServerMethod, any Error>
+typealias ReplyContinuation = CancellableContinuation<ServerMethod>
 
 /// Work handed from any task to the connection's I/O thread.
 enum Command: Sendable {
-    case openChannel(CheckedContinuation<AMQPChannel, any Error>)
+    case openChannel(CancellableContinuation<AMQPChannel>)
     /// A synchronous method: the continuation gets the broker's reply.
     case call(ChannelRef, ClientMethod, ReplyContinuation)
     /// An ack, nack or reject of a delivery from the channel's `generation`: nothing to wait for.

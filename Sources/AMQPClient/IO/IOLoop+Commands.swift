@@ -184,7 +184,7 @@ extension IOLoop {
         return AMQPError(code: .channelClosed, message: "channel \(ref.id) is closed")
     }
 
-    func openNewChannel(_ continuation: CheckedContinuation<AMQPChannel, any Error>) {
+    func openNewChannel(_ continuation: CancellableContinuation<AMQPChannel>) {
         guard let id = freeChannelID() else {
             continuation.resume(
                 throwing: AMQPError(
@@ -198,9 +198,13 @@ extension IOLoop {
         let channel = ChannelIO(
             handle: handle, keepsUnconfirmedMessages: recovery.isEnabled && recovery.republishUnconfirmed)
         channels[id] = channel
-        var reply = PendingReply(replies: [.channelOpenOk]) { result in
+        var reply = PendingReply(replies: [.channelOpenOk]) { [unowned self] result in
             switch result {
-            case .success: continuation.resume(returning: handle)
+            case .success:
+                // Whoever asked was cancelled meanwhile: nobody holds the channel, so close it.
+                if !continuation.resume(returning: handle), let channel = self.channel(id, epoch: handle.ref.epoch) {
+                    self.close(channel, because: nil)
+                }
             case .failure(let error): continuation.resume(throwing: error)
             }
         }

@@ -93,12 +93,13 @@ extension IOLoop {
         case .header(let header):
             guard let channel = channel(forFrameOn: frame.channel), channel.state == .open else { return }
             // The frame scanner let through only `basic` headers within the maximum message size.
-            guard let properties = connection?.properties(of: header), let bodySize = Int(exactly: header.bodySize) else {
-                lost(.protocolViolation(.unexpectedFrame("a content header the client cannot read")))
+            guard let (properties, footprint) = connection?.properties(of: header), let bodySize = Int(exactly: header.bodySize)
+            else {
+                lost(.protocolViolation(.syntaxError("a content header the client cannot read")))
                 return
             }
             do {
-                if let message = try channel.content.header(properties: properties, bodySize: bodySize) {
+                if let message = try channel.content.header(properties: properties, footprint: footprint, bodySize: bodySize) {
                     completed(message, on: channel)
                 }
             } catch {
@@ -158,6 +159,10 @@ extension IOLoop {
                 .delivery(consumerTag: consumerTag), on: channel, deliveryTag: deliveryTag, redelivered: redelivered,
                 exchange: exchange, routingKey: routingKey)
         case .getOk(let deliveryTag, let redelivered, let exchange, let routingKey, let messageCount):
+            guard channel.pendingReplies.oldest(answeredBy: .basicGetOk) != nil else {
+                unsolicited(method, on: id)
+                return
+            }
             startContent(
                 .get(messageCount: messageCount), on: channel, deliveryTag: deliveryTag, redelivered: redelivered,
                 exchange: exchange, routingKey: routingKey)
@@ -183,6 +188,11 @@ extension IOLoop {
             }
             if !noWait { send(.basicCancelOk(consumerTag: consumerTag), on: id) }
         case .cancelOk(let consumerTag):
+            // Taken as the application's own cancel only when it asked for one.
+            guard channel.pendingReplies.oldest(answeredBy: .basicCancelOk) != nil else {
+                unsolicited(method, on: id)
+                return
+            }
             if let stream = channel.removeConsumer(consumerTag) {
                 stream.finish(nil)
                 forgetAutoDeleteQueueIfUnused(stream.queue)
@@ -194,9 +204,22 @@ extension IOLoop {
             healthCounts.confirmsNacked += channel.confirms.confirm(deliveryTag, multiple: multiple, acked: false)
         default:
             if !channel.pendingReplies.resolveNext(method) {
-                logger.debug("unexpected method", metadata: [LoggingKeys.channel: "\(id)", LoggingKeys.method: .untrusted(method)])
+                if method.replyID != nil && method.replyID != .channelFlow {
+                    unsolicited(method, on: id)
+                } else {
+                    logger.debug("unexpected method", metadata: [LoggingKeys.channel: "\(id)", LoggingKeys.method: .untrusted(method)])
+                }
             }
         }
+    }
+
+    /// A reply to a request the client never made (or made and already had answered): the
+    /// broker and the client no longer agree on the conversation, so the connection cannot go
+    /// on. Ending a consumer or the connection on it, as if the application had asked, would
+    /// skip recovery.
+    func unsolicited(_ method: ServerMethod, on channel: UInt16) {
+        let name = method.replyID.map { "method \($0)" } ?? "a reply"
+        lost(.protocolViolation(.unexpectedFrame("\(name) on channel \(channel) answers no request of the client's")))
     }
 
     func completed(_ content: consuming ContentAssembly.Completed, on channel: ChannelIO) {
@@ -283,8 +306,10 @@ extension IOLoop {
             } else {
                 lost(error)
             }
-        case .ok(.connectionCloseOk):
+        case .ok(.connectionCloseOk) where closingConnection:
             tearDown(.connectionClosedByApplication, byApplication: true)
+        case .ok(.connectionCloseOk):
+            unsolicited(method, on: 0)
         case .connectionBlocked(let reason):
             if let suppressed = logLimiter.admit("blocked") {
                 logger.warning(

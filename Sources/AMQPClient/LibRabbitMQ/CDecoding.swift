@@ -19,18 +19,57 @@ enum CDecoding {
         return Array(UnsafeRawBufferPointer(start: base, count: bytes.len))
     }
 
-    static func table(_ table: amqp_table_t) -> AMQPFieldTable {
+    /// Bounds a conversion and measures what it made. A second wall behind the frame scanner,
+    /// which refuses the same tables before librabbitmq decodes them.
+    struct Conversion {
+        var depth = 0
+        var values = 0
+        /// Roughly what the converted values hold in memory: what a buffered delivery is charged.
+        var footprint = 0
+        let maximumDepth = InboundFrameScanner.Limits.tableDepth
+        let maximumValues = InboundFrameScanner.Limits.tableEntries
+
+        /// What each value costs besides its bytes: the Swift value, and a dictionary slot.
+        static let valueCost = 64
+
+        mutating func count(bytes: Int) throws(ProtocolViolation) {
+            values += 1
+            footprint += Self.valueCost + bytes
+            guard values <= maximumValues else {
+                throw .syntaxError("a field table holds more than \(maximumValues) values")
+            }
+        }
+
+        mutating func enter() throws(ProtocolViolation) {
+            depth += 1
+            guard depth <= maximumDepth else {
+                throw .syntaxError("field tables or arrays nest more than \(maximumDepth) deep")
+            }
+        }
+    }
+
+    static func table(_ table: amqp_table_t) throws(ProtocolViolation) -> AMQPFieldTable {
+        var conversion = Conversion()
+        return try self.table(table, &conversion)
+    }
+
+    static func table(_ table: amqp_table_t, _ conversion: inout Conversion) throws(ProtocolViolation) -> AMQPFieldTable {
+        try conversion.enter()
+        defer { conversion.depth -= 1 }
         var result = AMQPFieldTable()
         guard table.num_entries > 0, let entries = table.entries else { return result }
         result.values.reserveCapacity(Int(table.num_entries))
         for index in 0..<Int(table.num_entries) {
             let entry = entries[index]
-            result.values[string(entry.key)] = fieldValue(entry.value)
+            try conversion.count(bytes: entry.key.len)
+            result.values[string(entry.key)] = try fieldValue(entry.value, &conversion)
         }
         return result
     }
 
-    static func fieldValue(_ field: amqp_field_value_t) -> AMQPFieldValue {
+    static func fieldValue(_ field: amqp_field_value_t, _ conversion: inout Conversion) throws(ProtocolViolation)
+        -> AMQPFieldValue
+    {
         switch UInt32(field.kind) {
         case AMQP_FIELD_KIND_BOOLEAN.rawValue: return .bool(field.value.boolean != 0)
         case AMQP_FIELD_KIND_I8.rawValue: return .int8(field.value.i8)
@@ -46,14 +85,26 @@ enum CDecoding {
         case AMQP_FIELD_KIND_F64.rawValue: return .double(field.value.f64)
         case AMQP_FIELD_KIND_DECIMAL.rawValue:
             return .decimal(AMQPDecimal(scale: field.value.decimal.decimals, value: field.value.decimal.value))
-        case AMQP_FIELD_KIND_UTF8.rawValue: return .string(string(field.value.bytes))
-        case AMQP_FIELD_KIND_BYTES.rawValue: return .bytes(byteArray(field.value.bytes))
+        case AMQP_FIELD_KIND_UTF8.rawValue:
+            conversion.footprint += field.value.bytes.len
+            return .string(string(field.value.bytes))
+        case AMQP_FIELD_KIND_BYTES.rawValue:
+            conversion.footprint += field.value.bytes.len
+            return .bytes(byteArray(field.value.bytes))
         case AMQP_FIELD_KIND_TIMESTAMP.rawValue: return .timestamp(AMQPTimestamp.date(field.value.u64))
-        case AMQP_FIELD_KIND_TABLE.rawValue: return .table(table(field.value.table))
+        case AMQP_FIELD_KIND_TABLE.rawValue: return .table(try table(field.value.table, &conversion))
         case AMQP_FIELD_KIND_ARRAY.rawValue:
+            try conversion.enter()
+            defer { conversion.depth -= 1 }
             let array = field.value.array
             guard array.num_entries > 0, let entries = array.entries else { return .array([]) }
-            return .array((0..<Int(array.num_entries)).map { fieldValue(entries[$0]) })
+            var values: [AMQPFieldValue] = []
+            values.reserveCapacity(Int(array.num_entries))
+            for index in 0..<Int(array.num_entries) {
+                try conversion.count(bytes: 0)
+                values.append(try fieldValue(entries[index], &conversion))
+            }
+            return .array(values)
         default: return .void
         }
     }
@@ -65,21 +116,29 @@ enum CDecoding {
         return strings.string(UnsafeRawBufferPointer(start: base, count: bytes.len))
     }
 
-    static func properties(_ c: amqp_basic_properties_t) -> AMQPProperties {
+    static func properties(_ c: amqp_basic_properties_t) throws(ProtocolViolation) -> AMQPProperties {
         var strings = RepeatedStrings()
-        return properties(c, reusing: &strings)
+        var footprint = 0
+        return try properties(c, reusing: &strings, footprint: &footprint)
     }
 
     /// The values that repeat from message to message (content type and encoding, type, user
-    /// and app id) reuse recent strings; ids do not.
-    static func properties(_ c: amqp_basic_properties_t, reusing strings: inout RepeatedStrings) -> AMQPProperties {
+    /// and app id) reuse recent strings; ids do not. `footprint` grows by roughly what the
+    /// properties hold in memory.
+    static func properties(
+        _ c: amqp_basic_properties_t, reusing strings: inout RepeatedStrings, footprint: inout Int
+    ) throws(ProtocolViolation) -> AMQPProperties {
         let flags = UInt32(c._flags)
         guard flags != 0 else { return AMQPProperties() }
         func has(_ flag: Int32) -> Bool { flags & UInt32(flag) != 0 }
         var p = AMQPProperties()
         if has(AMQP_BASIC_CONTENT_TYPE_FLAG) { p.contentType = string(c.content_type, reusing: &strings) }
         if has(AMQP_BASIC_CONTENT_ENCODING_FLAG) { p.contentEncoding = string(c.content_encoding, reusing: &strings) }
-        if has(AMQP_BASIC_HEADERS_FLAG) { p.headers = table(c.headers) }
+        if has(AMQP_BASIC_HEADERS_FLAG) {
+            var conversion = Conversion()
+            p.headers = try table(c.headers, &conversion)
+            footprint += conversion.footprint
+        }
         if has(AMQP_BASIC_DELIVERY_MODE_FLAG) { p.deliveryMode = AMQPProperties.DeliveryMode(rawValue: c.delivery_mode) }
         if has(AMQP_BASIC_PRIORITY_FLAG) { p.priority = c.priority }
         if has(AMQP_BASIC_CORRELATION_ID_FLAG) { p.correlationID = string(c.correlation_id) }
@@ -90,6 +149,8 @@ enum CDecoding {
         if has(AMQP_BASIC_TYPE_FLAG) { p.type = string(c.type, reusing: &strings) }
         if has(AMQP_BASIC_USER_ID_FLAG) { p.userID = string(c.user_id, reusing: &strings) }
         if has(AMQP_BASIC_APP_ID_FLAG) { p.appID = string(c.app_id, reusing: &strings) }
+        // The short strings: at most 255 bytes each, a String's worth of overhead besides.
+        footprint += 10 * 32 + [c.correlation_id, c.reply_to, c.expiration, c.message_id].reduce(0) { $0 + $1.len }
         return p
     }
 }

@@ -97,7 +97,7 @@ enum FrameDecoder {
                 guard status >= 0, let decoded else { throw Malformed(description: "properties: \(LibraryStatus(status))") }
                 return .header(
                     classID: classID, bodySize: readUInt(4, 8),
-                    properties: CDecoding.properties(decoded.load(as: amqp_basic_properties_t.self)))
+                    properties: try CDecoding.properties(decoded.load(as: amqp_basic_properties_t.self)))
             case AMQP_FRAME_BODY:
                 return .body(Array(raw))
             default:

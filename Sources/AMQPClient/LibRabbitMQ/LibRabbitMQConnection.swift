@@ -27,7 +27,7 @@ final class LibRabbitMQConnection {
     private var repeatedStrings = RepeatedStrings()
 
     private init(
-        state: amqp_connection_state_t, bridge: SocketBridge
+        state: amqp_connection_state_t, bridge: SocketBridge, serverProperties: AMQPFieldTable
     ) {
         self.state = state
         self.bridge = bridge
@@ -38,8 +38,7 @@ final class LibRabbitMQConnection {
         self.frameMax = frameMax > 0 ? frameMax : Int(AMQP_DEFAULT_FRAME_SIZE)
         writer.frameMax = self.frameMax
         bridge.limits.frameMax = self.frameMax
-        // Checked by the frame scanner (depth, lengths) before librabbitmq decoded it.
-        self.serverProperties = amqp_get_server_properties(state).map { CDecoding.table($0.pointee) } ?? [:]
+        self.serverProperties = serverProperties
     }
 
     deinit {
@@ -109,7 +108,16 @@ final class LibRabbitMQConnection {
                 .protocolViolation(
                     .frameError("the broker negotiated a frame_max of \(amqp_get_frame_max(state)), under AMQP's minimum of 4096")))
         }
-        return LibRabbitMQConnection(state: state, bridge: bridge)
+        // Checked by the frame scanner (depth, size) before librabbitmq decoded it, and again here.
+        let serverProperties: AMQPFieldTable
+        do {
+            serverProperties = try amqp_get_server_properties(state).map { table throws(ProtocolViolation) in
+                try CDecoding.table(table.pointee)
+            } ?? [:]
+        } catch {
+            throw fail(.protocolViolation(error))
+        }
+        return LibRabbitMQConnection(state: state, bridge: bridge, serverProperties: serverProperties)
     }
 
     // MARK: Reading
@@ -120,10 +128,13 @@ final class LibRabbitMQConnection {
         return amqp_get_sockfd(state)
     }
 
-    /// Whether librabbitmq (or OpenSSL) holds frames or bytes already read: `poll` would not see them.
+    /// Whether librabbitmq (or OpenSSL) holds frames or bytes already read: `poll` would not see
+    /// them. Also while a protocol violation waits to be reported by the next read (the frames
+    /// before it were handed over first).
     var hasBufferedInput: Bool {
         guard let state else { return false }
         return amqp_frames_enqueued(state) != 0 || amqp_data_in_buffer(state) != 0 || bridge.tls?.hasBufferedInput == true
+            || bridge.violation != nil
     }
 
     /// Where the client's own writes go.
@@ -159,7 +170,7 @@ final class LibRabbitMQConnection {
     }
 
     /// A content header's `basic` properties (see ``ContentHeader/properties(reusing:)``).
-    func properties(of header: ContentHeader) -> AMQPProperties? {
+    func properties(of header: ContentHeader) -> (properties: AMQPProperties, footprint: Int)? {
         header.properties(reusing: &repeatedStrings)
     }
 

@@ -53,10 +53,16 @@ struct ContentHeader {
         self.decoded = decoded
     }
 
-    /// The `basic` properties, copied into Swift values; `nil` for another class, whose
-    /// properties are not an `amqp_basic_properties_t` (librabbitmq decodes each class's own).
-    func properties(reusing strings: inout RepeatedStrings) -> AMQPProperties? {
+    /// The `basic` properties, copied into Swift values, and roughly what they hold in memory;
+    /// `nil` for another class, whose properties are not an `amqp_basic_properties_t`
+    /// (librabbitmq decodes each class's own), or for tables beyond the client's limits.
+    func properties(reusing strings: inout RepeatedStrings) -> (properties: AMQPProperties, footprint: Int)? {
         guard classID == UInt16(AMQP_BASIC_CLASS), let decoded else { return nil }
-        return CDecoding.properties(decoded.load(as: amqp_basic_properties_t.self), reusing: &strings)
+        var footprint = 0
+        guard
+            let properties = try? CDecoding.properties(
+                decoded.load(as: amqp_basic_properties_t.self), reusing: &strings, footprint: &footprint)
+        else { return nil }
+        return (properties, footprint)
     }
 }

@@ -47,11 +47,14 @@ final class SocketBridge {
         }
     }
 
-    /// Checks bytes just received. Returns whether they may go on to librabbitmq.
-    private func inspect(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        guard violation == nil else { return false }
+    /// Checks bytes just received. Returns how many of them may go on to librabbitmq: all of
+    /// them, or after a violation the whole frames before it (once librabbitmq has handled
+    /// those, its next read fails).
+    private func inspect(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        guard violation == nil else { return nil }
         violation = scanner.scan(bytes, isOpen: isChannelOpen)
-        return violation == nil
+        guard violation != nil else { return bytes.count }
+        return scanner.validPrefix > 0 ? scanner.validPrefix : nil
     }
 
     // MARK: The socket classes
@@ -81,11 +84,14 @@ final class SocketBridge {
         return UnsafeMutableRawPointer(socket).assumingMemoryBound(to: camqp_socket_header.self).pointee.klass
     }()
 
+    /// Whether the current bridge found a violation: reads fail from then on.
+    private static var hasFailed: Bool { current?.violation != nil }
+
     /// Received bytes go through the current bridge's scanner.
     private static func checked(_ received: Int, _ buffer: UnsafeMutableRawPointer?) -> Int {
         guard received > 0 else { return received }
         guard let bridge = current else { return badData }
-        return bridge.inspect(UnsafeRawBufferPointer(start: buffer, count: received)) ? received : badData
+        return bridge.inspect(UnsafeRawBufferPointer(start: buffer, count: received)) ?? badData
     }
 
     /// librabbitmq's TCP class with `recv` checked.
@@ -94,7 +100,8 @@ final class SocketBridge {
         let table = UnsafeMutablePointer<camqp_socket_class>.allocate(capacity: 1)
         table.initialize(to: tcpClass.pointee)
         table.pointee.recv = { base, buffer, length, flags in
-            SocketBridge.checked(SocketBridge.tcpClass.pointee.recv(base, buffer, length, flags), buffer)
+            if hasFailed { return badData }  // nothing more is read once a violation was found
+            return SocketBridge.checked(SocketBridge.tcpClass.pointee.recv(base, buffer, length, flags), buffer)
         }
         return UnsafePointer(table)
     }()
@@ -125,6 +132,7 @@ final class SocketBridge {
             }
         }
         table.pointee.recv = { _, buffer, length, _ in
+            if hasFailed { return badData }
             guard let session = current?.tls else { return Int(AMQP_STATUS_SSL_ERROR.rawValue) }
             switch session.read(into: UnsafeMutableRawBufferPointer(start: buffer, count: length)) {
             case .transferred(let count): return checked(count, buffer)

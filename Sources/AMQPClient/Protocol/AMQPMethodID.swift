@@ -22,6 +22,8 @@ struct AMQPMethodID: Hashable, Sendable, CustomStringConvertible {
     static var connectionClose: Self { .init(classID: 10, methodID: 50) }
     static var connectionCloseOk: Self { .init(classID: 10, methodID: 51) }
     static var channelOpenOk: Self { .init(classID: 20, methodID: 11) }
+    /// Not a reply: the broker asks the client to pause or resume sending (RabbitMQ no longer does).
+    static var channelFlow: Self { .init(classID: 20, methodID: 20) }
     static var channelClose: Self { .init(classID: 20, methodID: 40) }
     static var channelCloseOk: Self { .init(classID: 20, methodID: 41) }
     static var exchangeDeclareOk: Self { .init(classID: 40, methodID: 11) }

@@ -4,16 +4,21 @@ enum FieldTableScanner {
     enum Outcome: Equatable {
         case valid
         case tooDeep
+        case tooManyEntries
         case malformed(String)
     }
 
     /// Scans the table whose 4-byte length is at `start` in `bytes`.
-    static func scan(_ bytes: [UInt8], tableAt start: Int, maximumDepth: Int) -> Outcome {
-        bytes.withUnsafeBytes { scan($0, tableAt: start, maximumDepth: maximumDepth) }
+    static func scan(_ bytes: [UInt8], tableAt start: Int, maximumDepth: Int, maximumEntries: Int = .max) -> Outcome {
+        bytes.withUnsafeBytes { scan($0, tableAt: start, maximumDepth: maximumDepth, maximumEntries: maximumEntries) }
     }
 
-    /// Scans the table whose 4-byte length is at `start` in `bytes`.
-    static func scan(_ bytes: UnsafeRawBufferPointer, tableAt start: Int, maximumDepth: Int) -> Outcome {
+    /// Scans the table whose 4-byte length is at `start` in `bytes`. `maximumEntries` bounds the
+    /// values of the table and of everything nested in it, together.
+    static func scan(_ bytes: UnsafeRawBufferPointer, tableAt start: Int, maximumDepth: Int, maximumEntries: Int = .max)
+        -> Outcome
+    {
+        var entries = 0
         // Each open table or array: where it ends, and whether its entries have keys.
         var open: [(end: Int, keyed: Bool)] = []
         var offset = start
@@ -38,6 +43,8 @@ enum FieldTableScanner {
                 open.removeLast()
                 continue
             }
+            entries += 1
+            guard entries <= maximumEntries else { return .tooManyEntries }
             if container.keyed {
                 let keyLength = Int(bytes[offset])
                 offset += 1 + keyLength

@@ -17,7 +17,14 @@ struct InboundFrameScanner {
         /// The largest message body a content header may announce.
         var maximumMessageSize: UInt64
         /// How deeply field tables and arrays may nest (newer librabbitmq's limit).
-        var maximumTableDepth: Int = 100
+        var maximumTableDepth: Int = Self.tableDepth
+        /// How many values one table may hold, those of the tables and arrays nested in it
+        /// included: each costs librabbitmq 24 to 40 bytes and the client a Swift value, so a
+        /// frame of one-byte values must not become megabytes.
+        var maximumTableEntries: Int = Self.tableEntries
+
+        static let tableDepth = 100
+        static let tableEntries = 10_000
     }
 
     private enum Stage {
@@ -39,6 +46,10 @@ struct InboundFrameScanner {
     private var stage = Stage.streamStart
     /// The header or payload bytes gathered across reads.
     private var gathered: [UInt8] = []
+    /// After a read with a violation: how many of its bytes hold whole frames that came before
+    /// the refused one. They are valid, and librabbitmq gets them before the connection fails
+    /// (a `consume-ok` in the same segment as a violation is still a `consume-ok`).
+    private(set) var validPrefix = 0
 
     init(limits: Limits) {
         self.limits = limits
@@ -61,6 +72,9 @@ struct InboundFrameScanner {
             return true
         }
         var offset = 0
+        // Where the frame being checked began in this read (0 when it began in an earlier one).
+        var frameStart = 0
+        validPrefix = 0
         while offset < bytes.count {
             switch stage {
             case .failed(let violation):
@@ -72,6 +86,7 @@ struct InboundFrameScanner {
                 }
                 stage = .frameHeader
             case .frameHeader:
+                if gathered.isEmpty { frameStart = offset }
                 let header = withNext(7, of: bytes, at: &offset) { header in
                     (
                         type: header[0], channel: UInt16(header[1]) << 8 | UInt16(header[2]),
@@ -80,7 +95,7 @@ struct InboundFrameScanner {
                 }
                 guard let (type, channel, size) = header else { return nil }
                 if let violation = checkFrameHeader(type: type, channel: channel, size: size, isOpen: isOpen) {
-                    return fail(violation)
+                    return fail(violation, validPrefix: frameStart)
                 }
                 switch type {
                 case Self.methodFrame, Self.headerFrame: stage = .payload(type: type, channel: channel, size: size)
@@ -95,7 +110,7 @@ struct InboundFrameScanner {
                         : Self.checkContentHeader(payload, limits: limits)
                 }
                 guard let checked else { return nil }
-                if let violation = checked { return fail(violation) }
+                if let violation = checked { return fail(violation, validPrefix: frameStart) }
                 stage = .frameEnd
             case .body(let remaining):
                 let skipped = min(remaining, bytes.count - offset)
@@ -103,7 +118,7 @@ struct InboundFrameScanner {
                 stage = skipped == remaining ? .frameEnd : .body(remaining: remaining - skipped)
             case .frameEnd:
                 guard bytes[offset] == Self.frameEndOctet else {
-                    return fail(.frameError("a frame did not end with the frame-end octet"))
+                    return fail(.frameError("a frame did not end with the frame-end octet"), validPrefix: frameStart)
                 }
                 offset += 1
                 stage = .frameHeader
@@ -113,7 +128,8 @@ struct InboundFrameScanner {
         return nil
     }
 
-    private mutating func fail(_ violation: ProtocolViolation) -> ProtocolViolation {
+    private mutating func fail(_ violation: ProtocolViolation, validPrefix: Int) -> ProtocolViolation {
+        self.validPrefix = validPrefix
         stage = .failed(violation)
         gathered.removeAll()
         return violation
@@ -208,8 +224,9 @@ struct InboundFrameScanner {
         }
     }
 
-    /// A content header: class `basic`, a body size within the limit, and a headers table of
-    /// bounded depth.
+    /// A content header: class `basic`, a body size within the limit, one property-flag word,
+    /// and each property present where librabbitmq's decoder will look for it, the headers
+    /// table of bounded depth and size.
     private static func checkContentHeader(_ payload: UnsafeRawBufferPointer, limits: Limits) -> ProtocolViolation? {
         guard payload.count >= 14 else { return .syntaxError("a content header shorter than 14 bytes") }
         let classID = UInt16(payload[0]) << 8 | UInt16(payload[1])
@@ -221,24 +238,67 @@ struct InboundFrameScanner {
                 "a message of \(bodySize) bytes, over the maximum message size (\(limits.maximumMessageSize))")
         }
         let flags = UInt16(payload[12]) << 8 | UInt16(payload[13])
-        guard flags & 0x2000 != 0 else { return nil }  // no headers table
-        // Skip content-type and content-encoding (short strings) to reach the headers table.
-        var offset = 14
-        for flag: UInt16 in [0x8000, 0x4000] where flags & flag != 0 {
-            guard offset < payload.count else { return .syntaxError("a truncated content header") }
-            offset += 1 + Int(payload[offset])
+        // Bit 0 continues the flags in another word. `basic` has 14 properties, all in the first
+        // word; librabbitmq 0.11 would read more words and then decode the properties after them,
+        // where this check would not look (newer librabbitmq refuses them too).
+        guard flags & 0x0001 == 0 else {
+            return .syntaxError("a content header with more than one property-flag word")
         }
-        return checkTable(payload, at: offset, "the message headers", limits: limits)
+        // Walk the properties in the order librabbitmq decodes them (amqp_framing.c).
+        var offset = 14
+        for property in Self.basicProperties where flags & property.flag != 0 {
+            switch property.encoding {
+            case .octet: offset += 1
+            case .longLong: offset += 8
+            case .shortString:
+                guard offset < payload.count else { return .syntaxError("a truncated content header") }
+                offset += 1 + Int(payload[offset])
+            case .table:
+                if let violation = checkTable(payload, at: offset, "the message headers", limits: limits) {
+                    return violation
+                }
+                offset += 4 + (Int(payload[offset]) << 24 | Int(payload[offset + 1]) << 16 | Int(payload[offset + 2]) << 8
+                    | Int(payload[offset + 3]))
+            }
+            guard offset <= payload.count else { return .syntaxError("a truncated content header") }
+        }
+        return nil
     }
 
-    /// Checks that the field table at `start` is well-formed and nests at most
-    /// ``Limits/maximumTableDepth`` deep, without recursion.
+    private enum PropertyEncoding {
+        case shortString, table, octet, longLong
+    }
+
+    /// `basic`'s properties, in the order of their flags (bit 15 down to bit 2).
+    private static let basicProperties: [(flag: UInt16, encoding: PropertyEncoding)] = [
+        (0x8000, .shortString),  // content-type
+        (0x4000, .shortString),  // content-encoding
+        (0x2000, .table),  // headers
+        (0x1000, .octet),  // delivery-mode
+        (0x0800, .octet),  // priority
+        (0x0400, .shortString),  // correlation-id
+        (0x0200, .shortString),  // reply-to
+        (0x0100, .shortString),  // expiration
+        (0x0080, .shortString),  // message-id
+        (0x0040, .longLong),  // timestamp
+        (0x0020, .shortString),  // type
+        (0x0010, .shortString),  // user-id
+        (0x0008, .shortString),  // app-id
+        (0x0004, .shortString),  // cluster-id
+    ]
+
+    /// Checks that the field table at `start` is well-formed, nests at most
+    /// ``Limits/maximumTableDepth`` deep and holds at most ``Limits/maximumTableEntries`` values,
+    /// without recursion.
     private static func checkTable(_ payload: UnsafeRawBufferPointer, at start: Int, _ what: String, limits: Limits)
         -> ProtocolViolation?
     {
-        switch FieldTableScanner.scan(payload, tableAt: start, maximumDepth: limits.maximumTableDepth) {
+        switch FieldTableScanner.scan(
+            payload, tableAt: start, maximumDepth: limits.maximumTableDepth, maximumEntries: limits.maximumTableEntries)
+        {
         case .valid: nil
         case .tooDeep: .syntaxError("\(what) nest tables or arrays more than \(limits.maximumTableDepth) deep")
+        case .tooManyEntries: .syntaxError("\(what) hold more than \(limits.maximumTableEntries) values")
         case .malformed(let reason): .syntaxError("\(what) are malformed: \(reason)")
         }
     }

@@ -10,6 +10,9 @@ extension AMQPError {
         AMQPError(code: .channelClosed, message: "channel \(channel) was closed by the application")
     }
 
+    /// A wait ended by the task's cancellation (see ``CancellableContinuation``).
+    static let cancelledWait = AMQPError(code: .cancelled, message: "the task was cancelled while it waited")
+
     static let connectionClosedByApplication = AMQPError(
         code: .connectionClosed,
         message: "the connection was closed by the application"

@@ -23,6 +23,7 @@ public struct AMQPError: Error, Sendable, Hashable, CustomStringConvertible {
             case protocolError
             case timedOut
             case tlsFailed
+            case cancelled
             case library
         }
 
@@ -74,6 +75,10 @@ public struct AMQPError: Error, Sendable, Hashable, CustomStringConvertible {
         /// expired), a certificate or key file could not be loaded, or the broker does not speak
         /// TLS there. The message says which. Nothing was sent to the broker.
         public static let tlsFailed = Code(backing: .tlsFailed)
+        /// The task waiting (for a reply, a confirm, room to publish) was cancelled, and stopped
+        /// waiting. What it had sent still goes its way: a declaration may still take effect, a
+        /// publish may still be delivered.
+        public static let cancelled = Code(backing: .cancelled)
         /// librabbitmq reported a status this package has no finer code for; see
         /// ``AMQPError/libraryStatus``.
         public static let library = Code(backing: .library)

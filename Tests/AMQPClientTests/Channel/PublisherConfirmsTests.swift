@@ -102,16 +102,41 @@ struct UnconfirmedPublishLimiterTests {
     @Test("past the limit a publisher waits until a confirm gives a place back")
     func waitsForAPlace() async throws {
         let limiter = UnconfirmedPublishLimiter(limit: 2)
-        await limiter.acquire()
-        await limiter.acquire()
-        let third = Task { await limiter.acquire() }
+        try await limiter.acquire()
+        try await limiter.acquire()
+        let third = Task { try await limiter.acquire() }
         let tracker = ConfirmTracker(limiter: limiter)
         tracker.resolve(acked: true)  // one publish confirmed: its place goes to the waiter
-        await third.value
+        try await third.value
         #expect(limiter.outstanding == 2)
         tracker.resolve(acked: true)  // an outcome gives its place back only once
         #expect(limiter.outstanding == 2)
         ConfirmTracker(limiter: limiter).fail(AMQPError(code: .outcomeUnknown, message: "closed"))
         #expect(limiter.outstanding == 1)
+    }
+
+    @Test("a waiter whose task is cancelled stops waiting at once, takes no place, and the next waiter gets it")
+    func cancelledWaiter() async throws {
+        let limiter = UnconfirmedPublishLimiter(limit: 1)
+        try await limiter.acquire()
+        let cancelled = Task { try await limiter.acquire() }
+        try await Self.waitUntil { limiter.waiting == 1 }
+        let next = Task { try await limiter.acquire() }
+        try await Self.waitUntil { limiter.waiting == 2 }
+        cancelled.cancel()
+        let error = await #expect(throws: AMQPError.self) { try await cancelled.value }
+        #expect(error?.code == .cancelled)
+        ConfirmTracker(limiter: limiter).resolve(acked: true)  // the place skips the cancelled waiter
+        try await next.value
+        #expect(limiter.outstanding == 1)
+    }
+
+    /// Yields until `condition` holds, for at most 5 s.
+    static func waitUntil(_ condition: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while !condition() {
+            try #require(ContinuousClock.now < deadline, "the condition did not hold within 5 s")
+            await Task.yield()
+        }
     }
 }

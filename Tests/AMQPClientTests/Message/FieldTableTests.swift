@@ -45,7 +45,7 @@ struct FieldTableTests {
             let encoded = amqp_bytes_t(len: offset, bytes: raw.baseAddress)
             try #require(amqp_decode_table(encoded, &decodePool, &table, &readOffset) == AMQP_STATUS_OK.rawValue)
             #expect(readOffset == offset)
-            return CDecoding.table(table)
+            return try CDecoding.table(table)
         }
         #expect(decoded == Self.everyType)
     }
@@ -70,10 +70,26 @@ struct FieldTableTests {
                 let status = amqp_decode_properties(
                     UInt16(AMQP_BASIC_CLASS), &decodePool, amqp_bytes_t(len: Int(length), bytes: raw.baseAddress), &out)
                 try #require(status == AMQP_STATUS_OK.rawValue)
-                return CDecoding.properties(out!.load(as: amqp_basic_properties_t.self))
+                return try CDecoding.properties(out!.load(as: amqp_basic_properties_t.self))
             }
             #expect(decoded == sample)
         }
+    }
+
+    @Test("converting librabbitmq's values is bounded too: 100 deep, 10,000 values")
+    func conversionLimits() throws {
+        /// Tables and arrays in turn, `levels` deep.
+        func nested(_ levels: Int) -> AMQPFieldValue {
+            (0..<levels).reduce(AMQPFieldValue.void) { inner, level in level.isMultiple(of: 2) ? .array([inner]) : .table(["n": inner]) }
+        }
+        let pool = CPool()
+        // The outer table is one level: 99 more fit, 100 do not.
+        #expect(throws: ProtocolViolation.self) { try CDecoding.table(pool.table(["deep": nested(100)])) }
+        #expect(throws: Never.self) { try CDecoding.table(pool.table(["deep": nested(99)])) }
+        let many = AMQPFieldTable(["many": .array(Array(repeating: .void, count: 10_000))])
+        #expect(throws: ProtocolViolation.self) { try CDecoding.table(pool.table(many)) }
+        let fewer = AMQPFieldTable(["many": .array(Array(repeating: .void, count: 9_999))])
+        #expect(throws: Never.self) { try CDecoding.table(pool.table(fewer)) }
     }
 
     @Test("timestamps are whole seconds")

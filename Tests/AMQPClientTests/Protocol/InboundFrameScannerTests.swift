@@ -92,6 +92,55 @@ struct InboundFrameScannerTests {
         #expect(Self.scan(Self.deliver + Wire.header(1, bodySize: 1, flags: 0x2000, [0, 0, 0, 9, 1]))?.replyCode == 502)
     }
 
+    @Test("a second property-flag word is refused: librabbitmq 0.11 would decode headers where the check never looked")
+    func continuationFlags() {
+        // Flags 0x2001 0x0000, then a headers table librabbitmq would read after both words.
+        let hidden = Wire.be(UInt16(0)) + Wire.nestedTable(depth: 5000)
+        let header = Wire.frame(2, 1, Wire.be(UInt16(60)) + [0, 0] + Wire.be(UInt64(1)) + Wire.be(UInt16(0x2001)) + hidden)
+        #expect(Self.scan(Self.deliver + header)?.replyCode == 502)
+        #expect(Self.scan(Self.deliver + Wire.header(1, bodySize: 1, flags: 0x0001, [0, 0]))?.replyCode == 502)
+    }
+
+    @Test("every property is walked where librabbitmq decodes it: the headers after a content type and a truncated id are found")
+    func propertyWalk() {
+        let deep = Wire.nestedTable(depth: 101)
+        let flags: UInt16 = 0x8000 | 0x4000 | 0x2000
+        let properties = Wire.shortString("text/plain") + Wire.shortString("gzip") + deep
+        #expect(Self.scan(Self.deliver + Wire.header(1, bodySize: 1, flags: flags, properties))?.replyCode == 502)
+        let all: UInt16 = 0xFFFC
+        var every = Wire.shortString("t") + Wire.shortString("e") + Wire.table([]) + [2, 5]
+        every += (0..<4).flatMap { _ in Wire.shortString("id") } + Wire.be(UInt64(42))
+        every += (0..<4).flatMap { _ in Wire.shortString("x") }
+        #expect(Self.scan(Self.deliver + Wire.header(1, bodySize: 1, flags: all, every)) == nil)
+        #expect(Self.scan(Self.deliver + Wire.header(1, bodySize: 1, flags: all, Array(every.dropLast(2))))?.replyCode == 502)
+        #expect(Self.scan(Self.deliver + Wire.header(1, bodySize: 1, flags: 0x0400, [200, 1, 2]))?.replyCode == 502)
+    }
+
+    @Test("a table holds at most 10,000 values, those nested in it included")
+    func tableEntries() {
+        let voids = { (count: Int) in
+            Wire.table(Wire.shortString("a") + [UInt8(ascii: "A")] + Wire.be(UInt32(count)) + [UInt8](repeating: UInt8(ascii: "V"), count: count))
+        }
+        #expect(Self.scan(Self.deliver + Wire.header(1, bodySize: 1, flags: 0x2000, voids(9_999))) == nil)
+        #expect(Self.scan(Self.deliver + Wire.header(1, bodySize: 1, flags: 0x2000, voids(10_000)))?.replyCode == 502)
+    }
+
+    @Test("the whole frames before a refused one are handed on: a consume-ok in the same read as a violation still counts")
+    func validPrefix() {
+        var scanner = InboundFrameScanner(limits: Self.limits)
+        let consumeOk = Wire.method(1, 60, 21, Wire.shortString("tag"))
+        let stream = consumeOk + Wire.frame(8, 0, []) + Wire.frame(9, 1, [1, 2, 3])
+        let violation = stream.withUnsafeBytes { scanner.scan($0) { $0 == 1 } }
+        #expect(violation?.replyCode == 501)
+        #expect(scanner.validPrefix == consumeOk.count + 8)
+        // A frame split across reads: the part in an earlier read is not counted again.
+        var split = InboundFrameScanner(limits: Self.limits)
+        let bad = Wire.frame(1, 1, Wire.be(UInt16(20)) + Wire.be(UInt16(20)) + [1], end: 0)
+        #expect(Array(bad.prefix(3)).withUnsafeBytes { split.scan($0) { $0 == 1 } } == nil)
+        #expect(Array(bad.dropFirst(3)).withUnsafeBytes { split.scan($0) { $0 == 1 } } != nil)
+        #expect(split.validPrefix == 0)
+    }
+
     @Test("the server properties of connection.start are checked too")
     func serverProperties() {
         let start = { (properties: [UInt8]) in
