@@ -16,11 +16,18 @@ extension AMQPConnection {
         public var frameMax: UInt32
         /// The most channels the client opens at once. Default: 2047.
         public var channelMax: UInt16
-        /// Bounds the TCP connect and, separately, the AMQP handshake. Default: 10 seconds.
+        /// Bounds opening a connection as a whole: the TCP connect, the TLS handshake and the AMQP
+        /// login, one deadline for all three. Default: 10 seconds.
         public var connectTimeout: Duration
         /// How long ``AMQPConnection/close()`` and ``AMQPChannel/close()`` wait for the broker to
-        /// confirm before dropping the socket. Default: 5 seconds.
+        /// confirm before dropping the socket. `close()` of a connection returns within it in
+        /// every state: while a recovery attempt is mid-handshake, while the broker does not read,
+        /// while it has stopped mid-frame. Default: 5 seconds.
         public var closeTimeout: Duration
+        /// How long a write may make no progress (the broker stopped reading) before the
+        /// connection counts as lost, with or without heartbeats. With heartbeats, two heartbeat
+        /// intervals if that is sooner. Default: 30 seconds.
+        public var writeTimeout: Duration
         /// A name shown for this connection in RabbitMQ's management UI and logs.
         public var connectionName: String?
         /// How many bytes of published messages may wait for the connection's I/O thread before
@@ -81,6 +88,7 @@ extension AMQPConnection {
             self.channelMax = 2047
             self.connectTimeout = .seconds(10)
             self.closeTimeout = .seconds(5)
+            self.writeTimeout = .seconds(30)
             self.connectionName = nil
             self.publishBufferLimit = 4 << 20
             self.maximumMessageSize = 128 << 20
@@ -156,6 +164,9 @@ extension AMQPConnection {
                 throw .invalidArgument(
                     "deliveryBatching needs a maximumDelay from zero to one second and a maximumCount and flowingBatch of at least 1")
             }
+            guard connectTimeout > .zero, closeTimeout > .zero, writeTimeout > .zero else {
+                throw .invalidArgument("connectTimeout, closeTimeout and writeTimeout must be positive")
+            }
             guard (1...65535).contains(port), alternateEndpoints.allSatisfy({ (1...65535).contains($0.port) }) else {
                 throw .invalidArgument("a port must be from 1 to 65535")
             }
@@ -185,7 +196,7 @@ extension AMQPConnection.Configuration: CustomReflectable, CustomDebugStringConv
             children: [
                 "host": host, "port": port, "virtualHost": virtualHost, "username": username, "password": "***",
                 "heartbeat": heartbeat, "frameMax": frameMax, "channelMax": channelMax,
-                "connectTimeout": connectTimeout, "closeTimeout": closeTimeout,
+                "connectTimeout": connectTimeout, "closeTimeout": closeTimeout, "writeTimeout": writeTimeout,
                 "connectionName": connectionName as Any, "publishBufferLimit": publishBufferLimit,
                 "maximumMessageSize": maximumMessageSize, "consumerBufferLimit": consumerBufferLimit,
                 "deliveryBatching": deliveryBatching,

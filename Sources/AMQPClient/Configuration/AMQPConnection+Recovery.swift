@@ -39,8 +39,18 @@ extension AMQPConnection.Configuration {
         /// The longest wait between attempts. Default: 30 seconds.
         public var maximumDelay: Duration
         /// How many attempts to make before the connection gives up and closes with the last
-        /// error; `nil` keeps trying. Default: `nil`.
+        /// error; `nil` keeps trying. Attempts count across recoveries that did not last (see
+        /// ``backoffResetAfter``). Default: `nil`.
         public var maximumAttempts: Int?
+        /// The longest one attempt may take as a whole: connecting, logging in, and restoring
+        /// channels, topology and consumers. A broker that answers just before each step's
+        /// deadline cannot stretch an attempt past it. Default: 30 seconds.
+        public var attemptTimeout: Duration
+        /// How long a recovered connection must stay up for the next recovery to start its
+        /// backoff afresh. One lost sooner counts as one more failed attempt, so a broker that
+        /// breaks every connection right after it recovered meets a delay that keeps growing to
+        /// ``maximumDelay``, not a login every ``initialDelay``. Default: 30 seconds.
+        public var backoffResetAfter: Duration
         /// Publish again, after recovery and in their original order, the messages whose confirm
         /// was pending at the loss, instead of failing them with ``AMQPError/Code/outcomeUnknown``.
         /// Their ``AMQPPublishConfirmation`` then reports the new publish's outcome: at least once,
@@ -53,8 +63,12 @@ extension AMQPConnection.Configuration {
             initialDelay: Duration = .milliseconds(500),
             maximumDelay: Duration = .seconds(30),
             maximumAttempts: Int? = nil,
+            attemptTimeout: Duration = .seconds(30),
+            backoffResetAfter: Duration = .seconds(30),
             republishUnconfirmed: Bool = false
         ) {
+            self.attemptTimeout = attemptTimeout
+            self.backoffResetAfter = backoffResetAfter
             self.isEnabled = isEnabled
             self.initialDelay = initialDelay
             self.maximumDelay = maximumDelay

@@ -25,6 +25,16 @@ final class ConnectionCore: Sendable {
     private let state = Mutex(MailboxState())
     private let wakeReadFD: Int32
     private let wakeWriteFD: Int32
+    /// Written once, when the application closes the connection, and never drained: a write
+    /// stalled on a broker that does not read watches it (see ``FrameWriter/WriteLimits``).
+    private let closeSignalReadFD: Int32
+    private let closeSignalWriteFD: Int32
+    /// The socket the I/O thread blocks on while it connects, logs in or restores a recovered
+    /// connection (librabbitmq's blocking calls, which watch nothing else), and whether close
+    /// was asked for. ``beginClose()`` shuts that socket down, so those calls fail at once
+    /// instead of waiting out their timeouts. The I/O thread clears it, under this lock, before
+    /// the socket is closed: a number that was reused is never shut down.
+    private let blockingSocket = Mutex<(socket: Int32?, closing: Bool)>((nil, false))
     private let consumerTagCounter = Atomic<UInt64>(0)
     /// Whether `jobs` may hold something: the I/O thread checks it every turn without the lock.
     private let jobsPending = Atomic<Bool>(false)
@@ -38,21 +48,42 @@ final class ConnectionCore: Sendable {
         self.logger = logger
         self.tracer = tracer
         self.metrics = metrics
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else {
-            throw AMQPError(code: .library, message: "could not create the I/O thread's wake-up pipe (errno \(errno))")
+        func makePipe() throws(AMQPError) -> (read: Int32, write: Int32) {
+            var fds: [Int32] = [0, 0]
+            guard pipe(&fds) == 0 else {
+                throw AMQPError(code: .library, message: "could not create the I/O thread's wake-up pipe (errno \(errno))")
+            }
+            for fd in fds {
+                _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            }
+            return (fds[0], fds[1])
         }
-        for fd in fds {
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        (wakeReadFD, wakeWriteFD) = try makePipe()
+        do {
+            (closeSignalReadFD, closeSignalWriteFD) = try makePipe()
+        } catch {
+            close(wakeReadFD)
+            close(wakeWriteFD)
+            throw error
         }
-        wakeReadFD = fds[0]
-        wakeWriteFD = fds[1]
     }
 
     deinit {
-        close(wakeReadFD)
-        close(wakeWriteFD)
+        for fd in [wakeReadFD, wakeWriteFD, closeSignalReadFD, closeSignalWriteFD] { close(fd) }
+    }
+
+    /// Readable once ``beginClose()`` ran.
+    var closeSignalFileDescriptor: Int32 { closeSignalReadFD }
+
+    /// The I/O thread is about to block on `socket` (connecting, logging in, restoring), or is
+    /// done with it (`nil`, always before the socket closes). A socket registered after close
+    /// was asked for is shut down at once.
+    func setBlockingSocket(_ socket: Int32?) {
+        blockingSocket.withLock { state in
+            state.socket = socket
+            if state.closing, let socket { _ = shutdown(socket, Int32(SHUT_RDWR)) }
+        }
     }
 
     var wakeFileDescriptor: Int32 { wakeReadFD }
@@ -129,6 +160,12 @@ final class ConnectionCore: Sendable {
     /// connection refuses new work at once, and the thread finishes by itself.
     func beginClose() {
         guard let action = state.withLock({ $0.beginClose() }) else { return }
+        var signal: UInt8 = 1
+        _ = write(closeSignalWriteFD, &signal, 1)
+        blockingSocket.withLock { state in
+            state.closing = true
+            if let socket = state.socket { _ = shutdown(socket, Int32(SHUT_RDWR)) }
+        }
         perform(action)
         let limit = configuration.closeTimeout + Self.closeGrace
         Task { [weak self] in

@@ -242,7 +242,7 @@ extension IOLoop {
         // Once the loop has finished there is no connection: nothing to write.
         guard let connection, connection.hasPendingOutput else { return true }
         do {
-            try connection.flush(stallLimit: writeStallLimit)
+            try connection.flush(limits: writeLimits)
             return true
         } catch {
             lost(error)

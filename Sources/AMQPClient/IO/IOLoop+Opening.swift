@@ -24,8 +24,13 @@ extension IOLoop {
     }
 
     private func open(_ endpoint: AMQPConnection.Configuration.Endpoint) throws(AMQPError) {
+        var deadline = ContinuousClock.now + core.configuration.connectTimeout
+        if let attemptDeadline { deadline = min(deadline, attemptDeadline) }
         let connection = try LibRabbitMQConnection.open(
-            endpoint, configuration: core.configuration, clientProperties: clientProperties)
+            endpoint, configuration: core.configuration, clientProperties: clientProperties, deadline: deadline,
+            blockingOn: { [core] in core.setBlockingSocket($0) })
+        // Restoring a recovered connection blocks on its socket too; the loop's own waits do not.
+        if !recovering { core.setBlockingSocket(nil) }
         self.connection = connection
         // Frames on any other channel are refused before librabbitmq keeps memory for them.
         connection.bridge.isChannelOpen = { [unowned self] id in

@@ -40,6 +40,11 @@ final class IOLoop {
     var attemptFailure: AMQPError?
     /// The number of the recovery attempt under way.
     var recoveryAttempt = 0
+    /// When the recovery attempt under way must be over (``AMQPConnection/Configuration/Recovery/attemptTimeout``).
+    var attemptDeadline: ContinuousClock.Instant?
+    /// When the connection last opened or recovered, and after how many attempts: a connection
+    /// lost soon after goes on counting attempts (``AMQPConnection/Configuration/Recovery/backoffResetAfter``).
+    var lastConnected: (at: ContinuousClock.Instant, attempts: Int) = (.now, 0)
     /// The channel a recovery declares the topology on, while it does.
     var recoveryTopologyChannel: UInt16?
     var recovering: Bool { recoveryCause != nil }
@@ -105,21 +110,29 @@ final class IOLoop {
         self.logger = core.logger
     }
 
-    /// Starts the I/O thread and returns once the connection is open (or throws why it could not be).
+    /// Starts the I/O thread and returns once the connection is open (or throws why it could not
+    /// be). Cancelling the task closes the connection, which ends a connect or login under way
+    /// at once, and throws ``AMQPError/Code/cancelled``.
     static func start(core: ConnectionCore) async throws(AMQPError) {
         let loop = IOLoop(core: core)
         do {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                loop.startContinuation = continuation
-                let unmanaged = Unmanaged.passRetained(loop)
-                if let error = startThread(unmanaged.toOpaque()) {
-                    unmanaged.release()
-                    continuation.resume(throwing: error)
+            try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                    loop.startContinuation = continuation
+                    let unmanaged = Unmanaged.passRetained(loop)
+                    if let error = startThread(unmanaged.toOpaque()) {
+                        unmanaged.release()
+                        continuation.resume(throwing: error)
+                    }
                 }
+            } onCancel: {
+                core.beginClose()
             }
         } catch {
+            if Task.isCancelled { throw .cancelledWait }
             throw AMQPError.wrap(error)
         }
+        if Task.isCancelled { throw .cancelledWait }  // opened, but closing already
     }
 
     static func startThread(_ context: UnsafeMutableRawPointer) -> AMQPError? {
@@ -168,6 +181,7 @@ final class IOLoop {
             startContinuation = nil
             return
         }
+        lastConnected = (.now, 0)
         startContinuation?.resume()
         startContinuation = nil
         runLoop()
@@ -203,10 +217,15 @@ final class IOLoop {
     }
 
     /// How long a write may make no progress before the peer counts as dead (it stopped
-    /// reading): two heartbeat intervals, librabbitmq's own rule for a silent peer. Without
-    /// heartbeats, writes wait as long as it takes.
-    var writeStallLimit: Duration? {
-        heartbeatSeconds > 0 ? .seconds(2 * Int(heartbeatSeconds)) : nil
+    /// reading): ``AMQPConnection/Configuration/writeTimeout``, or two heartbeat intervals
+    /// (librabbitmq's own rule for a silent peer) if sooner; once the application closes the
+    /// connection, at most ``AMQPConnection/Configuration/closeTimeout``.
+    var writeLimits: FrameWriter.WriteLimits {
+        let configuration = core.configuration
+        var stall = configuration.writeTimeout
+        if heartbeatSeconds > 0 { stall = min(stall, .seconds(2 * Int(heartbeatSeconds))) }
+        return FrameWriter.WriteLimits(
+            stall: stall, closeSignal: core.closeSignalFileDescriptor, afterClose: configuration.closeTimeout)
     }
 
     func waitForWork() {
@@ -238,7 +257,7 @@ final class IOLoop {
         if core.didWake(drainWakePipe: fds.1.revents != 0) {
             // What a direct publish left on the socket's doorstep goes before anything else.
             do {
-                try connection.flushRemainder(of: core.directPublisher, stallLimit: writeStallLimit)
+                try connection.flushRemainder(of: core.directPublisher, limits: writeLimits)
             } catch {
                 lost(error)
             }
@@ -384,6 +403,7 @@ final class IOLoop {
     }
 
     func destroyConnection() {
+        core.setBlockingSocket(nil)  // before the socket closes
         core.connectionClosing()
         connection?.close()
         connection = nil

@@ -17,7 +17,7 @@ extension AMQPError {
     static func stalledWrite(_ limit: Duration) -> AMQPError {
         AMQPError(
             code: .connectionLost,
-            message: "the broker stopped reading: a write made no progress for \(limit.components.seconds) s",
+            message: "the broker stopped reading: a write made no progress within \(limit)",
             libraryStatus: LibraryStatus.timeout.rawValue)
     }
 

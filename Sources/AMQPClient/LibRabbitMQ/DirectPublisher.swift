@@ -30,9 +30,9 @@ final class DirectPublisher: @unchecked Sendable {
         return writer.sendWithoutWaiting(to: transport) ? .written : .remainder
     }
 
-    /// I/O thread: writes what a direct publish left, waiting as long as ``FrameWriter/flush(to:stallLimit:)`` does.
-    func flushRemainder(to transport: Transport, stallLimit: Duration?) -> LibraryStatus {
-        writer.flush(to: transport, stallLimit: stallLimit)
+    /// I/O thread: writes what a direct publish left, waiting as long as ``FrameWriter/flush(to:limits:)`` does.
+    func flushRemainder(to transport: Transport, limits: FrameWriter.WriteLimits) -> LibraryStatus {
+        writer.flush(to: transport, limits: limits)
     }
 
     /// I/O thread: the connection is gone, and so is what was left for it.

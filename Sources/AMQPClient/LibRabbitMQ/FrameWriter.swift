@@ -162,11 +162,25 @@ final class FrameWriter {
 
     // MARK: Writing
 
+    /// How long a write may wait for the peer to read.
+    struct WriteLimits {
+        /// No progress for this long: the peer stopped reading.
+        var stall: Duration
+        /// Readable once the application closes the connection (-1: none); from then on a write
+        /// waits at most ``afterClose``, so closing never waits out a stalled peer.
+        var closeSignal: Int32 = -1
+        var afterClose: Duration = .seconds(5)
+    }
+
     /// Writes everything buffered through `transport` (non-blocking), waiting for room while
-    /// the peer reads. Returns `.timeout` after `stallLimit` without progress (a peer that
-    /// stopped reading; `nil` waits as long as it takes).
-    func flush(to transport: Transport, stallLimit: Duration?) -> LibraryStatus {
+    /// the peer reads. Returns `.timeout` after ``WriteLimits/stall`` without progress (a peer
+    /// that stopped reading), or ``WriteLimits/afterClose`` after the close signal.
+    func flush(to transport: Transport, limits: WriteLimits) -> LibraryStatus {
         var written = 0
+        var closeSignal = limits.closeSignal
+        // Set when a write first has to wait (most flushes never do), and again after progress.
+        var deadline: ContinuousClock.Instant?
+        var closingDeadline: ContinuousClock.Instant?
         defer {
             count = 0
             // A one-off large batch should not pin its memory.
@@ -176,11 +190,28 @@ final class FrameWriter {
             switch transport.send(UnsafeRawBufferPointer(start: storage + written, count: count - written)) {
             case .sent(let sent):
                 written += sent
+                deadline = closingDeadline
             case .wouldBlock(let events):
-                var descriptor = pollfd(fd: transport.socket, events: events, revents: 0)
-                let ready = poll(&descriptor, 1, stallLimit.map { Int32(clamping: $0.milliseconds) } ?? -1)
-                if ready == 0 { return .timeout }
+                let now = ContinuousClock.now
+                let remaining = now.duration(to: deadline ?? now + limits.stall)
+                deadline = now + remaining
+                if remaining <= .zero { return .timeout }
+                // A tuple, not an array: no allocation for a wait.
+                var descriptors = (
+                    pollfd(fd: transport.socket, events: events, revents: 0),
+                    pollfd(fd: closeSignal, events: Int16(POLLIN), revents: 0)  // poll skips -1
+                )
+                let ready = withUnsafeMutableBytes(of: &descriptors) {
+                    poll($0.baseAddress!.assumingMemoryBound(to: pollfd.self), 2, Int32(clamping: remaining.milliseconds + 1))
+                }
                 if ready < 0 && errno != EINTR { return .socketError }
+                if descriptors.1.revents != 0 {
+                    // The close was asked for: the signal stays readable, so stop watching it.
+                    closeSignal = -1
+                    let closing = ContinuousClock.now + limits.afterClose
+                    closingDeadline = closing
+                    deadline = min(deadline ?? closing, closing)
+                }
             case .failed:
                 return .socketError
             }

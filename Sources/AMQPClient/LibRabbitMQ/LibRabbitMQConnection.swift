@@ -15,7 +15,7 @@ final class LibRabbitMQConnection {
     private var state: amqp_connection_state_t?
     /// Checks every byte received before librabbitmq parses it, and carries TLS.
     let bridge: SocketBridge
-    /// Outgoing frames, written to the socket once per batch by ``flush(stallLimit:)``.
+    /// Outgoing frames, written to the socket once per batch by ``flush(limits:)``.
     private let writer = FrameWriter()
     /// Negotiated with the broker during login.
     let channelMax: UInt16
@@ -47,11 +47,15 @@ final class LibRabbitMQConnection {
 
     // MARK: Opening
 
-    /// Connects to `endpoint` and logs in, each step bounded by `connectTimeout`.
+    /// Connects to `endpoint` and logs in by `deadline` (TCP, TLS and login together).
+    /// `blockingOn` is told the socket once it is connected, and `nil` before a failed attempt
+    /// closes it: until then, shutting it down makes the attempt fail at once.
     static func open(
         _ endpoint: AMQPConnection.Configuration.Endpoint,
         configuration: AMQPConnection.Configuration,
-        clientProperties: AMQPFieldTable
+        clientProperties: AMQPFieldTable,
+        deadline: ContinuousClock.Instant,
+        blockingOn: @escaping (Int32?) -> Void
     ) throws(AMQPError) -> LibRabbitMQConnection {
         guard let state = amqp_new_connection() else {
             throw AMQPError(code: .library, message: "librabbitmq could not allocate a connection")
@@ -70,17 +74,22 @@ final class LibRabbitMQConnection {
         let bridge = SocketBridge(
             limits: .init(frameMax: Int(configuration.frameMax), maximumMessageSize: UInt64(configuration.maximumMessageSize)),
             tls: tls)
+        bridge.socketOpened = { blockingOn($0) }
         bridge.install(on: socket)
         func fail(_ error: AMQPError) -> AMQPError {
+            blockingOn(nil)
             amqp_destroy_connection(state)
             bridge.uninstall()
             return bridge.violation.map { .protocolViolation($0) } ?? error
         }
         // For TLS, opening the socket includes the handshake and its verification: a broker
         // that fails it never sees a credential.
-        var timeout = timeval(configuration.connectTimeout)
+        func remaining() -> timeval { timeval(max(.milliseconds(1), ContinuousClock.now.duration(to: deadline))) }
+        var timeout = remaining()
         let status = LibraryStatus(amqp_socket_open_noblock(socket, endpoint.host, Int32(endpoint.port), &timeout))
         guard status.isOK else { throw fail(tls?.failure ?? .connectFailed(status, endpoint)) }
+        // librabbitmq's login has one deadline: what is left of ours.
+        timeout = remaining()
         _ = amqp_set_handshake_timeout(state, &timeout)
 
         let pool = CPool()
@@ -182,7 +191,7 @@ final class LibRabbitMQConnection {
 
     // MARK: Writing
 
-    /// Whether encoded frames wait for ``flush(stallLimit:)``.
+    /// Whether encoded frames wait for ``flush(limits:)``.
     var hasPendingOutput: Bool { !writer.isEmpty }
 
     /// Whether enough is buffered that it should be written before more is encoded.
@@ -209,24 +218,24 @@ final class LibRabbitMQConnection {
     }
 
     /// Writes the outgoing buffer to the socket. A write that makes no progress for
-    /// `stallLimit` means the broker stopped reading.
-    func flush(stallLimit: Duration?) throws(AMQPError) {
+    /// ``FrameWriter/WriteLimits/stall`` means the broker stopped reading.
+    func flush(limits: FrameWriter.WriteLimits) throws(AMQPError) {
         guard !writer.isEmpty else { return }
-        let status = socket < 0 ? LibraryStatus.socketClosed : writer.flush(to: transport, stallLimit: stallLimit)
+        let status = socket < 0 ? LibraryStatus.socketClosed : writer.flush(to: transport, limits: limits)
         guard status.isOK else {
             writer.discard()
-            throw Self.writeFailure(status, stallLimit: stallLimit)
+            throw Self.writeFailure(status, limits: limits)
         }
     }
 
     /// Writes what a direct publish left (see ``DirectPublisher``), before anything else goes out.
-    func flushRemainder(of directPublisher: DirectPublisher, stallLimit: Duration?) throws(AMQPError) {
-        let status = directPublisher.flushRemainder(to: transport, stallLimit: stallLimit)
-        guard status.isOK else { throw Self.writeFailure(status, stallLimit: stallLimit) }
+    func flushRemainder(of directPublisher: DirectPublisher, limits: FrameWriter.WriteLimits) throws(AMQPError) {
+        let status = directPublisher.flushRemainder(to: transport, limits: limits)
+        guard status.isOK else { throw Self.writeFailure(status, limits: limits) }
     }
 
-    private static func writeFailure(_ status: LibraryStatus, stallLimit: Duration?) -> AMQPError {
-        if status == .timeout, let stallLimit { return .stalledWrite(stallLimit) }
+    private static func writeFailure(_ status: LibraryStatus, limits: FrameWriter.WriteLimits) -> AMQPError {
+        if status == .timeout { return .stalledWrite(limits.stall) }
         return .connectionLost(status)
     }
 

@@ -22,6 +22,9 @@ final class SocketBridge {
     private(set) var violation: ProtocolViolation?
     /// The TLS session of an `amqps` connection.
     let tls: TLSSession?
+    /// Told the socket as soon as its TCP connection is made, before the TLS handshake and the
+    /// login block on it.
+    var socketOpened: (Int32) -> Void = { _ in }
 
     init(limits: InboundFrameScanner.Limits, tls: TLSSession?) {
         scanner = InboundFrameScanner(limits: limits)
@@ -99,6 +102,11 @@ final class SocketBridge {
     nonisolated(unsafe) private static let checkedTCPClass: UnsafePointer<camqp_socket_class> = {
         let table = UnsafeMutablePointer<camqp_socket_class>.allocate(capacity: 1)
         table.initialize(to: tcpClass.pointee)
+        table.pointee.open = { base, host, port, timeout in
+            let status = SocketBridge.tcpClass.pointee.open(base, host, port, timeout)
+            if status == AMQP_STATUS_OK.rawValue { current?.socketOpened(SocketBridge.tcpClass.pointee.get_sockfd(base)) }
+            return status
+        }
         table.pointee.recv = { base, buffer, length, flags in
             if hasFailed { return badData }  // nothing more is read once a violation was found
             return SocketBridge.checked(SocketBridge.tcpClass.pointee.recv(base, buffer, length, flags), buffer)
@@ -115,8 +123,9 @@ final class SocketBridge {
         table.pointee.open = { base, host, port, timeout in
             let status = SocketBridge.tcpClass.pointee.open(base, host, port, timeout)
             guard status == AMQP_STATUS_OK.rawValue else { return status }
-            guard let session = current?.tls else { return AMQP_STATUS_SSL_ERROR.rawValue }
+            guard let bridge = current, let session = bridge.tls else { return AMQP_STATUS_SSL_ERROR.rawValue }
             let socket = SocketBridge.tcpClass.pointee.get_sockfd(base)
+            bridge.socketOpened(socket)
             let limit = timeout.map { Duration.seconds($0.pointee.tv_sec) + .microseconds($0.pointee.tv_usec) }
             let deadline = ContinuousClock.now + (limit ?? .seconds(60))
             return session.handshake(socket: socket, deadline: deadline)

@@ -61,7 +61,17 @@ extension IOLoop {
     func recover() {
         let recovery = core.configuration.recovery
         var lastError = recoveryCause ?? AMQPError(code: .connectionLost, message: "the connection was lost")
+        // A connection lost soon after it (re)connected counts as one more failed attempt: the
+        // backoff goes on growing instead of starting again.
         var attempt = 0
+        if ContinuousClock.now - lastConnected.at < recovery.backoffResetAfter {
+            attempt = lastConnected.attempts
+            if attempt > 0 {
+                logger.debug(
+                    "the connection was lost soon after it recovered; the backoff goes on",
+                    metadata: [LoggingKeys.attempt: "\(attempt)"])
+            }
+        }
         while true {
             attempt += 1
             if let maximum = recovery.maximumAttempts, attempt > maximum {
@@ -83,6 +93,7 @@ extension IOLoop {
             recoveryAttempt = attempt
             core.emit(.recovering(attempt: attempt))
             attemptFailure = nil
+            attemptDeadline = ContinuousClock.now + recovery.attemptTimeout
             do {
                 try openAnyEndpoint()
                 try restore()
@@ -99,6 +110,7 @@ extension IOLoop {
                 continue
             }
             endRecovery()
+            lastConnected = (.now, attempt)
             logger.debug("connection recovered", metadata: [LoggingKeys.attempt: "\(attempt)"])
             if let metrics = core.metrics {
                 metrics.health.recoveryAttemptsSucceeded.increment()
@@ -112,6 +124,8 @@ extension IOLoop {
     private func endRecovery() {
         recoveryCause = nil
         attemptFailure = nil
+        attemptDeadline = nil
+        core.setBlockingSocket(nil)
         core.setRecovering(false)
     }
 
@@ -322,7 +336,7 @@ extension IOLoop {
     // MARK: Talking to the broker during recovery
 
     /// Sends `method` and waits for its reply, handling every other frame as usual. Bounded by
-    /// ``AMQPConnection/Configuration/connectTimeout``.
+    /// the attempt's deadline (``AMQPConnection/Configuration/Recovery/attemptTimeout``).
     func recoveryCall(_ method: ClientMethod, on id: UInt16) throws(RecoveryCallFailure) -> ServerMethod {
         send(method, on: id)
         flushOutbound()
@@ -330,12 +344,14 @@ extension IOLoop {
         guard let connection else {
             throw .connection(AMQPError(code: .connectionLost, message: "the connection was lost during recovery"))
         }
-        let deadline = ContinuousClock.now + core.configuration.connectTimeout
+        let deadline = attemptDeadline ?? ContinuousClock.now + core.configuration.connectTimeout
         while true {
             let remaining = ContinuousClock.now.duration(to: deadline)
             guard remaining > .zero else {
                 throw .connection(
-                    AMQPError(code: .connectTimeout, message: "the broker did not answer in time during recovery"))
+                    AMQPError(
+                        code: .connectTimeout,
+                        message: "the recovery attempt did not finish within \(core.configuration.recovery.attemptTimeout)"))
             }
             let frame: ReceivedFrame
             switch connection.nextFrame(timeout: remaining) {

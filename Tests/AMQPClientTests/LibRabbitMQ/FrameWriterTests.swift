@@ -10,7 +10,7 @@ struct FrameWriterTests {
         writer.frameMax = frameMax
         fill(writer)
         return try SocketPair.capture { socket in
-            #expect(writer.flush(to: .plain(socket: socket), stallLimit: .seconds(5)) == .ok)
+            #expect(writer.flush(to: .plain(socket: socket), limits: .init(stall: .seconds(5))) == .ok)
         }
     }
 
