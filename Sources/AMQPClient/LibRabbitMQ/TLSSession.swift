@@ -55,6 +55,10 @@ final class TLSSession: @unchecked Sendable {
         }
 
         let name = settings.serverName ?? host
+        // SSL_set1_host with an empty name turns the name check off.
+        guard !name.allSatisfy(\.isWhitespace) else {
+            throw AMQPError(code: .tlsFailed, message: "TLS: no server name to verify the broker's certificate against")
+        }
         let isAddress = Self.isIPAddress(name)
         if settings.verifiesPeer {
             SSL_set_verify(ssl, SSL_VERIFY_PEER, nil)
