@@ -100,6 +100,34 @@ struct TLSTests {
         #expect(error?.message.contains("/nonexistent/client.pem") == true)
     }
 
+    // Debian's OpenSSL 3 refuses TLS 1.1 by itself. The probe runs under openssl-legacy-tls.cnf
+    // (MinProtocol TLSv1 and SECLEVEL=0 in system_default), with which a client that does not set
+    // its own minimum negotiates TLS 1.1 with this server: only the client's minimum refuses it.
+    @Test("a server that offers only TLS 1.1 is refused, even where the system's OpenSSL allows it")
+    func tls11Refused() async throws {
+        let server = try FakePeer.start(
+            "tls_server.py", TestBroker.tlsFile("server.pem"), TestBroker.tlsFile("server.key"), "--max-version", "1.1")
+        defer { server.stop() }
+        let probe = Process()
+        probe.executableURL = try SampleTests.executable("amqp-probe")
+        probe.arguments = ["--url", "amqps://guest:guest@localhost:\(server.port)/?cacertfile=\(TestBroker.tlsFile("ca.pem"))"]
+        probe.environment = ProcessInfo.processInfo.environment.merging(["OPENSSL_CONF": FakePeer.file("openssl-legacy-tls.cnf")]) { $1 }
+        let probeOutput = Pipe()
+        probe.standardOutput = probeOutput
+        try probe.run()
+        defer { if probe.isRunning { probe.terminate() } }
+        let reported = try await withTimeout(20, "the probe to exit") {
+            String(decoding: probeOutput.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        }
+        let seen = try await withTimeout(15, "the TLS server's report") {
+            String(decoding: server.output.readDataToEndOfFile(), as: UTF8.self)
+        }
+        print("TLS 1.1 only: the probe says \(reported)the server says \(seen)")
+        #expect(reported.contains("error code=tlsFailed"))
+        #expect(seen.contains("RECEIVED 0"))
+        #expect(!seen.contains("HANDSHAKE OK"))
+    }
+
     /// Connects to `tls_server.py` presenting `certificate` (signed by the test CA); returns the
     /// client's error and how many bytes the server received after the handshake.
     static func refusedBy(certificate: String, host: String) async throws -> (AMQPError?, Int) {

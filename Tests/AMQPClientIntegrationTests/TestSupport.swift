@@ -243,12 +243,16 @@ struct FakePeer {
     /// The rest of what the script prints.
     let output: FileHandle
 
+    /// A file next to the scripts, in `Tests/HostileBroker`.
+    static func file(_ name: String) -> String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("HostileBroker/\(name)").path
+    }
+
     static func start(_ script: String, _ arguments: String...) throws -> FakePeer {
-        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("HostileBroker/\(script)")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", path.path] + arguments
+        process.arguments = ["python3", file(script)] + arguments
         let pipe = Pipe()
         process.standardOutput = pipe
         try process.run()

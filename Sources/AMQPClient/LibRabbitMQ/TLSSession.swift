@@ -32,8 +32,13 @@ final class TLSSession: @unchecked Sendable {
             throw AMQPError(code: .tlsFailed, message: "TLS: OpenSSL could not create a session: \(Self.openSSLError())")
         }
         self.ssl = ssl
-        _ = camqp_ssl_ctx_set_min_tls12(context)
-        _ = camqp_ssl_ctx_set_partial_writes(context)
+        // Whatever the system's OpenSSL policy allows: TLS 1.0 and 1.1 are broken.
+        guard camqp_ssl_set_min_tls12(ssl) == 1 else {
+            throw AMQPError(code: .tlsFailed, message: "TLS: could not require TLS 1.2 or newer: \(Self.openSSLError())")
+        }
+        guard camqp_ssl_set_partial_writes(ssl) == 1 else {
+            throw AMQPError(code: .tlsFailed, message: "TLS: could not enable partial writes")
+        }
 
         if let file = settings.caCertificateFile {
             guard SSL_CTX_load_verify_locations(context, file, nil) == 1 else {
