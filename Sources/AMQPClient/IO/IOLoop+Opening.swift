@@ -24,6 +24,11 @@ extension IOLoop {
     }
 
     private func open(_ endpoint: AMQPConnection.Configuration.Endpoint) throws(AMQPError) {
+        if let tls = core.configuration.tls {
+            for warning in TLSSession.warnings(for: tls) {
+                logger.warning("\(warning)", metadata: [LoggingKeys.endpoint: "\(endpoint)"])
+            }
+        }
         let connection = try LibRabbitMQConnection.open(
             endpoint, configuration: core.configuration, clientProperties: clientProperties)
         self.connection = connection

@@ -189,6 +189,23 @@ final class TLSSession: @unchecked Sendable {
 
     // MARK: Helpers
 
+    /// What is unsafe in `settings` but allowed, for the opener to log on each connection attempt.
+    static func warnings(for settings: AMQPConnection.Configuration.TLS) -> [String] {
+        var warnings: [String] = []
+        if !settings.verifiesPeer {
+            warnings.append(
+                "TLS: the broker's certificate is not verified (verifiesPeer is false): anyone on the network path can pose as the broker and receive the credentials")
+        }
+        if settings.certificateFile != nil, let key = settings.privateKeyFile {
+            var status = stat()
+            if stat(key, &status) == 0, status.st_mode & 0o077 != 0 {
+                warnings.append(
+                    "TLS: the private key file \(key) is accessible to its group or others (mode \(String(status.st_mode & 0o777, radix: 8))); make it private to its owner (chmod 600)")
+            }
+        }
+        return warnings
+    }
+
     static func isIPAddress(_ host: String) -> Bool {
         var v4 = in_addr()
         var v6 = in6_addr()
