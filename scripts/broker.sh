@@ -125,6 +125,7 @@ CA
       -startdate 20150101000000Z -enddate 20150102000000Z -notext 2>/dev/null
     rm -rf expired.csr ca-db
     chmod 644 ./*.key  # the broker runs as this user; the keys are for tests only
+    chmod 600 client.key  # only the client reads it (the client warns about a key others can read)
   )
   log "made test certificates in .broker/tls"
 }

@@ -92,12 +92,15 @@ static inline int camqp_ssl_set_sni(SSL *ssl, const char *name) {
     return (int)SSL_set_tlsext_host_name(ssl, name);
 }
 
-static inline int camqp_ssl_ctx_set_min_tls12(SSL_CTX *ctx) {
-    return (int)SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+// On the SSL itself: SSL_new copies a context's settings, so the context's would come too late.
+// Each returns 1 on success.
+static inline int camqp_ssl_set_min_tls12(SSL *ssl) {
+    return (int)SSL_set_min_proto_version(ssl, TLS1_2_VERSION);
 }
 
-static inline long camqp_ssl_ctx_set_partial_writes(SSL_CTX *ctx) {
-    return SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+static inline int camqp_ssl_set_partial_writes(SSL *ssl) {
+    const long modes = SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER;
+    return (SSL_set_mode(ssl, modes) & modes) == modes;
 }
 
 // amqp_login_with_properties with SASL EXTERNAL: the identity is the client certificate's.

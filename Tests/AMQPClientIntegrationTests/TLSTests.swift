@@ -1,5 +1,6 @@
 import AMQPClient
 import Foundation
+import Logging
 import Testing
 
 /// TLS against the broker's TLS listener (`scripts/broker.sh` sets it up with test certificates),
@@ -98,6 +99,83 @@ struct TLSTests {
         let error = await expectAMQPError { _ = try await AMQPConnection.connect(to: configuration) }
         #expect(error?.code == .tlsFailed)
         #expect(error?.message.contains("/nonexistent/client.pem") == true)
+    }
+
+    // Debian's OpenSSL 3 refuses TLS 1.1 by itself. The probe runs under openssl-legacy-tls.cnf
+    // (MinProtocol TLSv1 and SECLEVEL=0 in system_default), with which a client that does not set
+    // its own minimum negotiates TLS 1.1 with this server: only the client's minimum refuses it.
+    @Test("a server that offers only TLS 1.1 is refused, even where the system's OpenSSL allows it")
+    func tls11Refused() async throws {
+        let server = try FakePeer.start(
+            "tls_server.py", TestBroker.tlsFile("server.pem"), TestBroker.tlsFile("server.key"), "--max-version", "1.1")
+        defer { server.stop() }
+        let probe = Process()
+        probe.executableURL = try SampleTests.executable("amqp-probe")
+        probe.arguments = ["--url", "amqps://guest:guest@localhost:\(server.port)/?cacertfile=\(TestBroker.tlsFile("ca.pem"))"]
+        probe.environment = ProcessInfo.processInfo.environment.merging(["OPENSSL_CONF": FakePeer.file("openssl-legacy-tls.cnf")]) { $1 }
+        let probeOutput = Pipe()
+        probe.standardOutput = probeOutput
+        try probe.run()
+        defer { if probe.isRunning { probe.terminate() } }
+        let reported = try await withTimeout(20, "the probe to exit") {
+            String(decoding: probeOutput.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        }
+        let seen = try await withTimeout(15, "the TLS server's report") {
+            String(decoding: server.output.readDataToEndOfFile(), as: UTF8.self)
+        }
+        print("TLS 1.1 only: the probe says \(reported)the server says \(seen)")
+        #expect(reported.contains("error code=tlsFailed"))
+        #expect(seen.contains("RECEIVED 0"))
+        #expect(!seen.contains("HANDSHAKE OK"))
+    }
+
+    @Test("verifiesPeer false: one warning per connection, however many frames")
+    func unverifiedWarning() async throws {
+        let (logger, lines) = RecordingLogHandler.logger()
+        let verified = try TestBroker.tlsConfiguration
+        try await withTestConnection(AMQPConnection.connect(to: verified, logger: logger)) { _ in }
+        #expect(lines.all.filter { $0.level >= .warning }.isEmpty)
+
+        var unverified = verified
+        unverified.tls?.verifiesPeer = false
+        try await withTestConnection(AMQPConnection.connect(to: unverified, logger: logger)) { connection in
+            let channel = try await connection.openChannel()
+            let queue = try await channel.declareQueue("", exclusive: true).name
+            try await channel.enablePublisherConfirms()
+            for index in 0..<100 { try await channel.publish("\(index)", routingKey: queue).confirmed() }
+        }
+        let warnings = lines.all.filter { $0.level == .warning && $0.message.contains("not verified") }
+        #expect(warnings.count == 1)
+        #expect(warnings.first?.metadata["amqp.endpoint"] == "localhost:\(TestBroker.tlsPort)")
+    }
+
+    @Test("a private key file others can read: a warning naming the file, never its contents")
+    func openPrivateKeyWarning() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("amqp-tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let keyContents = try String(contentsOfFile: TestBroker.tlsFile("client.key"), encoding: .utf8)
+
+        for mode in [0o600, 0o640, 0o604] {
+            let key = directory.appendingPathComponent("client-\(String(mode, radix: 8)).key").path
+            try keyContents.write(toFile: key, atomically: false, encoding: .utf8)
+            try FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: key)
+            var configuration = try TestBroker.tlsConfiguration
+            configuration.tls?.certificateFile = TestBroker.tlsFile("client.pem")
+            configuration.tls?.privateKeyFile = key
+            configuration.authentication = .external
+            let (logger, lines) = RecordingLogHandler.logger()
+            try await withTestConnection(AMQPConnection.connect(to: configuration, logger: logger)) { connection in
+                _ = try await connection.openChannel()
+            }
+            let warnings = lines.all.filter { $0.level == .warning && $0.message.contains("private key") }
+            #expect(warnings.count == (mode == 0o600 ? 0 : 1), "mode \(String(mode, radix: 8))")
+            if mode != 0o600 {
+                #expect(warnings.first?.message.contains(key) == true)
+                #expect(warnings.first?.message.contains(String(mode, radix: 8)) == true)
+            }
+            #expect(!lines.all.contains { "\($0.message) \($0.metadata)".contains("PRIVATE KEY") })
+        }
     }
 
     /// Connects to `tls_server.py` presenting `certificate` (signed by the test CA); returns the

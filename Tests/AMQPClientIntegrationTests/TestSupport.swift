@@ -1,6 +1,7 @@
 import AMQPClient
 import CoreMetrics
 import Foundation
+import Logging
 import Synchronization
 import Testing
 
@@ -243,12 +244,16 @@ struct FakePeer {
     /// The rest of what the script prints.
     let output: FileHandle
 
+    /// A file next to the scripts, in `Tests/HostileBroker`.
+    static func file(_ name: String) -> String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("HostileBroker/\(name)").path
+    }
+
     static func start(_ script: String, _ arguments: String...) throws -> FakePeer {
-        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("HostileBroker/\(script)")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", path.path] + arguments
+        process.arguments = ["python3", file(script)] + arguments
         let pipe = Pipe()
         process.standardOutput = pipe
         try process.run()
@@ -275,3 +280,38 @@ struct FakePeer {
     }
 }
 
+/// A log handler that keeps every line, for tests of what the client logs.
+struct RecordingLogHandler: LogHandler {
+    struct Line: Sendable {
+        let level: Logger.Level
+        let message: String
+        let metadata: Logger.Metadata
+    }
+
+    /// Shared by the handler's copies (a `Logger` copies its handler when metadata is set).
+    final class Lines: Sendable {
+        private let lines = Mutex<[Line]>([])
+        var all: [Line] { lines.withLock { $0 } }
+        func append(_ line: Line) { lines.withLock { $0.append(line) } }
+    }
+
+    let lines: Lines
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    /// A logger for the client, and the lines it logged.
+    static func logger() -> (Logger, Lines) {
+        let lines = Lines()
+        return (Logger(label: "test") { _ in RecordingLogHandler(lines: lines) }, lines)
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        lines.append(Line(level: event.level, message: event.message.description, metadata: merged))
+    }
+}

@@ -176,6 +176,10 @@ extension AMQPConnection {
             if let tls, (tls.certificateFile == nil) != (tls.privateKeyFile == nil) {
                 throw .invalidArgument("tls.certificateFile and tls.privateKeyFile go together")
             }
+            // OpenSSL takes an empty name as "check no name": any certificate from a trusted CA would do.
+            if let name = tls?.serverName, name.allSatisfy(\.isWhitespace) {
+                throw .invalidArgument("tls.serverName is empty or blank: set the broker's host name, or nil to use the endpoint's host")
+            }
         }
 
         /// The configuration as a URI, with the password hidden.

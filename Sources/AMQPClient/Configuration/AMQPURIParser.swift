@@ -122,6 +122,10 @@ enum AMQPURIParser {
                     default: throw fail("verify must be verify_peer or verify_none")
                     }
                 default:
+                    // An empty name would turn OpenSSL's host name check off.
+                    guard !value.allSatisfy(\.isWhitespace) else {
+                        throw fail("server_name_indication needs a host name (or disable)")
+                    }
                     if value == "disable" {
                         configuration.tls?.sendsServerName = false
                     } else {

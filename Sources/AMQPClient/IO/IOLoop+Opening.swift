@@ -26,6 +26,11 @@ extension IOLoop {
     private func open(_ endpoint: AMQPConnection.Configuration.Endpoint) throws(AMQPError) {
         var deadline = ContinuousClock.now + core.configuration.connectTimeout
         if let attemptDeadline { deadline = min(deadline, attemptDeadline) }
+        if let tls = core.configuration.tls {
+            for warning in TLSSession.warnings(for: tls) {
+                logger.warning("\(warning)", metadata: [LoggingKeys.endpoint: "\(endpoint)"])
+            }
+        }
         let connection = try LibRabbitMQConnection.open(
             endpoint, configuration: core.configuration, clientProperties: clientProperties, deadline: deadline,
             blockingOn: { [core] in core.setBlockingSocket($0) })

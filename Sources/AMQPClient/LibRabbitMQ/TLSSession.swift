@@ -32,8 +32,13 @@ final class TLSSession: @unchecked Sendable {
             throw AMQPError(code: .tlsFailed, message: "TLS: OpenSSL could not create a session: \(Self.openSSLError())")
         }
         self.ssl = ssl
-        _ = camqp_ssl_ctx_set_min_tls12(context)
-        _ = camqp_ssl_ctx_set_partial_writes(context)
+        // Whatever the system's OpenSSL policy allows: TLS 1.0 and 1.1 are broken.
+        guard camqp_ssl_set_min_tls12(ssl) == 1 else {
+            throw AMQPError(code: .tlsFailed, message: "TLS: could not require TLS 1.2 or newer: \(Self.openSSLError())")
+        }
+        guard camqp_ssl_set_partial_writes(ssl) == 1 else {
+            throw AMQPError(code: .tlsFailed, message: "TLS: could not enable partial writes")
+        }
 
         if let file = settings.caCertificateFile {
             guard SSL_CTX_load_verify_locations(context, file, nil) == 1 else {
@@ -55,6 +60,10 @@ final class TLSSession: @unchecked Sendable {
         }
 
         let name = settings.serverName ?? host
+        // SSL_set1_host with an empty name turns the name check off.
+        guard !name.allSatisfy(\.isWhitespace) else {
+            throw AMQPError(code: .tlsFailed, message: "TLS: no server name to verify the broker's certificate against")
+        }
         let isAddress = Self.isIPAddress(name)
         if settings.verifiesPeer {
             SSL_set_verify(ssl, SSL_VERIFY_PEER, nil)
@@ -179,6 +188,23 @@ final class TLSSession: @unchecked Sendable {
     }
 
     // MARK: Helpers
+
+    /// What is unsafe in `settings` but allowed, for the opener to log on each connection attempt.
+    static func warnings(for settings: AMQPConnection.Configuration.TLS) -> [String] {
+        var warnings: [String] = []
+        if !settings.verifiesPeer {
+            warnings.append(
+                "TLS: the broker's certificate is not verified (verifiesPeer is false): anyone on the network path can pose as the broker and receive the credentials")
+        }
+        if settings.certificateFile != nil, let key = settings.privateKeyFile {
+            var status = stat()
+            if stat(key, &status) == 0, status.st_mode & 0o077 != 0 {
+                warnings.append(
+                    "TLS: the private key file \(key) is accessible to its group or others (mode \(String(status.st_mode & 0o777, radix: 8))); make it private to its owner (chmod 600)")
+            }
+        }
+        return warnings
+    }
 
     static func isIPAddress(_ host: String) -> Bool {
         var v4 = in_addr()

@@ -131,4 +131,30 @@ struct ConfigurationTests {
         #expect(try Configuration(url: "amqps://h/?server_name_indication=disable").tls?.sendsServerName == false)
         #expect(try Configuration(url: "amqp://h/").tls == nil)
     }
+
+    // OpenSSL's host check with an empty name accepts a certificate for any host.
+    @Test("an empty server_name_indication in an amqps URI is refused, naming the option",
+          arguments: ["amqps://h/?server_name_indication=", "amqps://h/?server_name_indication", "amqps://h/?server_name_indication=%20"])
+    func emptyServerNameInURI(url: String) {
+        #expect {
+            try Configuration(url: url)
+        } throws: { error in
+            let error = error as? AMQPError
+            return error?.code == .invalidArgument && error?.message.contains("server_name_indication") == true
+        }
+    }
+
+    @Test("validate() refuses an empty or blank tls.serverName", arguments: ["", " ", "\t\n"])
+    func emptyServerNameInConfiguration(name: String) throws {
+        var configuration = try Configuration(url: "amqps://rabbit.example.com/")
+        configuration.tls?.serverName = name
+        #expect {
+            try configuration.validate()
+        } throws: { error in
+            let error = error as? AMQPError
+            return error?.code == .invalidArgument && error?.message.contains("tls.serverName") == true
+        }
+        configuration.tls?.serverName = "rabbit.example.com"
+        try configuration.validate()
+    }
 }
