@@ -5,7 +5,9 @@ extension Logger.MetadataValue {
     /// log line: control characters escaped and at most ``LogText/limit`` characters, so that a
     /// misbehaving broker can neither forge log lines nor make them huge.
     static func untrusted(_ value: Any) -> Self {
-        .string(LogText.bounded("\(value)"))
+        // An AMQPError's description is escaped already: escape its fields once, not twice.
+        if let error = value as? AMQPError { return .string(LogText.bounded(error.unescapedDescription)) }
+        return .string(LogText.bounded("\(value)"))
     }
 }
 
