@@ -175,7 +175,10 @@ let package = Package(
         ),
         .testTarget(
             name: "AMQPClientTests",
-            dependencies: ["AMQPClient", .product(name: "DequeModule", package: "swift-collections")],
+            dependencies: [
+                "AMQPClient", .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSwift6
         ),
         .testTarget(

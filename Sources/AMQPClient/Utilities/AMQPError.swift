@@ -3,6 +3,10 @@
 /// Match on ``code`` to decide what to do; read ``description`` for a person.
 /// Broker-reported failures also carry the AMQP ``replyCode`` and ``replyText``
 /// (for example `404 NOT_FOUND`). No error ever contains a password.
+///
+/// ``message`` and ``replyText`` hold what the broker sent as it sent it, to match on;
+/// ``description`` escapes it (control characters, line breaks, bidi controls), so that printing
+/// an error cannot let a broker drive the terminal or forge lines.
 public struct AMQPError: Error, Sendable, Hashable, CustomStringConvertible {
     /// What kind of failure this is. New codes may be added in later releases, so
     /// `switch` over it with a `default` case.
@@ -88,11 +92,13 @@ public struct AMQPError: Error, Sendable, Hashable, CustomStringConvertible {
 
     /// What kind of failure this is.
     public var code: Code
-    /// A readable explanation.
+    /// A readable explanation. It may quote the broker (names, texts) unescaped: print
+    /// ``description`` rather than this.
     public var message: String
     /// The AMQP reply code, when the broker closed a channel or the connection (404, 406, 405, 403, 320, …).
     public var replyCode: UInt16?
-    /// The broker's reply text, when it closed a channel or the connection.
+    /// The broker's reply text, when it closed a channel or the connection, as it sent it:
+    /// print ``description`` rather than this.
     public var replyText: String?
     /// librabbitmq's status code (a negative `amqp_status_enum` value), when the failure came from it.
     public var libraryStatus: Int32?
@@ -111,11 +117,28 @@ public struct AMQPError: Error, Sendable, Hashable, CustomStringConvertible {
         self.libraryStatus = libraryStatus
     }
 
+    /// How much of ``message`` the description shows: enough for the longest the client builds
+    /// (a few quoted AMQP short strings of at most 255 bytes each).
+    static let describedMessageLimit = 1024
+
+    /// The error for a person, fit for a terminal: the message and the reply text escaped as in
+    /// the client's logs, and bounded.
     public var description: String {
-        var text = "AMQPError.\(code): \(message)"
+        render { LogText.escaped($0, limit: $1) }
+    }
+
+    /// The description as the fields hold it, for the log metadata that escapes it once itself.
+    var unescapedDescription: String {
+        render { text, _ in text }
+    }
+
+    /// The description, with `part` applied to each part that can hold broker text (and how much
+    /// of it to keep).
+    private func render(_ part: (String, Int) -> String) -> String {
+        var text = "AMQPError.\(code): \(part(message, Self.describedMessageLimit))"
         if let replyCode {
             text += " (\(replyCode)"
-            if let replyText { text += " \(replyText)" }
+            if let replyText { text += " \(part(replyText, LogText.limit))" }
             text += ")"
         }
         if let libraryStatus { text += " [librabbitmq status \(libraryStatus)]" }

@@ -5,14 +5,27 @@ extension Logger.MetadataValue {
     /// log line: control characters escaped and at most ``LogText/limit`` characters, so that a
     /// misbehaving broker can neither forge log lines nor make them huge.
     static func untrusted(_ value: Any) -> Self {
-        .string(LogText.bounded("\(value)"))
+        // An AMQPError's description is escaped already: escape its fields once, not twice.
+        if let error = value as? AMQPError { return .string(LogText.bounded(error.unescapedDescription)) }
+        return .string(LogText.bounded("\(value)"))
     }
 }
 
-enum LogText {
-    static let limit = 256
+/// Escapes text that came from the broker or the network before a person sees it, in a log line
+/// or an error's description. `package`: the samples and tools print message fields with it too.
+package enum LogText {
+    package static let limit = 256
 
-    static func bounded(_ text: String) -> String {
+    /// `text` escaped, and cut after ``limit`` characters: fit for a log line.
+    package static func bounded(_ text: String) -> String {
+        escaped(text, limit: limit)
+    }
+
+    /// `text` with what could act on a terminal or log viewer escaped: control characters (ESC
+    /// included), CR and LF, C1 controls, line and paragraph separators, and the bidi controls
+    /// that reorder what is shown (U+202E). Backslashes are doubled, so that an escape cannot be
+    /// forged. Cut after `limit` Unicode scalars (then ends in `…`); `nil` keeps the whole text.
+    package static func escaped(_ text: String, limit: Int?) -> String {
         var result = ""
         var count = 0
         for scalar in text.unicodeScalars {
@@ -27,7 +40,9 @@ enum LogText {
             case "\t": result += "\\t"
             case "\\": result += "\\\\"
             default:
-                if scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) || scalar.properties.isBidiControl {
+                if scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) || scalar.value == 0x2028
+                    || scalar.value == 0x2029 || scalar.properties.isBidiControl
+                {
                     result += "\\u{" + String(scalar.value, radix: 16) + "}"
                 } else {
                     result.unicodeScalars.append(scalar)

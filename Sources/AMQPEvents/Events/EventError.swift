@@ -34,6 +34,8 @@ public struct EventError: Error, Sendable, CustomStringConvertible {
     }
 
     public var code: Code
+    /// A readable explanation. It may quote the broker, a message or a responder's error
+    /// unescaped: print ``description`` rather than this.
     public var message: String
     /// The client's error, when one caused this.
     public var underlying: AMQPError?
@@ -44,8 +46,12 @@ public struct EventError: Error, Sendable, CustomStringConvertible {
         self.underlying = underlying
     }
 
+    /// The error for a person, fit for a terminal: the message escaped (and bounded) as
+    /// ``AMQPError``'s description escapes the broker's text, so that neither the broker nor a
+    /// message can drive the terminal or forge lines.
     public var description: String {
-        var text = "EventError.\(code): \(message)"
+        var text = "EventError.\(code): \(LogText.escaped(message, limit: 1024))"
+        // The underlying error's description is escaped already.
         if let underlying { text += " (\(underlying))" }
         return text
     }

@@ -172,8 +172,9 @@ struct Parked: AsyncParsableCommand {
             }
             for message in try await bus.parkedMessages(of: queue, limit: 1000) {
                 let order = try? JSONEventCoder().decode(BookOrderPlaced.self, from: message.body)
+                // All of it came in the parked message: printed escaped.
                 print(
-                    " [parked] messageId=\(message.messageID ?? "-") orderId=\(order?.orderId ?? "-") reason=\(message.reason ?? "-") attempts=\(message.attempts.map(String.init) ?? "-") error=\(message.error ?? "-")"
+                    " [parked] messageId=\(printable(message.messageID ?? "-")) orderId=\(printable(order?.orderId ?? "-")) reason=\(printable(message.reason ?? "-")) attempts=\(message.attempts.map(String.init) ?? "-") error=\(printable(message.error ?? "-", limit: 1024))"
                 )
             }
         }

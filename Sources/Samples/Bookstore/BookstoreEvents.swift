@@ -39,8 +39,9 @@ struct Bookstore: Sendable {
             .on(BookOrderPlaced.self) { order, _ in
                 if let prefix, !order.orderId.hasPrefix(prefix) { return }
                 guard tally.record("inventory", order.orderId) else { return }
+                // The order's text is the sender's: printed escaped.
                 let books = order.items.map { "\($0.quantity) x \($0.isbn)" }.joined(separator: ", ")
-                print(" [inventory] reserved \(books) orderId=\(order.orderId)")
+                print(" [inventory] reserved \(printable(books)) orderId=\(printable(order.orderId))")
             }
     }
 
@@ -50,7 +51,7 @@ struct Bookstore: Sendable {
             .on(BookOrderPlaced.self) { order, _ in
                 if let prefix, !order.orderId.hasPrefix(prefix) { return }
                 guard tally.record("payment", order.orderId) else { return }
-                print(" [payment] charged customer \(order.customerId) orderId=\(order.orderId)")
+                print(" [payment] charged customer \(printable(order.customerId)) orderId=\(printable(order.orderId))")
             }
     }
 
@@ -74,7 +75,7 @@ struct Bookstore: Sendable {
                         arguments: [order.orderId, order.customerId, Date()])
                 }
                 guard sent else { return }
-                print(" [x] email sent for orderId=\(order.orderId)")
+                print(" [x] email sent for orderId=\(printable(order.orderId))")
                 tally.record("email", order.orderId)
                 if let crashAfter, tally.counts["email", default: 0] >= crashAfter {
                     // A crash after the email is recorded and before the broker has the ack.

@@ -4,6 +4,7 @@ import Synchronization
 
 /// The services of the food-delivery system, as subscriptions. Each prints one line per event it
 /// handles, with `orderId=`, and records it in the tally (once per id: a redelivery counts once).
+/// What the lines show of an event is the sender's text: printed escaped.
 struct FoodServices: Sendable {
     let tally: Tally
     /// How long a chef takes per item.
@@ -24,7 +25,7 @@ struct FoodServices: Sendable {
         EventSubscription.publishSubscribe(exchange: Kitchen.exchange, service: "notification")
             .on(FoodOrderPlaced.self) { order, _ in
                 guard record("notification", order.orderId) else { return }
-                print(" [notification] confirmed order to customer \(order.customerId) orderId=\(order.orderId)")
+                print(" [notification] confirmed order to customer \(printable(order.customerId)) orderId=\(printable(order.orderId))")
             }
     }
 
@@ -37,7 +38,7 @@ struct FoodServices: Sendable {
                 }
                 try await context.bus.send(tasks, toQueue: Kitchen.tasks)
                 guard record("kitchen", order.orderId) else { return }
-                print(" [kitchen] \(tasks.count) tasks queued orderId=\(order.orderId)")
+                print(" [kitchen] \(tasks.count) tasks queued orderId=\(printable(order.orderId))")
             }
     }
 
@@ -48,7 +49,7 @@ struct FoodServices: Sendable {
                 guard board.finished(item) else { return }
                 try await context.bus.publish(OrderReady(orderId: item.orderId), to: Kitchen.exchange)
                 guard record("ready", item.orderId) else { return }
-                print(" [kitchen] order ready orderId=\(item.orderId)")
+                print(" [kitchen] order ready orderId=\(printable(item.orderId))")
             }
     }
 
@@ -62,7 +63,7 @@ struct FoodServices: Sendable {
                     toQueue: Kitchen.done)
                 _ = record("cooked", task.orderId, "\(task.orderId)/\(task.itemId)")
                 _ = record("chef \(name)", task.orderId, "\(task.orderId)/\(task.itemId)")
-                print(" [chef \(name)] cooked \(task.quantity) x \(task.itemId) orderId=\(task.orderId)")
+                print(" [chef \(name)] cooked \(task.quantity) x \(printable(task.itemId)) orderId=\(printable(task.orderId))")
             }
     }
 
@@ -74,7 +75,7 @@ struct FoodServices: Sendable {
                 try await context.bus.publish(
                     OrderOutForDelivery(orderId: ready.orderId, driver: driver.driver), to: Kitchen.exchange)
                 guard record("delivery", ready.orderId) else { return }
-                print(" [delivery] \(driver.driver) picked up orderId=\(ready.orderId)")
+                print(" [delivery] \(printable(driver.driver)) picked up orderId=\(printable(ready.orderId))")
             }
     }
 
@@ -83,7 +84,7 @@ struct FoodServices: Sendable {
         let drivers = ["Ana", "Ben", "Chloe", "Dev"]
         let driver = drivers[abs(request.orderId.hashValue) % drivers.count]
         if record("dispatcher", request.orderId) {
-            print(" [dispatcher] assigned \(driver) orderId=\(request.orderId)")
+            print(" [dispatcher] assigned \(driver) orderId=\(printable(request.orderId))")
         }
         return DriverAssigned(orderId: request.orderId, driver: driver)
     }
@@ -93,15 +94,15 @@ struct FoodServices: Sendable {
         EventSubscription.broadcast(exchange: Kitchen.exchange)
             .on(FoodOrderPlaced.self) { order, _ in
                 _ = record("status", order.orderId, "\(order.orderId)/placed")
-                print(" [status] placed orderId=\(order.orderId)")
+                print(" [status] placed orderId=\(printable(order.orderId))")
             }
             .on(OrderReady.self) { ready, _ in
                 _ = record("status", ready.orderId, "\(ready.orderId)/ready")
-                print(" [status] ready orderId=\(ready.orderId)")
+                print(" [status] ready orderId=\(printable(ready.orderId))")
             }
             .on(OrderOutForDelivery.self) { out, _ in
                 _ = record("status", out.orderId, "\(out.orderId)/out")
-                print(" [status] out for delivery with \(out.driver) orderId=\(out.orderId)")
+                print(" [status] out for delivery with \(printable(out.driver)) orderId=\(printable(out.orderId))")
             }
     }
 }

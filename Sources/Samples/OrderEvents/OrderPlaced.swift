@@ -15,12 +15,14 @@ enum OrderService: String, CaseIterable, Sendable {
 
     static let exchange = "orders"
 
-    /// What the service does with an order, as the line it prints.
+    /// What the service does with an order, as the line it prints (the order's text escaped: it is
+    /// the sender's).
     func line(for order: OrderPlaced) -> String {
-        switch self {
-        case .payment: " [payment] charged amount=\(order.amount) userId=\(order.userId) orderId=\(order.orderId)"
-        case .inventory: " [inventory] reserved stock orderId=\(order.orderId)"
-        case .notification: " [notification] sent confirmation to userId=\(order.userId) orderId=\(order.orderId)"
+        let (userId, orderId) = (printable(order.userId), printable(order.orderId))
+        return switch self {
+        case .payment: " [payment] charged amount=\(order.amount) userId=\(userId) orderId=\(orderId)"
+        case .inventory: " [inventory] reserved stock orderId=\(orderId)"
+        case .notification: " [notification] sent confirmation to userId=\(userId) orderId=\(orderId)"
         }
     }
 

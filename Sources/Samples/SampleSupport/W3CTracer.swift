@@ -86,8 +86,10 @@ public final class W3CSpan: Span, Sendable {
         public var errors: [String]
         public var durationNanoseconds: UInt64
 
+        /// The span as one line. Names, the message's attributes (routing key, message id) and
+        /// errors can hold a sender's text: escaped.
         public var description: String {
-            var line = "[span] \(operationName) (\(kind)) trace=\(trace.traceID) span=\(trace.spanID)"
+            var line = "[span] \(printable(operationName)) (\(kind)) trace=\(trace.traceID) span=\(trace.spanID)"
             if let parentSpanID { line += " parent=\(parentSpanID)" }
             for link in links { line += " link=\(link.traceID)/\(link.spanID)" }
             line += " duration=\(Double(durationNanoseconds) / 1_000_000)ms"
@@ -96,18 +98,18 @@ public final class W3CSpan: Span, Sendable {
             for name in names.sorted() {
                 if let value = attributes.get(name) { line += " \(name)=\(Self.text(value))" }
             }
-            for error in errors { line += " error=\"\(error)\"" }
+            for error in errors { line += " error=\"\(printable(error, limit: 1024))\"" }
             return line
         }
 
         private static func text(_ value: SpanAttribute) -> String {
             switch value {
-            case .string(let string): "\"\(string)\""
+            case .string(let string): "\"\(printable(string))\""
             case .int64(let number): "\(number)"
             case .int32(let number): "\(number)"
             case .double(let number): "\(number)"
             case .bool(let flag): "\(flag)"
-            default: "\(value)"
+            default: printable("\(value)")
             }
         }
     }

@@ -69,22 +69,23 @@ struct UserEventHandler: Service {
                 guard let event = UserEvent(json: delivery.body) else {
                     // A poison message would come back forever if requeued: drop it (or dead-letter
                     // it, when the queue has a dead-letter exchange).
-                    logger.error("rejecting a message that is not a user event", metadata: ["body": "\(delivery.bodyString.prefix(200))"])
+                    logger.error("rejecting a message that is not a user event", metadata: ["body": "\(printable(delivery.bodyString, limit: 200))"])
                     try await delivery.reject(requeue: false)
                     continue
                 }
                 if let id = delivery.properties.messageID, !handled.insert(id).inserted {
-                    logger.info("skipping an event handled already", metadata: ["message_id": "\(id)"])
+                    logger.info("skipping an event handled already", metadata: ["message_id": "\(printable(id))"])
                     try await delivery.ack()
                     continue
                 }
                 // Handle the event here (e.g. send a welcome email), then acknowledge it. With a
-                // tracer, this runs in a `process user_events` span in the producer's trace.
+                // tracer, this runs in a `process user_events` span in the producer's trace. The
+                // event's text is the sender's: printed escaped.
                 try await delivery.withProcessingSpan(relation: .child) { delivery in
                     if let trace = ServiceContext.current?.w3cTraceContext {
-                        print(" [x] Received \(event.type) userId=\(event.data.userId) continued trace=\(trace.traceID)")
+                        print(" [x] Received \(printable(event.type)) userId=\(event.data.userId) continued trace=\(trace.traceID)")
                     } else {
-                        print(" [x] Received \(event.type) userId=\(event.data.userId)")
+                        print(" [x] Received \(printable(event.type)) userId=\(event.data.userId)")
                     }
                     try await delivery.ack()
                 }

@@ -38,7 +38,9 @@ struct AMQPProbe: AsyncParsableCommand {
 
     func report(_ error: AMQPError?) {
         if let error {
-            print("probe: error code=\(error.code) reply=\(error.replyCode.map(String.init) ?? "-") \(error.message)")
+            // The message can quote what the (hostile) broker sent: escaped, as in the client's logs.
+            let message = LogText.escaped(error.message, limit: 1024)
+            print("probe: error code=\(error.code) reply=\(error.replyCode.map(String.init) ?? "-") \(message)")
         } else {
             print("probe: closed")
         }
