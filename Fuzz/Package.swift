@@ -18,6 +18,11 @@ let package = Package(
             dependencies: ["CFuzzerDriver", .product(name: "AMQPClient", package: "swift-amqp-client")],
             path: "Sources/FuzzFrames"
         ),
+        .executableTarget(
+            name: "FuzzProperties",
+            dependencies: ["CFuzzerDriver", .product(name: "AMQPClient", package: "swift-amqp-client")],
+            path: "Sources/FuzzProperties"
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

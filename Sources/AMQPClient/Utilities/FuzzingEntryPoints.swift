@@ -19,4 +19,27 @@ public enum FuzzingEntryPoints {
         guard second == nil else { return }
         _ = try? FrameDecoder.decode(Array(bytes))
     }
+
+    /// Takes the bytes as a content header's property flags and properties (class `basic`):
+    /// checks them as the frame scanner does and, when it accepts them, decodes them with
+    /// librabbitmq and converts the values (headers tables included) to Swift, as a connection
+    /// would. Must never crash, whatever the bytes: a property-flag word with the continuation
+    /// bit, tables nested or wide beyond the limits, lengths past the end.
+    public static func scanAndDecodeProperties(_ bytes: UnsafeRawBufferPointer) {
+        let payload: [UInt8] = [0, 60, 0, 0] + [UInt8](repeating: 0, count: 8) + Array(bytes)
+        let size = UInt32(payload.count)
+        let frame: [UInt8] =
+            [InboundFrameScanner.headerFrame, 0, 1, UInt8(size >> 24), UInt8(size >> 16 & 0xFF), UInt8(size >> 8 & 0xFF), UInt8(size & 0xFF)]
+            + payload + [InboundFrameScanner.frameEndOctet]
+        var scanner = InboundFrameScanner(limits: .init(frameMax: 1 << 20, maximumMessageSize: 1 << 20))
+        let violation = frame.withUnsafeBytes { scanner.scan($0) { $0 == 1 } }
+        guard violation == nil else { return }
+        do {
+            _ = try FrameDecoder.decode(frame)
+        } catch let refused as ProtocolViolation {
+            // The conversion's limits are a second wall: what the frame check let through must
+            // pass them too, or the two disagree about the bytes.
+            preconditionFailure("the frame check accepted properties the conversion refuses: \(refused)")
+        } catch {}
+    }
 }
