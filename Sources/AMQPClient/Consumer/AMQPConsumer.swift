@@ -43,7 +43,8 @@ public final class AMQPConsumer: AsyncSequence, Sendable {
     }
 
     /// Cancels the consumer on the broker and waits for the broker to confirm. Deliveries
-    /// already buffered can still be iterated; then the sequence ends.
+    /// already buffered can still be iterated; then the sequence ends, whether the broker has
+    /// confirmed yet or not (what it delivers meanwhile is requeued).
     public func cancel() async throws(AMQPError) {
         try await channel.cancelConsumer(stream)
     }

@@ -121,6 +121,10 @@ extension IOLoop {
                 channel.stopRestoring(stream.consumerTag)
                 channel.pendingReplies.append(PendingReply(replies: [.basicCancelOk], continuation: continuation))
                 send(.basicCancel(consumerTag: stream.consumerTag), on: channel.id)
+                // The sequence ends after what is buffered now, without waiting for cancel-ok: a
+                // graceful shutdown must not hang on a broker that does not answer. What the
+                // broker sends meanwhile is given back (requeued).
+                stream.finish(nil)
             } else {
                 // Already cancelled (by the application or the broker): only the requeue is left.
                 stream.finish(nil)
@@ -143,7 +147,7 @@ extension IOLoop {
             guard !closingConnection else { return }
             closingConnection = true
             for command in held.takeAll() { command.fail(.connectionClosedByApplication) }
-            closeDeadline = ContinuousClock.now + core.configuration.closeTimeout
+            closeDeadline = ContinuousClock.now + (brokerUnresponsive ? .zero : core.configuration.closeTimeout)
             send(.connectionClose(replyCode: 200, replyText: "Goodbye"), on: 0)
         }
     }
@@ -157,7 +161,7 @@ extension IOLoop {
             closeReasons[channel.id] = (channel.epoch, error)
             channel.finish(consumersWith: error, pendingWith: error)
         }
-        let deadline = ContinuousClock.now + core.configuration.closeTimeout
+        let deadline = ContinuousClock.now + (brokerUnresponsive ? .zero : core.configuration.closeTimeout)
         channel.closeDeadline = deadline
         closeDeadline = min(closeDeadline ?? deadline, deadline)
         send(.channelClose(replyCode: 200, replyText: "Goodbye"), on: channel.id)

@@ -40,6 +40,8 @@ extension IOLoop {
                 lost(error)
                 return
             case .frame(let frame):
+                lastFrameAt = now
+                brokerUnresponsive = false
                 handle(frame)
                 if finished || recovering { return }
                 connection.releaseBuffers(channel: frame.channel)

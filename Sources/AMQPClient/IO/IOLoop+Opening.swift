@@ -45,6 +45,8 @@ extension IOLoop {
             transport: connection.transport, frameMax: connection.frameMax, endpoint: endpoint,
             serverProperties: connection.serverProperties)
         nextHeartbeatService = ContinuousClock.now + heartbeatServiceInterval
+        lastFrameAt = .now
+        brokerUnresponsive = false
         logger[metadataKey: LoggingKeys.endpoint] = "\(endpoint)"
         logger.debug(
             "AMQP connection open",

@@ -31,6 +31,14 @@ final class IOLoop {
     var nextConsumerOrder: UInt64 = 0
     var batch: Deque<Command> = []
     var closeDeadline: ContinuousClock.Instant?
+    /// When a frame last arrived.
+    var lastFrameAt = ContinuousClock.now
+    /// A channel close went unanswered for ``AMQPConnection/Configuration/closeTimeout`` and
+    /// nothing at all arrived meanwhile: the broker is not answering. Later closes (of the
+    /// other channels, of the connection) then do not wait for it again, so closing a service's
+    /// channels and then its connection takes one `closeTimeout`, not one each. Cleared by the
+    /// next frame that arrives.
+    var brokerUnresponsive = false
     /// The earliest deadline of a call waiting for its reply (``AMQPConnection/Configuration/callTimeout``).
     var callDeadline: ContinuousClock.Instant?
     var finished = false
@@ -329,6 +337,7 @@ final class IOLoop {
             if let deadline = channel.closeDeadline, ContinuousClock.now >= deadline {
                 // The channel number stays reserved: the broker may still answer late.
                 channel.closeDeadline = nil
+                if lastFrameAt < deadline - core.configuration.closeTimeout { brokerUnresponsive = true }
                 channel.failPending(
                     AMQPError(code: .channelClosed, message: "the broker did not confirm channel.close in time"))
             } else if let deadline = channel.closeDeadline {

@@ -141,16 +141,22 @@ enum CDecoding {
         }
         if has(AMQP_BASIC_DELIVERY_MODE_FLAG) { p.deliveryMode = AMQPProperties.DeliveryMode(rawValue: c.delivery_mode) }
         if has(AMQP_BASIC_PRIORITY_FLAG) { p.priority = c.priority }
-        if has(AMQP_BASIC_CORRELATION_ID_FLAG) { p.correlationID = string(c.correlation_id) }
-        if has(AMQP_BASIC_REPLY_TO_FLAG) { p.replyTo = string(c.reply_to) }
-        if has(AMQP_BASIC_EXPIRATION_FLAG) { p.expiration = string(c.expiration) }
-        if has(AMQP_BASIC_MESSAGE_ID_FLAG) { p.messageID = string(c.message_id) }
+        // Fields whose flag is clear hold whatever librabbitmq left there: read only those set.
+        // Each short string costs at most 255 bytes, and a String's worth besides.
+        func short(_ bytes: amqp_bytes_t) -> String {
+            footprint += 32 + bytes.len
+            return string(bytes)
+        }
+        if has(AMQP_BASIC_CORRELATION_ID_FLAG) { p.correlationID = short(c.correlation_id) }
+        if has(AMQP_BASIC_REPLY_TO_FLAG) { p.replyTo = short(c.reply_to) }
+        if has(AMQP_BASIC_EXPIRATION_FLAG) { p.expiration = short(c.expiration) }
+        if has(AMQP_BASIC_MESSAGE_ID_FLAG) { p.messageID = short(c.message_id) }
         if has(AMQP_BASIC_TIMESTAMP_FLAG) { p.timestamp = AMQPTimestamp.date(c.timestamp) }
         if has(AMQP_BASIC_TYPE_FLAG) { p.type = string(c.type, reusing: &strings) }
         if has(AMQP_BASIC_USER_ID_FLAG) { p.userID = string(c.user_id, reusing: &strings) }
         if has(AMQP_BASIC_APP_ID_FLAG) { p.appID = string(c.app_id, reusing: &strings) }
-        // The short strings: at most 255 bytes each, a String's worth of overhead besides.
-        footprint += 10 * 32 + [c.correlation_id, c.reply_to, c.expiration, c.message_id].reduce(0) { $0 + $1.len }
+        // The reused strings (content type, type, ids of user and app) are shared, not copied.
+        footprint += 6 * 16
         return p
     }
 }

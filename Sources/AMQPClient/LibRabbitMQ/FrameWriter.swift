@@ -205,6 +205,9 @@ final class FrameWriter {
                     poll($0.baseAddress!.assumingMemoryBound(to: pollfd.self), 2, Int32(clamping: remaining.milliseconds + 1))
                 }
                 if ready < 0 && errno != EINTR { return .socketError }
+                // Not writable for the whole wait: the peer stopped reading (a send now might
+                // squeeze a little more into buffers the kernel grew meanwhile; that is no reader).
+                if ready == 0 && ContinuousClock.now >= deadline! { return .timeout }
                 if descriptors.1.revents != 0 {
                     // The close was asked for: the signal stays readable, so stop watching it.
                     closeSignal = -1

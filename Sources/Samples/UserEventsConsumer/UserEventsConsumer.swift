@@ -93,6 +93,7 @@ struct UserEventHandler: Service {
                 if let count, received >= count { break }
             }
         }
-        await channel.close()
+        // No channel.close(): the channel closes with the connection, the next service to stop.
+        // One close, bounded by closeTimeout whatever the broker does, not one per channel.
     }
 }
