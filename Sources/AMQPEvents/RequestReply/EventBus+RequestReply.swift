@@ -110,7 +110,7 @@ extension EventBus {
         do {
             _ = try await channel.publish(body, exchange: "", routingKey: replyTo, properties: properties)
         } catch {
-            logger.debug("could not send a reply", metadata: ["amqp.error": "\(error)"])
+            logger.debug("could not send a reply", metadata: ["amqp.error": .untrusted(error)])
         }
         try? await delivery.ack()
     }

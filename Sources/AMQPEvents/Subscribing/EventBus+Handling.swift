@@ -21,7 +21,7 @@ extension EventBus {
         }
         let store = metadata.messageID.isEmpty ? nil : subscription.deduplication
         if let store, await alreadyHandled(metadata.messageID, by: queue, in: store) {
-            logger.debug("acknowledging a message handled already", metadata: ["amqp.events.message_id": "\(metadata.messageID)"])
+            logger.debug("acknowledging a message handled already", metadata: ["amqp.events.message_id": .untrusted(metadata.messageID)])
             try? await delivery.ack()
             return
         }
@@ -54,7 +54,7 @@ extension EventBus {
             } catch {
                 logger.warning(
                     "could not record a handled message for deduplication",
-                    metadata: ["amqp.events.message_id": "\(metadata.messageID)", "amqp.error": "\(error)"])
+                    metadata: ["amqp.events.message_id": .untrusted(metadata.messageID), "amqp.error": .untrusted(error)])
             }
         }
         do {
@@ -62,7 +62,7 @@ extension EventBus {
         } catch {
             logger.debug(
                 "could not acknowledge a handled event; the broker will deliver it again",
-                metadata: ["amqp.events.message_id": "\(metadata.messageID)", "amqp.error": "\(error)"])
+                metadata: ["amqp.events.message_id": .untrusted(metadata.messageID), "amqp.error": .untrusted(error)])
         }
     }
 
@@ -71,7 +71,7 @@ extension EventBus {
             return try await store.contains(messageID, subscriber: subscriber)
         } catch {
             // Handling again is safer than dropping: the handler may still be idempotent.
-            logger.warning("the deduplication store failed; handling the message", metadata: ["amqp.error": "\(error)"])
+            logger.warning("the deduplication store failed; handling the message", metadata: ["amqp.error": .untrusted(error)])
             return false
         }
     }
@@ -96,8 +96,8 @@ extension EventBus {
             failureHeaders[EnvelopeHeader.originalRoutingKey] = .string(delivery.routingKey)
         }
         let log: Logger.Metadata = [
-            "amqp.queue": "\(queue)", "amqp.events.type": "\(metadata.type)",
-            "amqp.events.message_id": "\(metadata.messageID)", "amqp.attempt": "\(calls)", "amqp.error": "\(error)",
+            "amqp.queue": "\(queue)", "amqp.events.type": .untrusted(metadata.type),
+            "amqp.events.message_id": .untrusted(metadata.messageID), "amqp.attempt": "\(calls)", "amqp.error": .untrusted(error),
         ]
         if error is any NonRetryableError {
             logger.warning("an event handler failed for good; the event goes to the parking lot", metadata: log)
@@ -140,9 +140,9 @@ extension EventBus {
         headers extra: AMQPFieldTable = [:]
     ) async {
         var log: Logger.Metadata = [
-            "amqp.queue": "\(queue)", "amqp.events.reason": "\(reason)", "amqp.error": "\(error.prefix(500))",
+            "amqp.queue": "\(queue)", "amqp.events.reason": .untrusted(reason), "amqp.error": .untrusted(error.prefix(500)),
         ]
-        if let id = delivery.properties.messageID { log["amqp.events.message_id"] = "\(id)" }
+        if let id = delivery.properties.messageID { log["amqp.events.message_id"] = .untrusted(id) }
         guard let parkingLot else {
             logger.warning("dropped a message no handler can take (a broadcast subscriber has no parking lot)", metadata: log)
             try? await delivery.ack()
