@@ -28,6 +28,15 @@ struct HostileBrokerTests {
         Scenario(name: "oversized-frame", replyCode: 501),
         Scenario(name: "bad-frame-end", replyCode: 501),
         Scenario(name: "client-method", replyCode: 503),
+        // A second property-flag word: librabbitmq 0.11 would decode headers nested 5000 deep
+        // that a one-word check never saw (a stack overflow in a debug build).
+        Scenario(name: "continuation-flags", replyCode: 502),
+        // Replies to nothing the client asked: taken as its own close or cancel, they would end
+        // the connection or the consumer as if the application had, skipping recovery.
+        Scenario(name: "unsolicited-close-ok", replyCode: 505),
+        Scenario(name: "unsolicited-cancel-ok", replyCode: 505),
+        // 20,000 values in the headers, over the limit of 10,000.
+        Scenario(name: "wide-headers", replyCode: 502),
     ]
 
     /// Peak memory the probe may reach, whatever the broker sends (it idles at about 26 MiB).
@@ -48,6 +57,19 @@ struct HostileBrokerTests {
         let outcome = try await Self.run("valid-delivery", "--exit-after", "1")
         print("hostile broker valid-delivery: \(outcome.peakKiB) KiB peak")
         #expect(outcome.output.contains("probe: delivery of 5 bytes"), "\(outcome.output)")
+    }
+
+    @Test("consume-ok and a protocol violation in one TCP segment: the consume succeeds, then the connection ends with 501")
+    func consumeOkWithViolation() async throws {
+        let outcome = try await Self.run("consume-ok-with-violation")
+        print("hostile broker consume-ok-with-violation: \(outcome.output.split(separator: "\n").joined(separator: " | "))")
+        #expect(outcome.terminatedNormally, "the probe died of signal \(outcome.status)")
+        // The frames before the refused one are handled: the consume-ok answers the consume.
+        let consuming = outcome.lines.firstIndex { $0.text == "probe: consuming" }
+        let failed = outcome.lines.firstIndex { $0.text.hasPrefix("probe: error") }
+        #expect(consuming != nil, "\(outcome.output)")
+        #expect(consuming.flatMap { consuming in failed.map { consuming < $0 } } == true)
+        #expect(outcome.error?.contains("code=protocolError reply=501") == true, "\(outcome.output)")
     }
 
     @Test("a broker that keeps the connection but never replies: a call times out after callTimeout, its channel closes, close() returns")
