@@ -92,6 +92,8 @@ struct UserEventHandler: Service {
                 if let count, received >= count { break }
             }
         }
-        await channel.close()
+        // The channel is not closed here: the connection's close, which follows, closes it too.
+        // Closing it first would wait for a broker that has gone silent twice, once for each
+        // close, instead of once (closeTimeout).
     }
 }
