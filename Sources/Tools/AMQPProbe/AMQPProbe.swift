@@ -9,9 +9,9 @@ import Foundation
 /// a queue, and reports how the connection ended, with its own peak memory. The tests run it as
 /// a separate process, so that a crash shows as a signal instead of taking the test runner down.
 ///
-/// It prints `probe: consuming` once `consume` returned, `probe: delivery of <n> bytes` for each
-/// delivery, and at the end `probe: error code=… reply=… <message>` (or `probe: closed`) and
-/// `probe: maxrss_kib=<peak>`.
+/// It prints `probe: consuming` once `consume` returned, `probe: delivery of <n> bytes in a buffer
+/// of <capacity>` for each delivery, and at the end `probe: error code=… reply=… <message>` (or
+/// `probe: closed`) and `probe: maxrss_kib=<peak>`.
 @main
 struct AMQPProbe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -53,7 +53,7 @@ struct AMQPProbe: AsyncParsableCommand {
             do {
                 var received = 0
                 for try await delivery in consumer {
-                    print("probe: delivery of \(delivery.body.count) bytes")
+                    print("probe: delivery of \(delivery.body.count) bytes in a buffer of \(delivery.body.capacity)")
                     received += 1
                     if let exitAfter, received >= exitAfter {
                         print("probe: maxrss_kib=\(Self.peakResidentKiB())")
