@@ -9,7 +9,7 @@ extension HostileBrokerTests {
         // charged 580 KiB. Charged only their bodies (272 bytes each), all were buffered: about
         // 280 MiB, read in under 2 s. Charged their headers too, the consumer's 64 MiB limit
         // stops the reading after about a hundred.
-        let outcome = try await Self.run("header-flood", "--hold-seconds", "4")
+        let outcome = try await Self.run("header-flood", "--hold-seconds", "4", measuringMemory: true)
         print("hostile broker header-flood: \(outcome.peakKiB / 1024) MiB peak after holding the consumer 4 s")
         #expect(outcome.terminatedNormally, "the probe died of signal \(outcome.status)")
         #expect(outcome.output.contains("probe: held"), "\(outcome.output)")
@@ -18,8 +18,8 @@ extension HostileBrokerTests {
 
     @Test("one message of the maximum size (128 MiB): delivered whole, in a buffer of its size, at most 1.3 times its size above the probe's baseline")
     func maximumSizeMessage() async throws {
-        let baseline = try await Self.run("valid-delivery", "--exit-after", "1")
-        let outcome = try await Self.run("max-size-message", "--exit-after", "1", within: 60)
+        let baseline = try await Self.run("valid-delivery", "--exit-after", "1", measuringMemory: true)
+        let outcome = try await Self.run("max-size-message", "--exit-after", "1", within: 60, measuringMemory: true)
         let size = 128 << 20
         let limitKiB = Double(baseline.peakKiB) + 1.3 * Double(size / 1024)
         print(

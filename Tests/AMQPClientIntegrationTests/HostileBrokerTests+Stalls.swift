@@ -8,7 +8,9 @@ extension HostileBrokerTests {
     @Test("a broker that floods basic.cancel and stops reading: the stalled write ends the connection after writeTimeout")
     func floodCancelStopReading() async throws {
         // The cancel-ok replies fill both socket buffers, then every write stalls. Before
-        // writeTimeout, only two heartbeat intervals (120 s here) ended it, and nothing without heartbeats.
+        // writeTimeout, only two heartbeat intervals (120 s here) ended it, and nothing without
+        // heartbeats. Filling the buffers (some 4 MB of replies) took about 1 s in a debug build
+        // and 3 s under AddressSanitizer; then 2 s pass without progress.
         let outcome = try await Self.run("flood-cancel-stop-reading", "--write-timeout", "2")
         let consuming = outcome.time(of: "probe: consuming")
         let ended = outcome.time(of: "probe: error")
@@ -17,7 +19,7 @@ extension HostileBrokerTests {
         #expect(outcome.terminatedNormally, "the probe died of signal \(outcome.status)")
         #expect(outcome.error?.contains("code=connectionLost") == true, "\(outcome.output)")
         #expect(outcome.error?.contains("stopped reading") == true)
-        #expect(took.map { $0 < .seconds(6) } == true)
+        #expect(took.map { $0 < .seconds(10) } == true)
     }
 
     @Test("a broker that drops every connection right after it recovered: the backoff keeps growing, no login storm")
