@@ -12,9 +12,9 @@ extension HostileBrokerTests {
         // heartbeats. Filling the buffers (some 4 MB of replies) took about 1 s in a debug build
         // and 3 s under AddressSanitizer; then 2 s pass without progress.
         let outcome = try await Self.run("flood-cancel-stop-reading", "--write-timeout", "2")
-        let consuming = outcome.time(of: "probe: consuming")
-        let ended = outcome.time(of: "probe: error")
-        let took = consuming.flatMap { consuming in ended.map { $0 - consuming } }
+        // Timed by the probe: on a busy machine this process may read its lines late.
+        let took = outcome.lines.first { $0.text.hasPrefix("probe: ended ") }
+            .flatMap { Double($0.text.split(separator: " ")[2]) }.map { Duration.seconds($0) }
         print("hostile broker flood-cancel-stop-reading: ended \(took.map(String.init(describing:)) ?? "never") after consuming; \(outcome.error ?? "no error")")
         #expect(outcome.terminatedNormally, "the probe died of signal \(outcome.status)")
         #expect(outcome.error?.contains("code=connectionLost") == true, "\(outcome.output)")
@@ -31,6 +31,7 @@ extension HostileBrokerTests {
         configuration.recovery.maximumDelay = .milliseconds(320)
         configuration.closeTimeout = .seconds(1)
         let connection = try await AMQPConnection.connect(to: configuration)
+        let events = connection.events()
         let consumer = try await connection.openChannel().consume(queue: "storm", noAck: true)
         // The fake counts logins for 3 s from the first, then stops listening and says how many.
         let lines = LineReader(broker.output)
@@ -46,10 +47,17 @@ extension HostileBrokerTests {
             try await withTimeout(10, "close()") { await connection.close() }
         }
         withExtendedLifetime(consumer) {}
-        print("reconnect storm: \(logins) logins in 3 s (initialDelay 20 ms, maximumDelay 320 ms); close() took \(closing)")
+        let losses = try await withTimeout(10, "the connection's events to end") {
+            var losses = 0
+            for await event in events {
+                if case .connectionLost = event { losses += 1 }
+            }
+            return losses
+        }
+        print("reconnect storm: \(logins) logins in 3 s (initialDelay 20 ms, maximumDelay 320 ms), \(losses) connections lost; close() took \(closing)")
         // Growing from 20 ms to 320 ms: about a dozen. Restarting at 20 ms after each recovery: one
-        // every 70 ms or so.
-        #expect(logins >= 2)
+        // every 70 ms or so (45 here). Fewer on a busy machine: only the upper bound is the point.
+        #expect(losses >= 1)  // the scenario ran: the fake dropped the connection at least once
         #expect(logins <= 25)
         #expect(closing < .seconds(3))
     }

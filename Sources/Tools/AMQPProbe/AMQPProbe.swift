@@ -11,7 +11,8 @@ import Foundation
 ///
 /// It prints `probe: consuming` once `consume` returned, `probe: delivery of <n> bytes in a buffer
 /// of <capacity>` for each delivery, and at the end `probe: error code=… reply=… <message>` (or
-/// `probe: closed`) and `probe: maxrss_kib=<peak>`.
+/// `probe: closed`) and `probe: maxrss_kib=<peak>`. When the connection outlived the consumer,
+/// `probe: ended <seconds> s after consuming` comes before those, timed by the probe itself.
 @main
 struct AMQPProbe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -42,6 +43,7 @@ struct AMQPProbe: AsyncParsableCommand {
             let connection = try await AMQPConnection.connect(to: configuration)
             let channel = try await connection.openChannel()
             let consumer = try await channel.consume(queue: queue, noAck: true)
+            let consuming = ContinuousClock.now
             print("probe: consuming")
             if let holdSeconds {
                 // Deliveries pile up in the consumer's buffer, up to its limit.
@@ -67,7 +69,9 @@ struct AMQPProbe: AsyncParsableCommand {
                 // The broker cancelled the consumer; the connection goes on until it ends.
                 print("probe: consumer cancelled by the broker")
             }
-            report(await connection.closed())
+            let ended = await connection.closed()
+            print("probe: ended \(Self.seconds(consuming.duration(to: .now))) s after consuming")
+            report(ended)
         } catch let error as AMQPError {
             report(error)
         }
@@ -80,6 +84,10 @@ struct AMQPProbe: AsyncParsableCommand {
             print("probe: closed")
         }
         print("probe: maxrss_kib=\(Self.peakResidentKiB())")
+    }
+
+    static func seconds(_ duration: Duration) -> String {
+        String(format: "%.3f", Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18)
     }
 
     /// The process's peak resident memory. On Linux from /proc (getrusage's figure keeps the
