@@ -8,7 +8,9 @@ client, performs the handshake, answers channel.open, queue.declare, basic.qos a
 basic.consume, then plays SCENARIO and keeps the connection open (reading and discarding) until
 the client leaves. Whatever happens, it exits within 30 s. Standard library only.
 
-Scenarios: those in scenarios() below, and these, which need more than bytes after consume-ok:
+Scenarios: those in scenarios() below, each described there (among them, from issue 20's
+review: continuation-flags, unsolicited-close-ok, unsolicited-cancel-ok, wide-headers and
+header-flood), and these, which need more than bytes after consume-ok:
 
   deep-server-properties     server properties nested 5000 deep, in connection.start.
   no-replies                 opens channel 1, then answers nothing.
