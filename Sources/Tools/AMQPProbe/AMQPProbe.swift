@@ -8,6 +8,11 @@ import Foundation
 /// A small client for the hostile-broker tests: it connects (without recovery), consumes from
 /// a queue, and reports how the connection ended, with its own peak memory. The tests run it as
 /// a separate process, so that a crash shows as a signal instead of taking the test runner down.
+///
+/// It prints `probe: consuming` once `consume` returned, `probe: delivery of <n> bytes in a buffer
+/// of <capacity>` for each delivery, and at the end `probe: error code=… reply=… <message>` (or
+/// `probe: closed`) and `probe: maxrss_kib=<peak>`. When the connection outlived the consumer,
+/// `probe: ended <seconds> s after consuming` comes before those, timed by the probe itself.
 @main
 struct AMQPProbe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -19,18 +24,54 @@ struct AMQPProbe: AsyncParsableCommand {
     @Option(help: "The queue to consume from.")
     var queue = "probe"
 
+    @Option(help: "Consume but never take a delivery: wait this many seconds, report the peak memory, and exit.")
+    var holdSeconds: Double?
+
+    @Option(help: "Report the peak memory and exit after this many deliveries.")
+    var exitAfter: Int?
+
+    @Option(help: "The connection's writeTimeout, in seconds (default: the client's).")
+    var writeTimeout: Double?
+
     func run() async throws {
         lineBufferStandardOutput()
         var configuration = try AMQPConnection.Configuration(url: url)
         configuration.recovery = .disabled
         configuration.connectTimeout = .seconds(5)
+        if let writeTimeout { configuration.writeTimeout = .seconds(writeTimeout) }
         do {
             let connection = try await AMQPConnection.connect(to: configuration)
             let channel = try await connection.openChannel()
-            for try await delivery in try await channel.consume(queue: queue, noAck: true) {
-                print("probe: delivery of \(delivery.body.count) bytes")
+            let consumer = try await channel.consume(queue: queue, noAck: true)
+            let consuming = ContinuousClock.now
+            print("probe: consuming")
+            if let holdSeconds {
+                // Deliveries pile up in the consumer's buffer, up to its limit.
+                try await Task.sleep(for: .seconds(holdSeconds))
+                print("probe: held \(holdSeconds) s")
+                print("probe: maxrss_kib=\(Self.peakResidentKiB())")
+                return
             }
-            report(await connection.closed())
+            do {
+                var received = 0
+                for try await delivery in consumer {
+                    print("probe: delivery of \(delivery.body.count) bytes in a buffer of \(delivery.body.capacity)")
+                    received += 1
+                    if let exitAfter, received >= exitAfter {
+                        print("probe: maxrss_kib=\(Self.peakResidentKiB())")
+                        return
+                    }
+                }
+                // The consumer ended as if the application had cancelled it.
+                print("probe: consumer ended")
+                await connection.close()
+            } catch let error as AMQPError where error.code == .consumerCancelled {
+                // The broker cancelled the consumer; the connection goes on until it ends.
+                print("probe: consumer cancelled by the broker")
+            }
+            let ended = await connection.closed()
+            print("probe: ended \(Self.seconds(consuming.duration(to: .now))) s after consuming")
+            report(ended)
         } catch let error as AMQPError {
             report(error)
         }
@@ -45,6 +86,10 @@ struct AMQPProbe: AsyncParsableCommand {
             print("probe: closed")
         }
         print("probe: maxrss_kib=\(Self.peakResidentKiB())")
+    }
+
+    static func seconds(_ duration: Duration) -> String {
+        String(format: "%.3f", Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18)
     }
 
     /// The process's peak resident memory. On Linux from /proc (getrusage's figure keeps the
