@@ -16,7 +16,9 @@ final class CancellableContinuation<Value: Sendable>: Sendable {
 
     private let state = Mutex(State.waiting(nil))
 
-    fileprivate init() {}
+    /// Not yet attached to a waiting task (``withCancellableContinuation(cancellable:_:)``
+    /// attaches it); a resume before that finds nobody waiting.
+    init() {}
 
     fileprivate func attach(_ continuation: CheckedContinuation<Value, any Error>) {
         let cancelledFirst = state.withLock { state -> Bool in

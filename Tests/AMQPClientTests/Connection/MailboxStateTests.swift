@@ -75,14 +75,27 @@ struct MailboxStateTests {
         var state = MailboxState()
         let action = try state.routePublish(Self.channel, Self.request(size: 1000), at: Self.later, bufferLimit: 500)
         #expect(action == .queued(.none, waitForRoom: true))
+        let publisher = MailboxState.PublishWaiter()
+        guard case .wait = state.waitForRoom(publisher, bufferLimit: 500) else {
+            Issue.record("a publisher over the limit must wait")
+            return
+        }
         var batch: Deque<Command> = []
-        let decision6 = state.takeCommands(into: &batch, bufferLimit: 500)
-        #expect(decision6.isEmpty)
+        let resumed = state.takeCommands(into: &batch, bufferLimit: 500)
+        #expect(resumed.count == 1 && resumed.first === publisher)
         #expect(batch.count == 1)
         #expect(state.queuedPublishBytes == 0)
-        // Held publishes of a blocked connection still count.
-        _ = state.setHeldPublishBytes(1256, bufferLimit: 500)
+        // Held publishes of a blocked connection still count: the next publisher waits until
+        // the I/O thread releases them.
+        let stillResumed = state.setHeldPublishBytes(1256, bufferLimit: 500)
+        #expect(stillResumed.isEmpty)
         #expect(state.heldPublishBytes == 1256)
+        let second = MailboxState.PublishWaiter()
+        guard case .wait = state.waitForRoom(second, bufferLimit: 500) else {
+            Issue.record("held publishes over the limit must make a publisher wait")
+            return
+        }
+        #expect(state.setHeldPublishBytes(400, bufferLimit: 500).first === second)
     }
 
     @Test("a settlement need not wake an I/O thread that wakes by itself within a millisecond")

@@ -15,19 +15,23 @@ struct ConsumerStreamTests {
         await #expect(throws: AMQPError.self) { try await stream.next() }
     }
 
-    @Test("a waiting iterator is resumed by a push")
+    @Test("a waiting iterator is resumed by a push and the I/O thread's wake, as the I/O thread does it")
     func waiterResumed() async throws {
         let stream = ConsumerStream(consumerTag: "t", queue: "q", noAck: false) { _, _ in }
         let channel = try Self.detachedChannel()
         async let next = stream.next()
-        // Push until the waiter has taken one (it may register after the first push).
-        var pushed = 0
-        repeat {
-            pushed += 1
-            _ = stream.push(Self.delivery(pushed, channel))
+        // Bounded: the iterator registers as a waiter once its task runs.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while !stream.hasWaiter {
+            try #require(ContinuousClock.now < deadline, "the iterator did not start waiting within 5 s")
             await Task.yield()
-        } while pushed < 2
+        }
+        // A push to a waiting iterator asks for a wake; the I/O thread hands the delivery over.
+        #expect(stream.push(Self.delivery(1, channel)) == .acceptedNeedsWake)
+        #expect(stream.push(Self.delivery(2, channel)) == .accepted)  // one wake per batch
+        #expect(stream.wakeIfDue(at: nil, batching: .init(), batchLimit: 1) == .done)
         #expect(try await next?.deliveryTag == 1)
+        #expect(try await stream.next()?.deliveryTag == 2)
     }
 
     @Test("terminating returns the unseen deliveries and refuses later ones")
