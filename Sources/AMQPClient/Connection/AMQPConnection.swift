@@ -169,10 +169,11 @@ public final class AMQPConnection: Sendable {
     ///
     /// Returns within about ``Configuration/closeTimeout`` whatever the connection is doing,
     /// also while it recovers from a broker that cannot be reached: the connection refuses new
-    /// work at once, and its thread finishes by itself.
+    /// work at once, and its thread finishes by itself. A cancelled task returns at once; the
+    /// connection goes on closing.
     public func close() async {
         core.beginClose()
-        _ = await core.waitUntilClosed()
+        _ = await core.waitUntilClosedAfterClosing()
     }
 
     /// The connection's events, from now on: blocked and unblocked, each step of a recovery,
@@ -194,7 +195,7 @@ public final class AMQPConnection: Sendable {
     /// ``AMQPError/Code/cancelled`` (the connection goes on).
     public func closed() async -> AMQPError? {
         do {
-            return try await core.waitUntilClosed(cancellable: true)
+            return try await core.waitUntilClosed()
         } catch {
             return error
         }
@@ -206,16 +207,19 @@ extension AMQPConnection: Service {
     /// ``Configuration/closeTimeout``) or until the connection fails (then throws why). In a
     /// `ServiceGroup` whose other service fails, the group's cancellation closes it.
     public func run() async throws {
-        let error = await withTaskCancellationHandler {
-            await withGracefulShutdownHandler {
-                await self.core.waitUntilClosed()
-            } onGracefulShutdown: {
-                self.core.beginClose()
-            }
-        } onCancel: {
-            self.core.beginClose()
+        // Until the connection ends by itself, or a graceful shutdown or cancellation comes.
+        do {
+            if let error = try await cancelWhenGracefulShutdown({ try await self.core.waitUntilClosed() }) { throw error }
+            return
+        } catch let error as AMQPError where error.code != .cancelled {
+            throw error
+        } catch {
+            // Shutting down.
         }
-        if let error { throw error }
+        // Then close it, waiting at most closeTimeout (a cancelled task does not wait: the
+        // connection goes on closing by itself).
+        core.beginClose()
+        if let error = await core.waitUntilClosedAfterClosing() { throw error }
     }
 }
 

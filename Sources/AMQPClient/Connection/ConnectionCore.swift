@@ -154,10 +154,10 @@ final class ConnectionCore: Sendable {
 
     /// Asks the I/O thread to close the connection gracefully. Idempotent.
     ///
-    /// Whoever waits for the end (``waitUntilClosed()``: `close()`, `closed()`, the `Service`)
-    /// is released after ``AMQPConnection/Configuration/closeTimeout`` even if the I/O thread is
-    /// still busy, say in a recovery attempt against a broker that does not answer: the
-    /// connection refuses new work at once, and the thread finishes by itself.
+    /// The connection refuses new work at once; the thread finishes by itself within
+    /// ``AMQPConnection/Configuration/closeTimeout`` (a socket it blocks on is shut down, a
+    /// stalled write gives up). Whoever waits for the end bounds the wait itself
+    /// (``waitUntilClosed(within:)``).
     func beginClose() {
         guard let action = state.withLock({ $0.beginClose() }) else { return }
         var signal: UInt8 = 1
@@ -167,37 +167,35 @@ final class ConnectionCore: Sendable {
             if let socket = state.socket { _ = shutdown(socket, Int32(SHUT_RDWR)) }
         }
         perform(action)
-        let limit = configuration.closeTimeout + Self.closeGrace
-        Task { [weak self] in
-            try? await Task.sleep(for: limit)
-            self?.releaseCloseWaiters()
-        }
     }
 
     /// Beyond ``AMQPConnection/Configuration/closeTimeout``: time for the I/O thread to notice
     /// the close and tear down once the broker's confirmation is overdue.
     static let closeGrace = Duration.milliseconds(500)
 
-    private func releaseCloseWaiters() {
-        for waiter in state.withLock({ $0.takeCloseWaiters() }) { waiter.resume(returning: nil) }
-    }
-
     /// Waits until the I/O thread has finished. Returns the error that ended the connection,
-    /// or `nil` when the application closed it. A `cancellable` wait throws
-    /// ``AMQPError/Code/cancelled`` as soon as its task is cancelled; the others (closing, which
-    /// is bounded by ``AMQPConnection/Configuration/closeTimeout``) wait on.
-    func waitUntilClosed(cancellable: Bool) async throws(AMQPError) -> AMQPError? {
-        try await withCancellableContinuation(cancellable: cancellable) { (continuation: CancellableContinuation<AMQPError?>) in
+    /// or `nil` when the application closed it; throws ``AMQPError/Code/cancelled`` as soon as
+    /// the task is cancelled.
+    func waitUntilClosed() async throws(AMQPError) -> AMQPError? {
+        try await withCancellableContinuation { (continuation: CancellableContinuation<AMQPError?>) in
             if let ended = state.withLock({ $0.waitUntilClosed(continuation) }) {
                 continuation.resume(returning: ended)
             }
         }
     }
 
-    /// Waits until the I/O thread has finished or ``AMQPConnection/Configuration/closeTimeout``
-    /// has passed since ``beginClose()``, whatever the task's cancellation.
-    func waitUntilClosed() async -> AMQPError? {
-        (try? await waitUntilClosed(cancellable: false)) ?? nil
+    /// After ``beginClose()``: waits until the I/O thread has finished, for at most
+    /// ``AMQPConnection/Configuration/closeTimeout`` and a grace period, or until the task is
+    /// cancelled. Returns the error that ended the connection, if it ended in time with one.
+    func waitUntilClosedAfterClosing() async -> AMQPError? {
+        let ended = await awaitAtMost(configuration.closeTimeout + Self.closeGrace) { () async -> AMQPError? in
+            do {
+                return try await self.waitUntilClosed()
+            } catch {
+                return nil  // cancelled: stop waiting
+            }
+        }
+        return ended ?? nil
     }
 
     var isOpen: Bool { state.withLock { $0.refusal == nil } }

@@ -156,13 +156,6 @@ struct MailboxState {
         return .some(final.byApplication ? nil : final.error)
     }
 
-    /// The close took too long: those waiting for the end stop waiting (the application closed
-    /// the connection; it refuses new work already).
-    mutating func takeCloseWaiters() -> [CloseWaiter] {
-        defer { closeWaiters.removeAll() }
-        return closeWaiters
-    }
-
     /// Subscribes to the connection's events. Returns `false` when the connection has ended.
     mutating func subscribe(_ subscriber: AsyncStream<AMQPConnection.Event>.Continuation) -> UInt64? {
         guard final == nil else { return nil }

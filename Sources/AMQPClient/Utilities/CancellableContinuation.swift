@@ -64,21 +64,12 @@ extension CancellableContinuation where Value == Void {
 }
 
 /// Runs `body` with a continuation that the task's cancellation resumes with
-/// ``AMQPError/Code/cancelled``; returns what it is resumed with. With `cancellable: false`,
-/// for the few waits that are bounded anyway and must see their end (closing), cancellation
-/// does not cut it short.
+/// ``AMQPError/Code/cancelled``; returns what it is resumed with.
 func withCancellableContinuation<Value: Sendable>(
-    cancellable: Bool = true,
     _ body: (CancellableContinuation<Value>) -> Void
 ) async throws(AMQPError) -> Value {
     let continuation = CancellableContinuation<Value>()
     do {
-        guard cancellable else {
-            return try await withCheckedThrowingContinuation { checked in
-                continuation.attach(checked)
-                body(continuation)
-            }
-        }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { checked in
                 continuation.attach(checked)
