@@ -100,14 +100,15 @@ struct PublisherConfirmTests {
         #expect(confirmed + unknown == 2_000)
     }
 
-    @Test("without confirm mode a publish has nothing to wait for")
+    @Test("without confirm mode there is no verdict: confirmed() says so instead of returning")
     func untracked() async throws {
         try await withTestConnection { connection in
             let channel = try await connection.openChannel()
             let queue = try await channel.declareQueue("", exclusive: true)
             let confirmation = try await channel.publish("x", routingKey: queue.name)
             #expect(!confirmation.isTracked)
-            try await confirmation.confirmed()
+            let error = await expectAMQPError { try await confirmation.confirmed() }
+            #expect(error?.code == .invalidArgument)
         }
     }
 }

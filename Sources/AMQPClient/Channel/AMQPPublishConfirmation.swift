@@ -24,8 +24,13 @@ public struct AMQPPublishConfirmation: Sendable {
     /// ``AMQPError/Code/messageReturned`` when a `mandatory` message could not be routed, and
     /// ``AMQPError/Code/outcomeUnknown`` when the channel or connection closed first (the
     /// message may or may not have been taken: publish it again if duplicates are acceptable).
-    /// Returns at once when the channel was not in confirm mode.
+    /// Throws ``AMQPError/Code/invalidArgument`` when the channel was not in confirm mode: the
+    /// broker gives no verdict then, and returning would claim one (see ``isTracked``).
     public func confirmed() async throws(AMQPError) {
-        try await tracker?.wait()
+        guard let tracker else {
+            throw .invalidArgument(
+                "confirmed() needs a channel in confirm mode: call enablePublisherConfirms() before publishing")
+        }
+        try await tracker.wait()
     }
 }

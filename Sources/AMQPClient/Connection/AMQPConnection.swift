@@ -137,7 +137,6 @@ public final class AMQPConnection: Sendable {
     /// Once the connection has closed, such tasks run on the global executor.
     public var taskExecutor: any TaskExecutor { core }
 
-    /// `false` once the connection is closing or closed. A connection that is recovering is open.
     /// The node the connection is on (or was last on, while it recovers): with several
     /// ``Configuration/endpoints``, which one took it.
     public var currentEndpoint: Configuration.Endpoint? { core.endpoint }
@@ -152,6 +151,7 @@ public final class AMQPConnection: Sendable {
         return nil
     }
 
+    /// `false` once the connection is closing or closed. A connection that is recovering is open.
     public var isOpen: Bool { core.isOpen }
 
     /// Whether the connection was lost and is reconnecting; see ``Configuration/Recovery``.

@@ -54,7 +54,6 @@ public final class AMQPDelivery: Sendable {
         self.generation = generation
     }
 
-    /// The body decoded as UTF-8.
     /// A stream's delivery: its offset in the stream (`x-stream-offset`).
     public var streamOffset: Int64? {
         switch properties.headers?["x-stream-offset"] {
@@ -65,6 +64,7 @@ public final class AMQPDelivery: Sendable {
         }
     }
 
+    /// The body decoded as UTF-8.
     public var bodyString: String { String(decoding: body, as: UTF8.self) }
 
     /// Tells the broker the message was handled and may be forgotten.

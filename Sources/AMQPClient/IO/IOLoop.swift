@@ -3,7 +3,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import CRabbitMQ
 import DequeModule
 import Logging
 
@@ -258,9 +257,7 @@ final class IOLoop {
         if let heldBatchDeadline {
             timeout = min(timeout, max(0, ContinuousClock.now.duration(to: heldBatchDeadline).microseconds))
         }
-        _ = withUnsafeMutableBytes(of: &fds) {
-            camqp_poll_microseconds($0.baseAddress!.assumingMemoryBound(to: pollfd.self), 2, timeout)
-        }
+        SocketWait.wait(&fds, microseconds: timeout)
         socketReadable = fds.0.revents != 0  // data, or an error or hang-up for librabbitmq to report
         if core.didWake(drainWakePipe: fds.1.revents != 0) {
             // What a direct publish left on the socket's doorstep goes before anything else.

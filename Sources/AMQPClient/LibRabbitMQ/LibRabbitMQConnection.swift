@@ -57,6 +57,7 @@ final class LibRabbitMQConnection {
         deadline: ContinuousClock.Instant,
         blockingOn: @escaping (Int32?) -> Void
     ) throws(AMQPError) -> LibRabbitMQConnection {
+        try LibraryVersion.linked.checkBridgeable()
         guard let state = amqp_new_connection() else {
             throw AMQPError(code: .library, message: "librabbitmq could not allocate a connection")
         }

@@ -97,6 +97,29 @@ struct PublisherConfirmsTests {
     }
 }
 
+@Suite("Channel: a publish's confirmation")
+struct PublishConfirmationTests {
+    @Test("confirmed() on a channel that is not in confirm mode throws instead of claiming a verdict")
+    func untracked() async {
+        let confirmation = AMQPPublishConfirmation(tracker: nil)
+        #expect(!confirmation.isTracked)
+        let error = await #expect(throws: AMQPError.self) { try await confirmation.confirmed() }
+        #expect(error?.code == .invalidArgument)
+        #expect(error?.message.contains("enablePublisherConfirms") == true)
+    }
+
+    @Test("confirmed() returns once the broker acked, throws when it nacked")
+    func tracked() async throws {
+        let acked = ConfirmTracker()
+        acked.resolve(acked: true)
+        try await AMQPPublishConfirmation(tracker: acked).confirmed()
+        let nacked = ConfirmTracker()
+        nacked.resolve(acked: false)
+        let error = await #expect(throws: AMQPError.self) { try await AMQPPublishConfirmation(tracker: nacked).confirmed() }
+        #expect(error?.code == .publishNacked)
+    }
+}
+
 @Suite("Channel: bounding unconfirmed publishes")
 struct UnconfirmedPublishLimiterTests {
     @Test("past the limit a publisher waits until a confirm gives a place back")
