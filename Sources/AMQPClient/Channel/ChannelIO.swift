@@ -1,10 +1,9 @@
 /// The I/O thread's view of one open channel: everything the connection tracks per channel,
 /// each fact in one place. Touched only by the I/O thread.
 final class ChannelIO {
-    enum State { case open, closing }
-
     let handle: AMQPChannel
-    var state = State.open
+    /// Open, closing or gone: how the channel closes is decided there.
+    var lifecycle: ChannelStateMachine
     var pendingReplies = PendingReplies()
     /// Live consumers by tag.
     var consumers: [String: ConsumerRecord] = [:] {
@@ -16,14 +15,13 @@ final class ChannelIO {
     var settlements = Settlements()
     var confirms: PublisherConfirms
     var recentlyCancelled = RecentlyCancelledConsumers()
-    /// When the broker must have confirmed our `channel.close`.
-    var closeDeadline: ContinuousClock.Instant?
     /// The prefetch set with `basic.qos`, per consumer (`false`) and for the channel (`true`),
     /// restored after a recovery.
     var prefetch: [Bool: UInt16] = [:]
 
     init(handle: AMQPChannel, keepsUnconfirmedMessages: Bool) {
         self.handle = handle
+        self.lifecycle = ChannelStateMachine(id: handle.ref.id)
         self.confirms = PublisherConfirms(keepsMessages: keepsUnconfirmedMessages)
     }
 

@@ -155,16 +155,25 @@ extension IOLoop {
     /// Starts closing a channel: by the application (`error` is `nil`), or because a call timed
     /// out, which fails everything waiting on the channel at once.
     func close(_ channel: ChannelIO, because error: AMQPError?) {
-        channel.state = .closing
-        channel.handle.markClosed(error ?? .channelClosedByApplication(channel.id))
-        if let error {
-            closeReasons[channel.id] = (channel.epoch, error)
-            channel.finish(consumersWith: error, pendingWith: error)
-        }
         let deadline = ContinuousClock.now + (brokerUnresponsive ? .zero : core.configuration.closeTimeout)
-        channel.closeDeadline = deadline
-        closeDeadline = min(closeDeadline ?? deadline, deadline)
-        send(.channelClose(replyCode: 200, replyText: "Goodbye"), on: channel.id)
+        apply(channel.lifecycle.close(because: error, deadline: deadline), to: channel)
+        if channel.lifecycle.isClosing { closeDeadline = min(closeDeadline ?? deadline, deadline) }
+    }
+
+    /// Carries out what a channel's state machine decided (see ``ChannelStateMachine``).
+    func apply(_ actions: [ChannelStateMachine.Action], to channel: ChannelIO) {
+        for action in actions {
+            switch action {
+            case .sendClose: send(.channelClose(replyCode: 200, replyText: "Goodbye"), on: channel.id)
+            case .sendCloseOk: send(.channelCloseOk, on: channel.id)
+            case .markClosed(let error): channel.handle.markClosed(error)
+            case .rememberReason(let error): closeReasons[channel.id] = (channel.epoch, error)
+            case .finish(let consumers, let pending): channel.finish(consumersWith: consumers, pendingWith: pending)
+            case .failPending(let error): channel.failPending(error)
+            case .release: if channels[channel.id] === channel { channels[channel.id] = nil }
+            case .protocolViolation(let violation): lost(.protocolViolation(violation))
+            }
+        }
     }
 
     /// The channel numbered `id` if it is still the incarnation `epoch`, open or closing. Reply
@@ -176,7 +185,7 @@ extension IOLoop {
     }
 
     func openChannel(_ ref: ChannelRef) -> ChannelIO? {
-        guard let channel = channel(ref.id, epoch: ref.epoch), channel.state == .open else { return nil }
+        guard let channel = channel(ref.id, epoch: ref.epoch), channel.lifecycle.isOpen else { return nil }
         return channel
     }
 
@@ -214,7 +223,6 @@ extension IOLoop {
         }
         reply.deadline = deadlineForCall()
         channel.pendingReplies.append(reply)
-        channel.state = .open
         send(.channelOpen, on: id)
     }
 
@@ -302,7 +310,7 @@ extension IOLoop {
         channelsWithHeldAck.removeAll(keepingCapacity: true)
         for channel in holding {
             guard let ack = channel.settlements.takeHeldAck() else { continue }
-            if channels[channel.id] === channel, channel.state == .open {
+            if channels[channel.id] === channel, channel.lifecycle.isOpen {
                 send(ack, on: channel.id)
             }
         }

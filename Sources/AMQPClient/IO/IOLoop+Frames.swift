@@ -93,7 +93,7 @@ extension IOLoop {
         case .method(let method):
             handleMethod(method, channel: frame.channel)
         case .header(let header):
-            guard let channel = channel(forFrameOn: frame.channel), channel.state == .open else { return }
+            guard let channel = channel(forFrameOn: frame.channel), channel.lifecycle.isOpen else { return }
             // The frame scanner let through only `basic` headers within the maximum message size.
             guard let (properties, footprint) = connection?.properties(of: header), let bodySize = Int(exactly: header.bodySize)
             else {
@@ -108,7 +108,7 @@ extension IOLoop {
                 lost(.protocolViolation(error))
             }
         case .body(let fragment):
-            guard let channel = channel(forFrameOn: frame.channel), channel.state == .open else { return }
+            guard let channel = channel(forFrameOn: frame.channel), channel.lifecycle.isOpen else { return }
             do {
                 if let message = try channel.content.body(fragment) {
                     completed(message, on: channel)
@@ -141,14 +141,15 @@ extension IOLoop {
         }
         guard let channel = channel(forFrameOn: id) else { return }
 
-        if channel.state == .closing {
+        if channel.lifecycle.isClosing {
             // Only the close handshake matters now; deliveries are requeued by the broker.
             switch method {
             case .ok(.channelCloseOk):
-                channels[id] = nil
-                channel.finish(consumersWith: nil, pendingWith: nil)
-            case .channelClose:
-                send(.channelCloseOk, on: id)
+                apply(channel.lifecycle.closeOk(), to: channel)
+            case .channelClose(let replyCode, let replyText, let classID, let methodID):
+                let error = AMQPError.channelClosedByBroker(
+                    channel: id, replyCode: replyCode, replyText: replyText, classID: classID, methodID: methodID)
+                apply(channel.lifecycle.brokerClosed(error), to: channel)
             default:
                 break
             }
@@ -173,14 +174,12 @@ extension IOLoop {
                 .returned(replyCode: replyCode, replyText: replyText), on: channel, deliveryTag: 0, redelivered: false,
                 exchange: exchange, routingKey: routingKey)
         case .channelClose(let replyCode, let replyText, let classID, let methodID):
-            send(.channelCloseOk, on: id)
-            channels[id] = nil
             let error = AMQPError.channelClosedByBroker(
                 channel: id, replyCode: replyCode, replyText: replyText, classID: classID, methodID: methodID)
             logger.debug("channel closed by the broker", metadata: [LoggingKeys.channel: "\(id)", LoggingKeys.error: .untrusted(error)])
-            channel.handle.markClosed(error)
-            closeReasons[id] = (channel.epoch, error)
-            channel.finish(consumersWith: error, pendingWith: error)
+            apply(channel.lifecycle.brokerClosed(error), to: channel)
+        case .ok(.channelCloseOk):
+            apply(channel.lifecycle.closeOk(), to: channel)
         case .cancel(let consumerTag, let noWait):
             if let stream = channel.removeConsumer(consumerTag) {
                 stream.finish(

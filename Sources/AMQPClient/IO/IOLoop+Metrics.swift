@@ -26,7 +26,7 @@ extension IOLoop {
         guard !finished else { return gauges }  // a closed connection has nothing open or waiting
         gauges.connections = connection != nil && !recovering ? 1 : 0
         gauges.publishBufferBytes = core.publishBufferBytes
-        for channel in channels.values where channel.state == .open {
+        for channel in channels.values where channel.lifecycle.isOpen {
             gauges.channels += 1
             for record in channel.consumers.values { gauges.bufferedDeliveries += record.stream.bufferedCount }
         }

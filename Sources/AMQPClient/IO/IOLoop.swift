@@ -303,7 +303,7 @@ final class IOLoop {
         let now = ContinuousClock.now
         guard let callDeadline, now >= callDeadline, let limit = core.configuration.callTimeout else { return }
         self.callDeadline = nil
-        for channel in channels.values where channel.state == .open {
+        for channel in channels.values where channel.lifecycle.isOpen {
             if channel.pendingReplies.hasExpired(at: now) {
                 let error = AMQPError.callTimedOut(channel: channel.id, after: limit)
                 logger.warning("a call timed out; closing its channel", metadata: [LoggingKeys.channel: "\(channel.id)"])
@@ -330,16 +330,17 @@ final class IOLoop {
             return
         }
         self.closeDeadline = nil
-        for channel in channels.values where channel.state == .closing {
-            if let deadline = channel.closeDeadline, ContinuousClock.now >= deadline {
-                // The channel number stays reserved: the broker may still answer late.
-                channel.closeDeadline = nil
-                if lastFrameAt < deadline - core.configuration.closeTimeout { brokerUnresponsive = true }
-                channel.failPending(
-                    AMQPError(code: .channelClosed, message: "the broker did not confirm channel.close in time"))
-            } else if let deadline = channel.closeDeadline {
+        let now = ContinuousClock.now
+        for channel in channels.values {
+            guard let deadline = channel.lifecycle.closeDeadline else { continue }
+            let actions = channel.lifecycle.deadlinePassed(at: now)
+            if actions.isEmpty {
                 self.closeDeadline = min(self.closeDeadline ?? deadline, deadline)
+                continue
             }
+            // Nothing at all arrived since the close went out: later closes need not wait.
+            if lastFrameAt < deadline - core.configuration.closeTimeout { brokerUnresponsive = true }
+            apply(actions, to: channel)
         }
     }
 
@@ -397,8 +398,7 @@ final class IOLoop {
         finalError = error
         core.refuse(error)
         for channel in channels.values {
-            channel.handle.markClosed(error)
-            channel.finish(consumersWith: byApplication ? nil : error, pendingWith: error)
+            apply(channel.lifecycle.connectionEnded(error, byApplication: byApplication), to: channel)
         }
         channels.removeAll()
         for command in held.takeAll() { command.fail(error) }

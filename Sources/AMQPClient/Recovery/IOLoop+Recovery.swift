@@ -45,14 +45,14 @@ extension IOLoop {
             code: .connectionLost,
             message: "the connection was lost before the broker replied (\(cause.message)); it is recovering",
             replyCode: cause.replyCode, replyText: cause.replyText)
-        for (id, channel) in channels {
-            if channel.state == .closing {
-                // The application was closing it: the broker closed it with the connection.
-                channels[id] = nil
-                channel.finish(consumersWith: nil, pendingWith: nil)
-                continue
+        for channel in channels.values {
+            // One the application was closing: the broker closed it with the connection.
+            let actions = channel.lifecycle.connectionLost()
+            if actions.isEmpty {
+                channel.resetForNewConnection(lost: error)
+            } else {
+                apply(actions, to: channel)
             }
-            channel.resetForNewConnection(lost: error)
         }
     }
 
@@ -151,9 +151,7 @@ extension IOLoop {
             switch command {
             case .closeChannel(let ref, let continuation):
                 if let channel = channels[ref.id], channel.epoch == ref.epoch {
-                    channels[ref.id] = nil
-                    channel.handle.markClosed(.channelClosedByApplication(ref.id))
-                    channel.finish(consumersWith: nil, pendingWith: nil)
+                    apply(channel.lifecycle.closedWithoutBroker(), to: channel)
                 }
                 continuation.resume(returning: .ok(.channelCloseOk))
             case .stopConsumer(let ref, let stream, _, let continuation):
@@ -219,10 +217,8 @@ extension IOLoop {
                 logger.warning(
                     "could not restore a channel",
                     metadata: [LoggingKeys.channel: "\(channel.id)", LoggingKeys.error: .untrusted(error)])
-                channels[channel.id] = nil
-                channel.handle.markClosed(error)
-                closeReasons[channel.id] = (channel.epoch, error)
-                channel.finish(consumersWith: error, pendingWith: error)
+                // recoveryCall answered the broker's close already.
+                apply(channel.lifecycle.brokerClosed(error, answered: true), to: channel)
             }
         }
     }
