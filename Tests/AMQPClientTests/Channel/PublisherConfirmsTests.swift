@@ -130,7 +130,7 @@ struct UnconfirmedPublishLimiterTests {
         let third = Task { try await limiter.acquire() }
         let tracker = ConfirmTracker(limiter: limiter)
         tracker.resolve(acked: true)  // one publish confirmed: its place goes to the waiter
-        try await third.value
+        try await value(of: third, "the third publisher")
         #expect(limiter.outstanding == 2)
         tracker.resolve(acked: true)  // an outcome gives its place back only once
         #expect(limiter.outstanding == 2)
@@ -147,10 +147,10 @@ struct UnconfirmedPublishLimiterTests {
         let next = Task { try await limiter.acquire() }
         try await Self.waitUntil { limiter.waiting == 2 }
         cancelled.cancel()
-        let error = await #expect(throws: AMQPError.self) { try await cancelled.value }
+        let error = await #expect(throws: AMQPError.self) { try await value(of: cancelled, "the cancelled publisher") }
         #expect(error?.code == .cancelled)
         ConfirmTracker(limiter: limiter).resolve(acked: true)  // the place skips the cancelled waiter
-        try await next.value
+        try await value(of: next, "the next publisher")
         #expect(limiter.outstanding == 1)
     }
 

@@ -45,6 +45,17 @@ struct ConsumerStreamTests {
         #expect(stream.push(Self.delivery(3, channel)) == .refused)
     }
 
+    @Test("once finished, the buffer refuses new deliveries (the broker gets them back) and still hands out what it held")
+    func finishedRefuses() async throws {
+        let stream = ConsumerStream(consumerTag: "t", queue: "q", noAck: false) { _, _ in }
+        let channel = try Self.detachedChannel()
+        #expect(stream.push(Self.delivery(1, channel)) == .accepted)
+        stream.finish(nil)
+        #expect(stream.push(Self.delivery(2, channel)) == .refused)
+        #expect(try await stream.next()?.deliveryTag == 1)
+        #expect(try await stream.next() == nil)
+    }
+
     @Test("cancelling the iterating task ends the sequence")
     func cancellation() async throws {
         let stream = ConsumerStream(consumerTag: "t", queue: "q", noAck: false) { _, _ in }
