@@ -64,12 +64,32 @@ public final class EventBus: Sendable {
         self.logger = logger
         self.publishing = OpenedOnFirstUse("the publishing channel", on: connection) {
             let channel = try await connection.openChannel()
-            try await channel.enablePublisherConfirms()
+            do {
+                try await channel.enablePublisherConfirms()
+            } catch {
+                await channel.close()
+                throw error
+            }
             return channel
-        } isUsable: { $0.isOpen }
+        } isUsable: { $0.isOpen } close: { await $0.close() }
         self.replies = OpenedOnFirstUse("the reply channel", on: connection) {
             try await ReplyClient.open(on: connection)
-        } isUsable: { $0.channel.isOpen }
+        } isUsable: { $0.isUsable } close: { await $0.close() }
+    }
+
+    /// Closes the channels the bus opened for itself: the publishing channel and request/reply's.
+    /// Requests still waiting for their reply fail with ``EventError/Code/closed``, and so does
+    /// every later publish or request. The connection stays open.
+    ///
+    /// Subscriptions and responders run in the tasks that called ``run(_:)`` or
+    /// ``respond(to:with:concurrency:_:)`` and end when those are cancelled; close the bus once
+    /// they have ended (a handler's retry or parking publishes through the bus).
+    ///
+    /// Releasing the bus without closing it stops reading replies too (the reply consumer is
+    /// cancelled); its channels close with the connection.
+    public func close() async {
+        await replies.close()
+        await publishing.close()
     }
 
     /// A new channel of the connection.
@@ -153,41 +173,85 @@ extension AMQPConnection {
 
 /// Something opened on first use (a channel, the reply client) and opened again once it is no
 /// longer usable (a broker error closed its channel) while the connection is open.
+///
+/// The opening runs in a task of its own, shared by the callers that want the value meanwhile. It
+/// may outlive them all (each stops waiting when cancelled): that is on purpose, the value is
+/// kept for the next caller, and the opening is bounded by the connection's timeouts. The task
+/// is owned here, in `opening`: ``close()`` and releasing this cancel it, and ``close()`` closes
+/// what it opened.
 final class OpenedOnFirstUse<Value: Sendable>: Sendable {
+    private struct State {
+        var opening: Task<Value, any Error>?
+        var closed = false
+    }
+
     private let connection: AMQPConnection
     private let what: String
     private let open: @Sendable () async throws -> Value
     private let isUsable: @Sendable (Value) -> Bool
-    private let opening = Mutex<Task<Value, any Error>?>(nil)
+    private let closeValue: @Sendable (Value) async -> Void
+    private let state = Mutex(State())
 
     init(
         _ what: String, on connection: AMQPConnection, open: @escaping @Sendable () async throws -> Value,
-        isUsable: @escaping @Sendable (Value) -> Bool
+        isUsable: @escaping @Sendable (Value) -> Bool, close: @escaping @Sendable (Value) async -> Void
     ) {
         self.what = what
         self.connection = connection
         self.open = open
         self.isUsable = isUsable
+        self.closeValue = close
+    }
+
+    deinit {
+        // An opening still under way has nobody left to use it. (A value opened already goes with
+        // its last reference: the reply client's deinit stops its reading.)
+        state.withLock { $0.opening?.cancel() }
     }
 
     func get() async throws(EventError) -> Value {
         let open = self.open
-        let task = opening.withLock { task in
-            if let task { return task }
+        let task = try state.withLock { state throws(EventError) in
+            if state.closed { throw EventError.busClosed }
+            if let task = state.opening { return task }
             let opened = Task { try await open() }
-            task = opened
+            state.opening = opened
             return opened
         }
+        let value: Value
         do {
-            let value = try await task.value
-            if isUsable(value) || !connection.isOpen { return value }
-            opening.withLock { if $0 == task { $0 = nil } }
-            return try await get()
-        } catch let error as EventError {
-            throw error
+            value = try await task.value
         } catch {
-            opening.withLock { if $0 == task { $0 = nil } }
+            _ = forget(task)
+            if state.withLock({ $0.closed }) { throw EventError.busClosed }
+            if let error = error as? EventError { throw error }
             throw EventError.broker("opening \(what)", AMQPError.wrapping(error))
+        }
+        if isUsable(value) || !connection.isOpen { return value }
+        // Unusable (say, a broker error closed its channel): closed by the caller that forgets it.
+        if forget(task) { await closeValue(value) }
+        return try await get()
+    }
+
+    /// Closes the value (waiting for an opening under way, which is cancelled) and refuses to
+    /// open again.
+    func close() async {
+        let task = state.withLock { state -> Task<Value, any Error>? in
+            state.closed = true
+            defer { state.opening = nil }
+            return state.opening
+        }
+        guard let task else { return }
+        task.cancel()  // an opening under way stops; one that completed is not affected
+        if let value = try? await task.value { await closeValue(value) }
+    }
+
+    /// Drops `task` unless another caller did already; returns whether this call did.
+    private func forget(_ task: Task<Value, any Error>) -> Bool {
+        state.withLock { state in
+            guard state.opening == task else { return false }
+            state.opening = nil
+            return true
         }
     }
 }

@@ -49,6 +49,18 @@ public final class AMQPConsumer: AsyncSequence, Sendable {
         try await channel.cancelConsumer(stream)
     }
 
+    /// Cancels the consumer on the broker without waiting: ``cancel()`` for code that cannot
+    /// suspend, such as a graceful-shutdown handler, which would otherwise need a task of its own.
+    /// The cancel is sent, deliveries already buffered can still be iterated, then the sequence
+    /// ends; the broker's confirmation is not waited for, and what it delivers meanwhile is
+    /// requeued.
+    package func requestCancel() {
+        if stream.isFinished { return }
+        // No continuation: nobody waits for cancel-ok. A connection that refuses the command
+        // (it is closing) ends the sequence here.
+        channel.core.submitOrFail(.stopConsumer(channel.ref, stream, requeue: [], nil))
+    }
+
     public struct AsyncIterator: AsyncIteratorProtocol, Sendable {
         let stream: ConsumerStream
         /// Keeps the consumer alive while it is iterated, also when the sequence was a temporary

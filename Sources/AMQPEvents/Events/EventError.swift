@@ -31,6 +31,9 @@ public struct EventError: Error, Sendable, CustomStringConvertible {
         public static let responderFailed = Code("responderFailed")
         /// The application passed something unusable (say, a concurrency of 0).
         public static let invalidArgument = Code("invalidArgument")
+        /// The ``EventBus`` was closed (``EventBus/close()``) or released: it publishes and
+        /// requests no more, and the requests that were waiting for a reply failed.
+        public static let closed = Code("closed")
     }
 
     public var code: Code
@@ -55,6 +58,8 @@ public struct EventError: Error, Sendable, CustomStringConvertible {
         if let underlying { text += " (\(underlying))" }
         return text
     }
+
+    static let busClosed = EventError(code: .closed, message: "the event bus is closed")
 
     static func broker(_ what: String, _ error: AMQPError) -> EventError {
         EventError(code: .brokerFailed, message: "\(what): \(error.message)", underlying: error)

@@ -103,7 +103,9 @@ extension EventBus {
                     try await group.waitForAll()
                 }
             } onGracefulShutdown: {
-                Task { try? await consumer.cancel() }
+                // Synchronous, no task: basic.cancel is sent and the sequence ends after the
+                // deliveries buffered now, whether the broker answers or not.
+                consumer.requestCancel()
             }
         } catch is CancellationError {
             return
