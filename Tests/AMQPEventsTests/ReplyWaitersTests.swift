@@ -28,7 +28,7 @@ struct ReplyWaitersTests {
     }
 
     /// Whether `condition` holds within `limit` (checked every millisecond).
-    static func eventually(within limit: Duration = .seconds(2), _ condition: () -> Bool) async -> Bool {
+    static func eventually(within limit: Duration = .seconds(10), _ condition: () -> Bool) async -> Bool {
         let deadline = ContinuousClock.now + limit
         while !condition() {
             guard ContinuousClock.now < deadline else { return false }
@@ -83,7 +83,8 @@ struct ReplyWaitersTests {
             let elapsed = start.duration(to: .now)
             #expect(error?.code == .timedOut)
             #expect(elapsed >= timeout)
-            #expect(elapsed < timeout + ReplyClient.sweepInterval + .milliseconds(100), "fired after \(elapsed)")
+            // One sweep late at most, and slack for a machine busy with the rest of the suite.
+            #expect(elapsed < timeout + ReplyClient.sweepInterval + .seconds(1), "fired after \(elapsed)")
         }
         serving.cancel()
         source.finish()
