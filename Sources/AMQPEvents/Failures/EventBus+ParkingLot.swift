@@ -57,9 +57,17 @@ extension EventBus {
         let channel = try await openChannel()
         do {
             var parked: [ParkedMessage] = []
-            // Unacknowledged until the channel closes, which puts them all back in their places.
+            var last: AMQPDelivery?
             while parked.count < limit, let delivery = try await channel.get(from: parkingLot, noAck: false) {
                 parked.append(ParkedMessage(delivery))
+                last = delivery
+            }
+            // Put them all back in their places, and wait until the queue has them again: a
+            // call on the same channel is answered after the queue handled the requeue, so a
+            // replay that counts the parking lot next sees them (a close alone did not wait).
+            if let last {
+                try await last.nack(multiple: true, requeue: true)
+                _ = try await channel.declareQueue(parkingLot, passive: true)
             }
             await channel.close()
             return parked
