@@ -157,7 +157,7 @@ final class ConnectionCore: Sendable {
     /// The connection refuses new work at once; the thread finishes by itself within
     /// ``AMQPConnection/Configuration/closeTimeout`` (a socket it blocks on is shut down, a
     /// stalled write gives up). Whoever waits for the end bounds the wait itself
-    /// (``waitUntilClosed(within:)``).
+    /// (``waitUntilClosedAfterClosing()``).
     func beginClose() {
         guard let action = state.withLock({ $0.beginClose() }) else { return }
         var signal: UInt8 = 1

@@ -11,7 +11,7 @@ import CRabbitMQ
 ///
 /// The methods and properties are encoded by librabbitmq's own encoders
 /// (`amqp_encode_method`, `amqp_encode_properties`); only the framing (type, channel, size,
-/// frame end) is written here. ``flush(to:stallLimit:)`` always writes the whole buffer, so
+/// frame end) is written here. ``flush(to:limits:)`` always writes the whole buffer, so
 /// frames never interleave with the ones librabbitmq writes itself (heartbeats). Used only on
 /// the connection's I/O thread.
 final class FrameWriter {
@@ -223,7 +223,7 @@ final class FrameWriter {
     }
 
     /// Writes what the transport takes without waiting. Returns whether everything went; what
-    /// did not stays buffered, from its first unwritten byte, for ``flush(to:stallLimit:)``
+    /// did not stays buffered, from its first unwritten byte, for ``flush(to:limits:)``
     /// (under TLS the same bytes must be offered again, which they are). A failure also leaves
     /// the bytes buffered: the flush that follows reports it.
     func sendWithoutWaiting(to transport: Transport) -> Bool {
