@@ -41,7 +41,6 @@ extension IOLoop {
                 return
             case .frame(let frame):
                 lastFrameAt = now
-                brokerUnresponsive = false
                 handle(frame)
                 if finished || recovering { return }
                 connection.releaseBuffers(channel: frame.channel)

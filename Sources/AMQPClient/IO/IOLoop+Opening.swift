@@ -46,7 +46,7 @@ extension IOLoop {
             serverProperties: connection.serverProperties)
         nextHeartbeatService = ContinuousClock.now + heartbeatServiceInterval
         lastFrameAt = .now
-        brokerUnresponsive = false
+        unansweredCloseAt = nil
         logger[metadataKey: LoggingKeys.endpoint] = "\(endpoint)"
         logger.debug(
             "AMQP connection open",

@@ -35,9 +35,10 @@ final class IOLoop {
     /// A channel close went unanswered for ``AMQPConnection/Configuration/closeTimeout`` and
     /// nothing at all arrived meanwhile: the broker is not answering. Later closes (of the
     /// other channels, of the connection) then do not wait for it again, so closing a service's
-    /// channels and then its connection takes one `closeTimeout`, not one each. Cleared by the
-    /// next frame that arrives.
-    var brokerUnresponsive = false
+    /// channels and then its connection takes one `closeTimeout`, not one each. Over as soon as
+    /// a frame arrives (derived, so the read path stores nothing more per frame).
+    var unansweredCloseAt: ContinuousClock.Instant?
+    var brokerUnresponsive: Bool { unansweredCloseAt.map { lastFrameAt <= $0 } ?? false }
     /// The earliest deadline of a call waiting for its reply (``AMQPConnection/Configuration/callTimeout``).
     var callDeadline: ContinuousClock.Instant?
     var finished = false
@@ -339,7 +340,7 @@ final class IOLoop {
                 continue
             }
             // Nothing at all arrived since the close went out: later closes need not wait.
-            if lastFrameAt < deadline - core.configuration.closeTimeout { brokerUnresponsive = true }
+            if lastFrameAt < deadline - core.configuration.closeTimeout { unansweredCloseAt = now }
             apply(actions, to: channel)
         }
     }

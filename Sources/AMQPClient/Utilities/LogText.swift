@@ -5,9 +5,7 @@ extension Logger.MetadataValue {
     /// log line: control characters escaped and at most ``LogText/limit`` characters, so that a
     /// misbehaving broker can neither forge log lines nor make them huge.
     static func untrusted(_ value: Any) -> Self {
-        // An AMQPError's description is escaped already: escape its fields once, not twice.
-        if let error = value as? AMQPError { return .string(LogText.bounded(error.unescapedDescription)) }
-        return .string(LogText.bounded("\(value)"))
+        .string(LogText.untrusted(value))
     }
 }
 
@@ -15,6 +13,13 @@ extension Logger.MetadataValue {
 /// or an error's description. `package`: the samples and tools print message fields with it too.
 package enum LogText {
     package static let limit = 256
+
+    /// `value` as text from the broker or a message, fit for a log line (``bounded(_:)``). An
+    /// ``AMQPError`` describes itself escaped already: its fields are escaped once, not twice.
+    package static func untrusted(_ value: Any) -> String {
+        if let error = value as? AMQPError { return bounded(error.unescapedDescription) }
+        return bounded("\(value)")
+    }
 
     /// `text` escaped, and cut after ``limit`` characters: fit for a log line.
     package static func bounded(_ text: String) -> String {

@@ -6,8 +6,8 @@ extension Logger.MetadataValue {
     /// log line: escaped and cut as the client escapes the broker's text, so a publisher can
     /// neither forge log lines nor make them huge.
     static func untrusted(_ value: Any) -> Self {
-        // These describe themselves escaped already: once is enough.
-        if value is AMQPError || value is EventError { return .string("\(value)") }
-        return .string(LogText.escaped("\(value)", limit: LogText.limit))
+        // An EventError describes itself escaped already: once is enough.
+        if value is EventError { return .string("\(value)") }
+        return .string(LogText.untrusted(value))
     }
 }
