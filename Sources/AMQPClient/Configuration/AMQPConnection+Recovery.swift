@@ -79,12 +79,13 @@ extension AMQPConnection.Configuration {
         /// No recovery: a lost connection closes, and everything waiting on it fails.
         public static let disabled = Recovery(isEnabled: false)
 
-        /// The wait before attempt `attempt` (counting from 1), with jitter.
-        func delay(beforeAttempt attempt: Int) -> Duration {
-            let doublings = min(attempt - 1, 30)
+        /// The wait before attempt `attempt` (counting from 1), with jitter: `jitter` is a factor
+        /// in `0.5...1`, random unless a test picks it.
+        func delay(beforeAttempt attempt: Int, jitter: Double = Double.random(in: 0.5...1.0)) -> Duration {
+            let doublings = min(max(attempt - 1, 0), 30)
             var delay = initialDelay * (1 << doublings)
             if delay > maximumDelay || delay < .zero { delay = maximumDelay }
-            return delay * Double.random(in: 0.5...1.0)
+            return delay * min(max(jitter, 0.5), 1.0)
         }
     }
 }

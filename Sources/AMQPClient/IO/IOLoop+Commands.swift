@@ -144,11 +144,7 @@ extension IOLoop {
             channel.pendingReplies.append(PendingReply(replies: [.channelCloseOk], continuation: continuation))
             close(channel, because: nil)
         case .closeConnection:
-            guard !closingConnection else { return }
-            closingConnection = true
-            for command in held.takeAll() { command.fail(.connectionClosedByApplication) }
-            closeDeadline = ContinuousClock.now + (brokerUnresponsive ? .zero : core.configuration.closeTimeout)
-            send(.connectionClose(replyCode: 200, replyText: "Goodbye"), on: 0)
+            carryOut(machine.closeRequested(at: .now, brokerUnresponsive: brokerUnresponsive))
         }
     }
 
@@ -157,7 +153,7 @@ extension IOLoop {
     func close(_ channel: ChannelIO, because error: AMQPError?) {
         let deadline = ContinuousClock.now + (brokerUnresponsive ? .zero : core.configuration.closeTimeout)
         apply(channel.lifecycle.close(because: error, deadline: deadline), to: channel)
-        if channel.lifecycle.isClosing { closeDeadline = min(closeDeadline ?? deadline, deadline) }
+        if channel.lifecycle.isClosing { channelCloseDeadline = min(channelCloseDeadline ?? deadline, deadline) }
     }
 
     /// Carries out what a channel's state machine decided (see ``ChannelStateMachine``).
@@ -170,7 +166,11 @@ extension IOLoop {
             case .rememberReason(let error): closeReasons[channel.id] = (channel.epoch, error)
             case .finish(let consumers, let pending): channel.finish(consumersWith: consumers, pendingWith: pending)
             case .failPending(let error): channel.failPending(error)
-            case .release: if channels[channel.id] === channel { channels[channel.id] = nil }
+            case .release:
+                if channels[channel.id] === channel {
+                    channels[channel.id] = nil
+                    machine.channelReleased(channel.id)
+                }
             case .protocolViolation(let violation): lost(.protocolViolation(violation))
             }
         }

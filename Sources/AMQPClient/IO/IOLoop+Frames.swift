@@ -16,7 +16,7 @@ extension IOLoop {
         guard let connection else { return }
         let now = ContinuousClock.now
         let heartbeatsDue = now >= nextHeartbeatService
-        if !fullConsumers.isEmpty {
+        if !fullConsumers.isEmpty && !recovering {
             // A finished consumer (its channel closed, or cancelled) receives nothing more: its
             // buffer no longer holds up the reading, whether the application drains it or not.
             fullConsumers.removeAll { !$0.isOverLimit || $0.isFinished }
@@ -42,9 +42,10 @@ extension IOLoop {
             case .frame(let frame):
                 lastFrameAt = now
                 handle(frame)
-                if finished || recovering { return }
+                // Lost, closed, or a recovery attempt failed: that connection is gone.
+                if self.connection !== connection { return }
                 connection.releaseBuffers(channel: frame.channel)
-                if !fullConsumers.isEmpty { return }  // a consumer's buffer is full: stop reading
+                if !fullConsumers.isEmpty && !recovering { return }  // a consumer's buffer is full: stop reading
             }
             // Read buffer drained: let poll say when more arrives rather than try a recv now.
             if !heartbeatsDue && !connection.hasBufferedInput { return }
@@ -134,6 +135,11 @@ extension IOLoop {
     }
 
     func handleMethod(_ method: ServerMethod, channel id: UInt16) {
+        // A reply (or refusal) a recovery step waits for is the recovery's.
+        if recovering, let actions = machine.recoveryReply(method, on: id, at: .now) {
+            carryOut(actions)
+            return
+        }
         if id == 0 {
             handleConnectionMethod(method)
             return
@@ -296,20 +302,9 @@ extension IOLoop {
     func handleConnectionMethod(_ method: ServerMethod) {
         switch method {
         case .connectionClose(let replyCode, let replyText, _, _):
-            send(.connectionCloseOk, on: 0)
-            flushOutbound()
-            let error = AMQPError(
-                code: replyCode == 403 ? .accessRefused : .connectionClosed,
-                message: "the broker closed the connection", replyCode: replyCode, replyText: replyText)
-            if closingConnection {
-                tearDown(error, byApplication: true)
-            } else {
-                lost(error)
-            }
-        case .ok(.connectionCloseOk) where closingConnection:
-            tearDown(.connectionClosedByApplication, byApplication: true)
+            carryOut(machine.brokerClosed(replyCode: replyCode, replyText: replyText, at: .now))
         case .ok(.connectionCloseOk):
-            unsolicited(method, on: 0)
+            carryOut(machine.closeOk(at: .now))
         case .connectionBlocked(let reason):
             if let suppressed = logLimiter.admit("blocked") {
                 logger.warning(

@@ -25,7 +25,7 @@ extension IOLoop {
 
     private func open(_ endpoint: AMQPConnection.Configuration.Endpoint) throws(AMQPError) {
         var deadline = ContinuousClock.now + core.configuration.connectTimeout
-        if let attemptDeadline { deadline = min(deadline, attemptDeadline) }
+        if recovering, let attemptDeadline = machine.nextDeadline { deadline = min(deadline, attemptDeadline) }
         if let tls = core.configuration.tls {
             for warning in TLSSession.warnings(for: tls) {
                 logger.warning("\(warning)", metadata: [LoggingKeys.endpoint: "\(endpoint)"])
@@ -39,7 +39,7 @@ extension IOLoop {
         self.connection = connection
         // Frames on any other channel are refused before librabbitmq keeps memory for them.
         connection.bridge.isChannelOpen = { [unowned self] id in
-            self.channels[id] != nil || id == self.recoveryTopologyChannel
+            self.channels[id] != nil || id == self.machine.topologyChannel
         }
         core.connectionOpened(
             transport: connection.transport, frameMax: connection.frameMax, endpoint: endpoint,

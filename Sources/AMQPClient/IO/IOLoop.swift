@@ -29,7 +29,10 @@ final class IOLoop {
     var nextEpoch: UInt32 = 0
     var nextConsumerOrder: UInt64 = 0
     var batch: Deque<Command> = []
-    var closeDeadline: ContinuousClock.Instant?
+    /// Open, closing, recovering or closed: what the connection as a whole does next is decided there.
+    var machine: ConnectionStateMachine
+    /// The earliest deadline of a channel close waiting for the broker's `close-ok`.
+    var channelCloseDeadline: ContinuousClock.Instant?
     /// When a frame last arrived.
     var lastFrameAt = ContinuousClock.now
     /// A channel close went unanswered for ``AMQPConnection/Configuration/closeTimeout`` and
@@ -41,25 +44,12 @@ final class IOLoop {
     var brokerUnresponsive: Bool { unansweredCloseAt.map { lastFrameAt <= $0 } ?? false }
     /// The earliest deadline of a call waiting for its reply (``AMQPConnection/Configuration/callTimeout``).
     var callDeadline: ContinuousClock.Instant?
-    var finished = false
-    /// Set while the connection is lost and being recovered: why it was lost.
-    var recoveryCause: AMQPError?
-    /// A failure noticed while a recovery attempt talks to the broker; the attempt ends with it.
-    var attemptFailure: AMQPError?
-    /// The number of the recovery attempt under way.
-    var recoveryAttempt = 0
-    /// When the recovery attempt under way must be over (``AMQPConnection/Configuration/Recovery/attemptTimeout``).
-    var attemptDeadline: ContinuousClock.Instant?
-    /// When the connection last opened or recovered, and after how many attempts: a connection
-    /// lost soon after goes on counting attempts (``AMQPConnection/Configuration/Recovery/backoffResetAfter``).
-    var lastConnected: (at: ContinuousClock.Instant, attempts: Int) = (.now, 0)
-    /// The channel a recovery declares the topology on, while it does.
-    var recoveryTopologyChannel: UInt16?
-    var recovering: Bool { recoveryCause != nil }
+    var finished: Bool { machine.isClosed }
+    var recovering: Bool { machine.isRecovering }
+    var closingConnection: Bool { machine.isClosing }
     var startContinuation: CheckedContinuation<Void, any Error>?
 
     // Commands and settlement
-    var closingConnection = false
     var finalError: AMQPError?
     /// Why each closed channel number last closed: a command already queued when the broker
     /// closed its channel fails with the broker's reason, not a generic one.
@@ -116,6 +106,8 @@ final class IOLoop {
     private init(core: ConnectionCore) {
         self.core = core
         self.logger = core.logger
+        self.machine = ConnectionStateMachine(
+            configuration: .init(recovery: core.configuration.recovery, closeTimeout: core.configuration.closeTimeout))
     }
 
     /// Starts the I/O thread and returns once the connection is open (or throws why it could not
@@ -189,7 +181,7 @@ final class IOLoop {
             startContinuation = nil
             return
         }
-        lastConnected = (.now, 0)
+        machine.connected(at: .now)
         startContinuation?.resume()
         startContinuation = nil
         runLoop()
@@ -207,7 +199,7 @@ final class IOLoop {
     func runLoop() {
         while !finished {
             if recovering {
-                recover()
+                runRecoveryTurn()
                 continue
             }
             runCommands()
@@ -218,8 +210,7 @@ final class IOLoop {
             }
             if !finished { runJobs() }  // tasks that prefer this thread, resumed by those frames
             if !finished, let metrics = core.metrics { reportGaugesIfDue(metrics) }
-            if !finished && !recovering { checkCloseDeadline() }
-            if !finished && !recovering { checkCallDeadlines() }
+            if !finished && !recovering { checkDeadlines() }
             if !finished && !recovering { waitForWork() }
         }
     }
@@ -290,7 +281,7 @@ final class IOLoop {
     /// notice a close that took too long.
     func pollTimeoutMilliseconds() -> Int32 {
         var timeout: Int64 = heartbeatSeconds > 0 ? Int64(heartbeatSeconds) * 250 : 5_000
-        for deadline in [closeDeadline, callDeadline, core.metrics == nil ? nil : nextGaugeSample] {
+        for deadline in [machine.nextDeadline, channelCloseDeadline, callDeadline, core.metrics == nil ? nil : nextGaugeSample] {
             guard let deadline else { continue }
             let remaining = ContinuousClock.now.duration(to: deadline)
             timeout = min(timeout, max(0, remaining.milliseconds + 1))
@@ -323,20 +314,22 @@ final class IOLoop {
         return deadline
     }
 
-    func checkCloseDeadline() {
-        guard let closeDeadline, ContinuousClock.now >= closeDeadline else { return }
-        if closingConnection {
-            logger.warning("the broker did not confirm connection.close in time; dropped the socket")
-            tearDown(.connectionClosedByApplication, byApplication: true)
-            return
-        }
-        self.closeDeadline = nil
+    /// Carries out what passed its deadline: the connection's close, channel closes and calls.
+    func checkDeadlines() {
         let now = ContinuousClock.now
+        carryOut(machine.tick(at: now))
+        if !finished { checkChannelCloseDeadlines(at: now) }
+        if !finished { checkCallDeadlines() }
+    }
+
+    func checkChannelCloseDeadlines(at now: ContinuousClock.Instant) {
+        guard let deadline = channelCloseDeadline, now >= deadline else { return }
+        channelCloseDeadline = nil
         for channel in channels.values {
             guard let deadline = channel.lifecycle.closeDeadline else { continue }
             let actions = channel.lifecycle.deadlinePassed(at: now)
             if actions.isEmpty {
-                self.closeDeadline = min(self.closeDeadline ?? deadline, deadline)
+                channelCloseDeadline = min(channelCloseDeadline ?? deadline, deadline)
                 continue
             }
             // Nothing at all arrived since the close went out: later closes need not wait.
@@ -374,29 +367,59 @@ final class IOLoop {
     // MARK: Ending
 
     /// The connection failed without the application asking (unless it was closing anyway):
-    /// recover if configured to, else end.
+    /// the state machine decides whether it recovers, ends, or fails a recovery attempt.
     func lost(_ error: AMQPError) {
-        if recovering {
-            // Talking to the broker during a recovery attempt: that attempt fails.
-            if attemptFailure == nil { attemptFailure = error }
-            return
-        }
-        if closingConnection {
-            tearDown(.connectionClosedByApplication, byApplication: true)
-        } else if core.configuration.recovery.isEnabled {
-            beginRecovery(after: error)
-        } else {
-            logger.warning("connection lost", metadata: [LoggingKeys.error: .untrusted(error)])
-            tearDown(error, byApplication: false)
+        carryOut(machine.lost(error, at: .now))
+    }
+
+    /// Carries out what the connection's state machine decided (see ``ConnectionStateMachine``).
+    func carryOut(_ actions: [ConnectionStateMachine.Action]) {
+        for action in actions {
+            switch action {
+            case .sendConnectionClose:
+                for command in held.takeAll() { command.fail(.connectionClosedByApplication) }
+                send(.connectionClose(replyCode: 200, replyText: "Goodbye"), on: 0)
+            case .sendConnectionCloseOk:
+                send(.connectionCloseOk, on: 0)
+                flushOutbound()
+            case .closeTimedOut:
+                logger.warning("the broker did not confirm connection.close in time; dropped the socket")
+            case .tearDown(let error, let byApplication):
+                tearDown(error, byApplication: byApplication)
+            case .beginRecovery(let error):
+                beginRecovery(after: error)
+            case .connect(let attempt, _):
+                connectForRecovery(attempt: attempt)
+            case .send(let step):
+                // Only while the attempt still waits for it: an earlier action may have failed it.
+                guard machine.recovery?.step == step else { continue }
+                perform(step)
+            case .sendChannelCloseOk(let id):
+                send(.channelCloseOk, on: id)
+            case .abandonChannel(let id, let error):
+                logger.warning(
+                    "could not restore a channel", metadata: [LoggingKeys.channel: "\(id)", LoggingKeys.error: .untrusted(error)])
+                if let channel = channels[id] { apply(channel.lifecycle.brokerClosed(error, answered: true), to: channel) }
+            case .declarationRefused(let declaration, let error):
+                logger.warning("could not restore \(declaration.description)", metadata: [LoggingKeys.error: .untrusted(error)])
+            case .abandonConsumer(let id, let consumerTag, let error):
+                abandonConsumer(consumerTag, on: id, because: error)
+            case .renameQueue(let oldName, let newName):
+                rename(queue: oldName, to: newName)
+            case .attemptFailed(let attempt, let error):
+                attemptFailed(attempt, error)
+            case .recovered(let attempt):
+                recovered(attempt: attempt)
+            }
         }
     }
 
     /// Fails or ends everything that waits on this connection, frees librabbitmq's state, and
-    /// stops the loop. Runs once.
+    /// stops the loop. The state machine asks for it once.
     func tearDown(_ error: AMQPError, byApplication: Bool) {
-        guard !finished else { return }
-        finished = true
         finalError = error
+        if !byApplication { logger.warning("connection ended", metadata: [LoggingKeys.error: .untrusted(error)]) }
+        core.setRecovering(false)
         core.refuse(error)
         for channel in channels.values {
             apply(channel.lifecycle.connectionEnded(error, byApplication: byApplication), to: channel)

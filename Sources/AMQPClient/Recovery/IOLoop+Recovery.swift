@@ -1,35 +1,47 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Logging
 
-// Automatic recovery: reconnecting after a loss the application did not ask for, and restoring
-// channels, topology and consumers on the new connection.
+// Automatic recovery, as the I/O thread carries it out: reconnecting after a loss the
+// application did not ask for, and restoring channels, topology and consumers on the new
+// connection. What comes next, and what a reply or a refusal means, is decided by
+// ``ConnectionStateMachine``; this file does the I/O.
 //
-// It runs on the I/O thread, which does nothing else meanwhile: commands wait in the mailbox
-// and run, in order, once the connection is back. Restoring talks to the broker one method at a
-// time, handling any other frame (deliveries to consumers restored already) as usual.
+// Commands wait in the mailbox meanwhile and run, in order, once the connection is back.
+// Restoring reads frames through the same reader as an open connection: a reply a step waits
+// for goes to the state machine, any other frame (a delivery to a consumer restored already)
+// is handled as usual.
 
 extension IOLoop {
-    /// Why a method sent during recovery failed.
-    enum RecoveryCallFailure: Error {
-        /// The broker closed the channel (say, a consumer's queue no longer exists).
-        case channelClosed(AMQPError)
-        /// The new connection failed: the attempt ends.
-        case connection(AMQPError)
+    /// One turn of the loop while recovering: back off, or read what the broker answers.
+    func runRecoveryTurn() {
+        guard let recovery = machine.recovery else { return }
+        switch recovery.phase {
+        case .waiting(let until):
+            waitBetweenAttempts(until: until)
+        case .connecting:
+            // `connect` runs synchronously and reports before it returns; not reached.
+            carryOut(machine.tick(at: .now))
+        case .restoring:
+            readWhileRestoring()
+        }
     }
 
     func beginRecovery(after error: AMQPError) {
         logger.warning("connection lost; recovering", metadata: [LoggingKeys.error: .untrusted(error)])
-        recoveryCause = error
-        attemptFailure = nil
         destroyConnection()
         socketReadable = false
-        closeDeadline = nil
+        channelCloseDeadline = nil
         closeReasons.removeAll()
         channelsWithHeldAck.removeAll()
         fullConsumers.removeAll()  // their buffers are dropped: the broker redelivers
         wakeStreams(immediately: true)
         core.setRecovering(true)
         core.emit(.connectionLost(error))
-        forgetOldConnection()
+        forgetOldConnection(lost: error)
         // A new connection starts unblocked; the broker says again if an alarm persists.
         setBlocked(nil)
         if let metrics = core.metrics {
@@ -39,8 +51,7 @@ extension IOLoop {
     }
 
     /// Fails what was in flight on the lost connection and readies every channel for a new one.
-    func forgetOldConnection() {
-        let cause = recoveryCause ?? attemptFailure ?? AMQPError(code: .connectionLost, message: "the connection was lost")
+    func forgetOldConnection(lost cause: AMQPError) {
         let error = AMQPError(
             code: .connectionLost,
             message: "the connection was lost before the broker replied (\(cause.message)); it is recovering",
@@ -56,91 +67,22 @@ extension IOLoop {
         }
     }
 
-    /// Reconnects until an attempt restores everything, the application closes the connection,
-    /// or ``AMQPConnection/Configuration/Recovery/maximumAttempts`` is reached.
-    func recover() {
-        let recovery = core.configuration.recovery
-        var lastError = recoveryCause ?? AMQPError(code: .connectionLost, message: "the connection was lost")
-        // A connection lost soon after it (re)connected counts as one more failed attempt: the
-        // backoff goes on growing instead of starting again.
-        var attempt = 0
-        if ContinuousClock.now - lastConnected.at < recovery.backoffResetAfter {
-            attempt = lastConnected.attempts
-            if attempt > 0 {
-                logger.debug(
-                    "the connection was lost soon after it recovered; the backoff goes on",
-                    metadata: [LoggingKeys.attempt: "\(attempt)"])
-            }
-        }
-        while true {
-            attempt += 1
-            if let maximum = recovery.maximumAttempts, attempt > maximum {
-                let error = AMQPError(
-                    code: .connectionLost,
-                    message: "gave up recovering the connection after \(maximum) attempts: \(lastError.message)",
-                    replyCode: lastError.replyCode, replyText: lastError.replyText, libraryStatus: lastError.libraryStatus)
-                logger.error("connection recovery gave up", metadata: [LoggingKeys.error: .untrusted(error)])
-                endRecovery()
-                tearDown(error, byApplication: false)
-                return
-            }
-            if closeRequested(within: recovery.delay(beforeAttempt: attempt)) {
-                endRecovery()
-                tearDown(.connectionClosedByApplication, byApplication: true)
-                return
-            }
-            logger.debug("reconnecting", metadata: [LoggingKeys.attempt: "\(attempt)"])
-            recoveryAttempt = attempt
-            core.emit(.recovering(attempt: attempt))
-            attemptFailure = nil
-            attemptDeadline = ContinuousClock.now + recovery.attemptTimeout
-            do {
-                try openAnyEndpoint()
-                try restore()
-            } catch {
-                destroyConnection()
-                lastError = error
-                logger.warning(
-                    "recovery attempt failed", metadata: [LoggingKeys.attempt: "\(attempt)", LoggingKeys.error: .untrusted(error)])
-                core.emit(.recoveryFailed(attempt: attempt, error: error))
-                core.metrics?.health.recoveryAttemptsFailed.increment()
-                // What this attempt restored belonged to a connection that is gone too.
-                attemptFailure = nil
-                forgetOldConnection()
-                continue
-            }
-            endRecovery()
-            lastConnected = (.now, attempt)
-            logger.debug("connection recovered", metadata: [LoggingKeys.attempt: "\(attempt)"])
-            if let metrics = core.metrics {
-                metrics.health.recoveryAttemptsSucceeded.increment()
-                reportMetrics(metrics, sampleGauges: true)
-            }
-            core.emit(.recovered)
-            return
-        }
-    }
+    // MARK: Between attempts
 
-    private func endRecovery() {
-        recoveryCause = nil
-        attemptFailure = nil
-        attemptDeadline = nil
-        core.setBlockingSocket(nil)
-        core.setRecovering(false)
-    }
-
-    /// Waits `delay`, waking early only to notice ``AMQPConnection/close()``. Returns whether the
-    /// application asked to close.
-    private func closeRequested(within delay: Duration) -> Bool {
-        let deadline = ContinuousClock.now + delay
+    /// Waits until `until`, waking early only to notice ``AMQPConnection/close()``, and runs
+    /// the jobs of tasks that prefer this thread meanwhile.
+    private func waitBetweenAttempts(until: ContinuousClock.Instant) {
         while core.isOpen {  // only close() refuses commands while the connection recovers
-            let remaining = ContinuousClock.now.duration(to: deadline)
-            if remaining <= .zero { return false }
-            core.waitForWakeUp(timeout: remaining)
+            let now = ContinuousClock.now
+            if now >= until {
+                carryOut(machine.tick(at: now))
+                return
+            }
+            core.waitForWakeUp(timeout: now.duration(to: until))
             runJobs()
             completeWithoutBroker(core.takeCommandsNeedingNoBroker())
         }
-        return true
+        carryOut(machine.closeRequested(at: .now))
     }
 
     /// Closes channels and stops consumers on the client's side alone, between recovery
@@ -168,109 +110,162 @@ extension IOLoop {
         }
     }
 
+    // MARK: Connecting
+
+    /// Connects and logs in for attempt `attempt`, then reports to the state machine.
+    func connectForRecovery(attempt: Int) {
+        logger.debug("reconnecting", metadata: [LoggingKeys.attempt: "\(attempt)"])
+        core.emit(.recovering(attempt: attempt))
+        do {
+            try openAnyEndpoint()
+        } catch {
+            carryOut(machine.attemptFailed(error, at: .now))
+            return
+        }
+        carryOut(machine.connected(at: .now, plan: recoveryPlan()))
+    }
+
+    /// What this attempt restores, from the channels and the recorded topology.
+    func recoveryPlan() -> RecoveryPlan {
+        let planned = channels.values.map { channel in
+            RecoveryPlan.Channel(
+                id: channel.id,
+                prefetch: channel.prefetch.map { RecoveryPlan.Prefetch(count: $0.value, global: $0.key) },
+                confirmMode: channel.confirms.isSelected,
+                consumerTags: channel.consumersToRestore().map(\.tag),
+                republishes: channel.confirms.keepsMessages && channel.confirms.unconfirmedCount > 0)
+        }
+        guard !topology.isEmpty else { return RecoveryPlan(channels: planned) }
+        guard let topologyChannel = freeChannelID() else {
+            logger.error("no free channel number to restore exchanges, queues and bindings on")
+            return RecoveryPlan(channels: planned)
+        }
+        var declarations: [RecoveryPlan.Declaration] = []
+        for (index, exchange) in topology.exchanges.enumerated() {
+            declarations.append(
+                .init(kind: .exchange, index: index, reply: .exchangeDeclareOk, description: "exchange \"\(exchange.name)\""))
+        }
+        for (index, queue) in topology.queues.enumerated() {
+            declarations.append(
+                .init(
+                    kind: .queue, index: index, reply: .queueDeclareOk, description: "queue \"\(queue.name)\"",
+                    queueName: queue.name))
+        }
+        for (index, binding) in topology.bindings.enumerated() {
+            declarations.append(
+                .init(
+                    kind: .binding, index: index, reply: binding.declaration.replies.first ?? .queueBindOk,
+                    description: "binding of \"\(binding.destination)\" to \"\(binding.source)\""))
+        }
+        return RecoveryPlan(channels: planned, topologyChannel: topologyChannel, declarations: declarations)
+    }
+
     // MARK: Restoring
 
-    /// Restores, in RabbitMQ's recommended order: channels with their prefetch and confirm
-    /// mode, exchanges, queues, bindings, consumers; then republishes what was unconfirmed.
-    /// Throws when the new connection fails; what the broker refuses is logged and skipped.
-    private func restore() throws(AMQPError) {
-        defer { wakeStreams(immediately: true) }
-        let ordered = channels.values.sorted { $0.id < $1.id }
-        for channel in ordered {
-            try reopenOrAbandon(channel)
+    /// Polls the new connection's socket until it is readable or the attempt's deadline, and
+    /// reads what arrived through the one frame reader.
+    private func readWhileRestoring() {
+        guard let connection else {
+            carryOut(machine.attemptFailed(.connectionLost(.socketClosed), at: .now))
+            return
         }
-        if !topology.isEmpty {
-            try restoreTopology()
+        if !connection.hasBufferedInput {
+            var wakeAt = nextHeartbeatService
+            if let deadline = machine.nextDeadline { wakeAt = min(wakeAt, deadline) }
+            let timeout = max(0, ContinuousClock.now.duration(to: wakeAt).microseconds)
+            var fds = (
+                pollfd(fd: connection.socket, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: -1, events: 0, revents: 0)  // commands wait until the connection is back
+            )
+            SocketWait.wait(&fds, microseconds: timeout)
+            socketReadable = fds.0.revents != 0
         }
-        for channel in ordered where channels[channel.id] === channel {
-            try restoreConsumers(on: channel)
+        readFrames()
+        wakeStreams()
+        flushOutbound()
+        if recovering { carryOut(machine.tick(at: .now)) }
+    }
+
+    /// Sends what a recovery step asks for, resolved from the channels and topology as they are
+    /// now (a consumer of a server-named queue uses the name the queue got in this attempt).
+    func perform(_ step: RecoveryStep) {
+        let method: ClientMethod
+        switch step {
+        case .openChannel, .openTopologyChannel:
+            method = .channelOpen
+        case .setPrefetch(_, let prefetch):
+            method = .basicQos(prefetchCount: prefetch.count, global: prefetch.global)
+        case .selectConfirms:
+            method = .confirmSelect
+        case .declare(let declaration, _):
+            guard let declared = declarationMethod(declaration) else {
+                carryOut(machine.stepDone(step, at: .now))
+                return
+            }
+            method = declared
+        case .closeTopologyChannel:
+            method = .channelClose(replyCode: 200, replyText: "Goodbye")
+        case .consume(let id, let tag):
+            guard let record = channels[id]?.consumers[tag], let spec = record.restoreSpec else {
+                carryOut(machine.stepDone(step, at: .now))  // stopped or ended meanwhile
+                return
+            }
+            // A stream consumer resumes after the last delivery the application took, not from
+            // the offset it first asked for.
+            if let last = record.stream.streamConsumer?.lastOffset {
+                method = spec.resuming(after: last).consumeMethod(consumerTag: tag)
+            } else {
+                method = spec.consumeMethod(consumerTag: tag)
+            }
+        case .republish(let id):
+            if let channel = channels[id] { republish(on: channel) }
+            if machine.recovery?.step == step { carryOut(machine.stepDone(step, at: .now)) }
+            return
         }
-        for channel in ordered where channels[channel.id] === channel {
-            for message in channel.confirms.takeMessagesToRepublish() {
+        send(method, on: step.channel)
+        flushOutbound()
+    }
+
+    private func declarationMethod(_ declaration: RecoveryPlan.Declaration) -> ClientMethod? {
+        switch declaration.kind {
+        case .exchange: topology.exchanges.indices.contains(declaration.index) ? topology.exchanges[declaration.index].declaration : nil
+        case .queue: topology.queues.indices.contains(declaration.index) ? topology.queues[declaration.index].declaration : nil
+        case .binding: topology.bindings.indices.contains(declaration.index) ? topology.bindings[declaration.index].declaration : nil
+        }
+    }
+
+    /// Publishes again, in their original order, the messages unconfirmed at the loss. If the
+    /// new connection fails meanwhile, those not written yet are kept for the next attempt.
+    private func republish(on channel: ChannelIO) {
+        let messages = channel.confirms.takeMessagesToRepublish()
+        let connection = self.connection
+        for message in messages {
+            if connection != nil && self.connection === connection && recovering {
                 writePublish(message, on: channel)
-                if let attemptFailure { throw attemptFailure }
+            } else {
+                channel.confirms.published(message)  // the next attempt publishes it
             }
         }
         flushOutbound()
-        if let attemptFailure { throw attemptFailure }
     }
 
-    private func reopen(_ channel: ChannelIO) throws(RecoveryCallFailure) {
-        _ = try recoveryCall(.channelOpen, on: channel.id)
-        // Per-consumer prefetch first, as an application sets it before any global one.
-        for (global, count) in channel.prefetch.sorted(by: { !$0.key && $1.key }) {
-            _ = try recoveryCall(.basicQos(prefetchCount: count, global: global), on: channel.id)
-        }
-        if channel.confirms.isSelected {
-            _ = try recoveryCall(.confirmSelect, on: channel.id)
-        }
+    func abandonConsumer(_ consumerTag: String, on id: UInt16, because error: AMQPError) {
+        guard let channel = channels[id], let record = channel.consumers[consumerTag] else { return }
+        logger.warning(
+            "could not restore a consumer",
+            metadata: [
+                LoggingKeys.consumerTag: .untrusted(consumerTag), LoggingKeys.queue: .untrusted(record.restoreSpec?.queue ?? ""),
+                LoggingKeys.error: .untrusted(error),
+            ])
+        channel.consumers[consumerTag] = nil
+        record.stream.finish(
+            AMQPError(
+                code: .consumerCancelled,
+                message: "consumer \(consumerTag) could not be restored after the connection recovered: \(error.message)",
+                replyCode: error.replyCode, replyText: error.replyText))
     }
 
-    /// Reopens a channel; one the broker refuses to reopen is closed for good with the broker's reason.
-    private func reopenOrAbandon(_ channel: ChannelIO) throws(AMQPError) {
-        do {
-            try reopen(channel)
-        } catch {
-            switch error {
-            case .connection(let error): throw error
-            case .channelClosed(let error):
-                logger.warning(
-                    "could not restore a channel",
-                    metadata: [LoggingKeys.channel: "\(channel.id)", LoggingKeys.error: .untrusted(error)])
-                // recoveryCall answered the broker's close already.
-                apply(channel.lifecycle.brokerClosed(error, answered: true), to: channel)
-            }
-        }
-    }
-
-    private func restoreTopology() throws(AMQPError) {
-        guard let id = freeChannelID() else {
-            logger.error("no free channel number to restore exchanges, queues and bindings on")
-            return
-        }
-        // A channel of its own, unknown to `channels`: a refused declaration closes only it.
-        func openTopologyChannel() throws(AMQPError) {
-            do {
-                _ = try recoveryCall(.channelOpen, on: id)
-            } catch {
-                switch error {
-                case .connection(let error), .channelClosed(let error): throw error
-                }
-            }
-        }
-        func declare(_ method: ClientMethod, _ what: String) throws(AMQPError) -> ServerMethod? {
-            do {
-                return try recoveryCall(method, on: id)
-            } catch {
-                switch error {
-                case .connection(let error): throw error
-                case .channelClosed(let error):
-                    logger.warning("could not restore \(what)", metadata: [LoggingKeys.error: .untrusted(error)])
-                    try openTopologyChannel()
-                    return nil
-                }
-            }
-        }
-
-        recoveryTopologyChannel = id
-        defer { recoveryTopologyChannel = nil }
-        try openTopologyChannel()
-        for exchange in topology.exchanges {
-            _ = try declare(exchange.declaration, "exchange \"\(exchange.name)\"")
-        }
-        for queue in topology.queues {
-            let reply = try declare(queue.declaration, "queue \"\(queue.name)\"")
-            if case .queueDeclareOk(let info) = reply, info.name != queue.name {
-                rename(queue: queue.name, to: info.name)
-            }
-        }
-        for binding in topology.bindings {
-            _ = try declare(binding.declaration, "binding of \"\(binding.destination)\" to \"\(binding.source)\"")
-        }
-        _ = try declare(.channelClose(replyCode: 200, replyText: "Goodbye"), "the recovery channel's close")
-    }
-
-    private func rename(queue oldName: String, to newName: String) {
+    func rename(queue oldName: String, to newName: String) {
         topology.rename(queue: oldName, to: newName)
         for channel in channels.values {
             channel.renameQueue(oldName, to: newName)
@@ -281,108 +276,28 @@ extension IOLoop {
         core.emit(.queueRenamed(from: oldName, to: newName))
     }
 
-    private func restoreConsumers(on channel: ChannelIO) throws(AMQPError) {
-        for (tag, stream, spec) in channel.consumersToRestore() {
-            // A stream consumer resumes after the last delivery the application took, not from
-            // the offset it first asked for.
-            var method = spec.consumeMethod(consumerTag: tag)
-            if let last = stream.streamConsumer?.lastOffset {
-                method = spec.resuming(after: last).consumeMethod(consumerTag: tag)
-            }
-            do {
-                _ = try recoveryCall(method, on: channel.id)
-            } catch {
-                switch error {
-                case .connection(let error): throw error
-                case .channelClosed(let error) where Self.replicaNotReady(error) && recoveryAttempt < Self.replicaRetryAttempts:
-                    // The queue's replica on this node is restarting (its leader's node just went
-                    // down): the next attempt, a moment later and perhaps on another node, restores
-                    // everything again.
-                    throw error
-                case .channelClosed(let error):
-                    // Say, its queue is gone: this consumer ends; the channel reopens for the others.
-                    logger.warning(
-                        "could not restore a consumer",
-                        metadata: [
-                            LoggingKeys.consumerTag: .untrusted(tag), LoggingKeys.queue: .untrusted(spec.queue),
-                            LoggingKeys.error: .untrusted(error),
-                        ])
-                    channel.consumers[tag] = nil
-                    stream.finish(
-                        AMQPError(
-                            code: .consumerCancelled,
-                            message: "consumer \(tag) could not be restored after the connection recovered: \(error.message)",
-                            replyCode: error.replyCode, replyText: error.replyText))
-                    try reopenOrAbandon(channel)
-                    if channels[channel.id] !== channel { return }
-                }
-            }
-        }
+    // MARK: Ending an attempt
+
+    func attemptFailed(_ attempt: Int, _ error: AMQPError) {
+        destroyConnection()
+        socketReadable = false
+        logger.warning(
+            "recovery attempt failed", metadata: [LoggingKeys.attempt: "\(attempt)", LoggingKeys.error: .untrusted(error)])
+        core.emit(.recoveryFailed(attempt: attempt, error: error))
+        core.metrics?.health.recoveryAttemptsFailed.increment()
+        // What this attempt restored belonged to a connection that is gone too.
+        forgetOldConnection(lost: machine.recovery?.cause ?? error)
     }
 
-    /// How many recovery attempts a consumer refused by a replica that is not ready may hold up.
-    static let replicaRetryAttempts = 3
-
-    /// RabbitMQ refuses to consume from a stream (or quorum queue) whose replica on the node is not
-    /// running, as it is for a moment while a new leader takes over after a node went down.
-    static func replicaNotReady(_ error: AMQPError) -> Bool {
-        error.replyCode == 406 && error.replyText?.contains("does not have a replica on the local node") == true
-    }
-
-    // MARK: Talking to the broker during recovery
-
-    /// Sends `method` and waits for its reply, handling every other frame as usual. Bounded by
-    /// the attempt's deadline (``AMQPConnection/Configuration/Recovery/attemptTimeout``).
-    func recoveryCall(_ method: ClientMethod, on id: UInt16) throws(RecoveryCallFailure) -> ServerMethod {
-        send(method, on: id)
-        flushOutbound()
-        if let attemptFailure { throw .connection(attemptFailure) }
-        guard let connection else {
-            throw .connection(AMQPError(code: .connectionLost, message: "the connection was lost during recovery"))
+    func recovered(attempt: Int) {
+        core.setBlockingSocket(nil)
+        core.setRecovering(false)
+        wakeStreams(immediately: true)
+        logger.debug("connection recovered", metadata: [LoggingKeys.attempt: "\(attempt)"])
+        if let metrics = core.metrics {
+            metrics.health.recoveryAttemptsSucceeded.increment()
+            reportMetrics(metrics, sampleGauges: true)
         }
-        let deadline = attemptDeadline ?? ContinuousClock.now + core.configuration.connectTimeout
-        while true {
-            let remaining = ContinuousClock.now.duration(to: deadline)
-            guard remaining > .zero else {
-                throw .connection(
-                    AMQPError(
-                        code: .connectTimeout,
-                        message: "the recovery attempt did not finish within \(core.configuration.recovery.attemptTimeout)"))
-            }
-            let frame: ReceivedFrame
-            switch connection.nextFrame(timeout: remaining) {
-            case .timedOut: continue
-            case .failed(let error):
-                throw .connection(
-                    AMQPError(
-                        code: error.code, message: "during recovery: \(error.message)",
-                        libraryStatus: error.libraryStatus))
-            case .frame(let received): frame = received
-            }
-            defer { connection.releaseBuffers(channel: frame.channel) }
-            if case .method(let reply) = frame.payload, frame.channel == id || frame.channel == 0 {
-                switch reply {
-                case .connectionClose(let replyCode, let replyText, _, _) where frame.channel == 0:
-                    send(.connectionCloseOk, on: 0)
-                    throw .connection(
-                        AMQPError(
-                            code: .connectionClosed, message: "the broker closed the connection during recovery",
-                            replyCode: replyCode, replyText: replyText))
-                case .channelClose(let replyCode, let replyText, let classID, let methodID) where frame.channel == id:
-                    send(.channelCloseOk, on: id)
-                    if let attemptFailure { throw .connection(attemptFailure) }
-                    throw .channelClosed(
-                        .channelClosedByBroker(
-                            channel: id, replyCode: replyCode, replyText: replyText, classID: classID, methodID: methodID))
-                default:
-                    if frame.channel == id, let replyID = reply.replyID, method.replies.contains(replyID) {
-                        return reply
-                    }
-                }
-            }
-            handle(frame)
-            flushOutbound()
-            if let attemptFailure { throw .connection(attemptFailure) }
-        }
+        core.emit(.recovered)
     }
 }

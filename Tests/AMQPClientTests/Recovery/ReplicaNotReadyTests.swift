@@ -9,11 +9,11 @@ struct ReplicaNotReadyTests {
         let notReady = AMQPError(
             code: .channelClosed, message: "closed", replyCode: 406,
             replyText: "PRECONDITION_FAILED - queue 'queue 's' in vhost '/'' does not have a replica on the local node")
-        #expect(IOLoop.replicaNotReady(notReady))
+        #expect(ConnectionStateMachine.replicaNotReady(notReady))
         let gone = AMQPError(code: .channelClosed, message: "closed", replyCode: 404, replyText: "NOT_FOUND - no queue 's'")
-        #expect(!IOLoop.replicaNotReady(gone))
+        #expect(!ConnectionStateMachine.replicaNotReady(gone))
         let otherPrecondition = AMQPError(
             code: .channelClosed, message: "closed", replyCode: 406, replyText: "PRECONDITION_FAILED - inequivalent arg")
-        #expect(!IOLoop.replicaNotReady(otherPrecondition))
+        #expect(!ConnectionStateMachine.replicaNotReady(otherPrecondition))
     }
 }
