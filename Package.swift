@@ -1,4 +1,4 @@
-// swift-tools-version:6.1
+// swift-tools-version:6.2
 import PackageDescription
 
 let strictSwift6: [SwiftSetting] = [
@@ -51,7 +51,8 @@ let package = Package(
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
-            swiftSettings: strictSwift6
+            // Lifetimes: a frame read from librabbitmq borrows its memory and cannot leave the read call.
+            swiftSettings: strictSwift6 + [.enableExperimentalFeature("Lifetimes")]
         ),
         .target(
             name: "UserEvents",

@@ -15,7 +15,7 @@ extension IOLoop {
     func readFrames() {
         guard let connection else { return }
         let now = ContinuousClock.now
-        let heartbeatsDue = now >= nextHeartbeatService
+        let heartbeatsDue = heartbeats.isDue(at: now)
         if !fullConsumers.isEmpty && !recovering {
             // A finished consumer (its channel closed, or cancelled) receives nothing more: its
             // buffer no longer holds up the reading, whether the application drains it or not.
@@ -28,7 +28,7 @@ extension IOLoop {
         }
         guard socketReadable || heartbeatsDue || connection.hasBufferedInput else { return }
         socketReadable = false
-        if heartbeatsDue { nextHeartbeatService = now + heartbeatServiceInterval }
+        if heartbeatsDue { heartbeats.serviced(at: now) }
         defer {
             if let metrics = core.metrics { reportMetrics(metrics) }
         }
@@ -54,8 +54,8 @@ extension IOLoop {
 
     /// While reading is paused for a full consumer buffer.
     private func sendHeartbeat(at now: ContinuousClock.Instant) {
-        nextHeartbeatService = now + heartbeatServiceInterval
-        guard let connection, heartbeatSeconds > 0 else { return }
+        heartbeats.serviced(at: now)
+        guard let connection, heartbeats.seconds > 0 else { return }
         connection.appendHeartbeat()
         flushOutbound()
     }
@@ -88,7 +88,7 @@ extension IOLoop {
 
     // MARK: Frames
 
-    func handle(_ frame: ReceivedFrame) {
+    func handle(_ frame: borrowing ReceivedFrame) {
         switch frame.payload {
         case .method(let method):
             handleMethod(method, channel: frame.channel)
@@ -110,7 +110,7 @@ extension IOLoop {
         case .body(let fragment):
             guard let channel = channel(forFrameOn: frame.channel), channel.lifecycle.isOpen else { return }
             do {
-                if let message = try channel.content.body(fragment) {
+                if let message = try fragment.withUnsafeBytes({ bytes throws(ProtocolViolation) in try channel.content.body(bytes) }) {
                     completed(message, on: channel)
                 }
             } catch {

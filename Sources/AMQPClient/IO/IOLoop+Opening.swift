@@ -44,7 +44,7 @@ extension IOLoop {
         core.connectionOpened(
             transport: connection.transport, frameMax: connection.frameMax, endpoint: endpoint,
             serverProperties: connection.serverProperties)
-        nextHeartbeatService = ContinuousClock.now + heartbeatServiceInterval
+        heartbeats = HeartbeatSchedule(seconds: connection.heartbeatSeconds, openedAt: .now)
         lastFrameAt = .now
         unansweredCloseAt = nil
         logger[metadataKey: LoggingKeys.endpoint] = "\(endpoint)"

@@ -67,14 +67,9 @@ final class IOLoop {
     // Reading
     /// The last poll found the socket readable.
     var socketReadable = false
-    /// When librabbitmq must next be called even with nothing to read: it sends heartbeats and
-    /// notices a silent peer only inside its read calls.
-    var nextHeartbeatService = ContinuousClock.now
-    /// The negotiated heartbeat interval of the open connection, 0 when disabled.
-    var heartbeatSeconds: Int32 { connection?.heartbeatSeconds ?? 0 }
-    var heartbeatServiceInterval: Duration {
-        heartbeatSeconds > 0 ? .milliseconds(Int(heartbeatSeconds) * 250) : .seconds(1)
-    }
+    /// When librabbitmq must next be called even with nothing to read (it sends heartbeats and
+    /// notices a silent peer only inside its read calls), and how long the thread may sleep.
+    var heartbeats = HeartbeatSchedule(seconds: 0, openedAt: .now)
     /// At most this many frames are handled before queued commands (acks, publishes) get a turn.
     static let frameBudget = 256
     /// Consumers whose waiting iterator gets its deliveries once the current batch is read, or
@@ -221,10 +216,9 @@ final class IOLoop {
     /// connection, at most ``AMQPConnection/Configuration/closeTimeout``.
     var writeLimits: FrameWriter.WriteLimits {
         let configuration = core.configuration
-        var stall = configuration.writeTimeout
-        if heartbeatSeconds > 0 { stall = min(stall, .seconds(2 * Int(heartbeatSeconds))) }
         return FrameWriter.WriteLimits(
-            stall: stall, closeSignal: core.closeSignalFileDescriptor, afterClose: configuration.closeTimeout)
+            stall: heartbeats.writeStallLimit(writeTimeout: configuration.writeTimeout),
+            closeSignal: core.closeSignalFileDescriptor, afterClose: configuration.closeTimeout)
     }
 
     func waitForWork() {
@@ -278,15 +272,11 @@ final class IOLoop {
     static let smallPrefetch: UInt16 = 100
 
     /// Wakes in time to send a heartbeat (librabbitmq sends one only when called) and to
-    /// notice a close that took too long.
+    /// notice a close or a call that took too long.
     func pollTimeoutMilliseconds() -> Int32 {
-        var timeout: Int64 = heartbeatSeconds > 0 ? Int64(heartbeatSeconds) * 250 : 5_000
-        for deadline in [machine.nextDeadline, channelCloseDeadline, callDeadline, core.metrics == nil ? nil : nextGaugeSample] {
-            guard let deadline else { continue }
-            let remaining = ContinuousClock.now.duration(to: deadline)
-            timeout = min(timeout, max(0, remaining.milliseconds + 1))
-        }
-        return Int32(timeout)
+        heartbeats.sleepMilliseconds(
+            at: .now,
+            deadlines: [machine.nextDeadline, channelCloseDeadline, callDeadline, core.metrics == nil ? nil : nextGaugeSample])
     }
 
     /// Fails the calls that waited past ``AMQPConnection/Configuration/callTimeout`` and closes

@@ -153,8 +153,8 @@ final class LibRabbitMQConnection {
         return .plain(socket: socket)
     }
 
-    /// What ``nextFrame(timeout:)`` found.
-    enum FrameRead {
+    /// What ``nextFrame(timeout:)`` found: it borrows the connection (see ``ReceivedFrame``).
+    enum FrameRead: ~Escapable {
         case frame(ReceivedFrame)
         /// Nothing arrived within the timeout.
         case timedOut
@@ -166,6 +166,7 @@ final class LibRabbitMQConnection {
     /// readable now). Sends a heartbeat when one is due and notices a silent broker: call it at
     /// least every quarter heartbeat interval. A body frame points into librabbitmq's memory,
     /// valid until ``releaseBuffers(channel:)`` for its channel.
+    @_lifetime(borrow self)
     func nextFrame(timeout: Duration) -> FrameRead {
         guard let state else { return .failed(.connectionLost(.socketClosed)) }
         var frame = amqp_frame_t()
@@ -176,11 +177,11 @@ final class LibRabbitMQConnection {
         guard status.isOK else {
             return .failed(bridge.violation.map { .protocolViolation($0) } ?? .connectionLost(status))
         }
-        return .frame(ReceivedFrame(frame, reusing: &repeatedStrings))
+        return _overrideLifetime(.frame(ReceivedFrame.borrowing(frame, reusing: &repeatedStrings)), borrowing: self)
     }
 
     /// A content header's `basic` properties (see ``ContentHeader/properties(reusing:)``).
-    func properties(of header: ContentHeader) -> (properties: AMQPProperties, footprint: Int)? {
+    func properties(of header: borrowing ContentHeader) -> (properties: AMQPProperties, footprint: Int)? {
         header.properties(reusing: &repeatedStrings)
     }
 

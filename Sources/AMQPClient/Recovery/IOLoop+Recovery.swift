@@ -170,7 +170,7 @@ extension IOLoop {
             return
         }
         if !connection.hasBufferedInput {
-            var wakeAt = nextHeartbeatService
+            var wakeAt = heartbeats.nextService
             if let deadline = machine.nextDeadline { wakeAt = min(wakeAt, deadline) }
             let timeout = max(0, ContinuousClock.now.duration(to: wakeAt).microseconds)
             var fds = (
