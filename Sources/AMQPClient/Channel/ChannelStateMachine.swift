@@ -103,6 +103,23 @@ struct ChannelStateMachine: Equatable {
         }
     }
 
+    /// A method arrived while the client closes the channel: only the close handshake counts
+    /// now. A reply that overtook our `channel.close`, a delivery (the broker requeues it) or a
+    /// confirm are dropped (returns `[]`). Returns `nil` while the channel is open: it handles
+    /// the method as usual.
+    mutating func receivedWhileClosing(_ method: ServerMethod) -> [Action]? {
+        guard isClosing else { return nil }
+        switch method {
+        case .ok(.channelCloseOk):
+            return closeOk()
+        case .channelClose(let replyCode, let replyText, let classID, let methodID):
+            return brokerClosed(
+                .channelClosedByBroker(channel: id, replyCode: replyCode, replyText: replyText, classID: classID, methodID: methodID))
+        default:
+            return []
+        }
+    }
+
     /// Time passed. A close the broker did not confirm by its deadline fails what waits on it;
     /// the number stays reserved, since the broker may still answer.
     mutating func deadlinePassed(at now: ContinuousClock.Instant) -> [Action] {

@@ -121,19 +121,6 @@ extension IOLoop {
         }
     }
 
-    /// A method that carries content: its header and body frames follow.
-    private func startContent(
-        _ kind: ContentAssembly.Kind, on channel: ChannelIO, deliveryTag: UInt64, redelivered: Bool, exchange: String,
-        routingKey: String
-    ) {
-        do {
-            try channel.content.start(
-                kind, deliveryTag: deliveryTag, redelivered: redelivered, exchange: exchange, routingKey: routingKey)
-        } catch {
-            lost(.protocolViolation(error))
-        }
-    }
-
     func handleMethod(_ method: ServerMethod, channel id: UInt16) {
         // A reply (or refusal) a recovery step waits for is the recovery's.
         if recovering, let actions = machine.recoveryReply(method, on: id, at: .now) {
@@ -146,114 +133,39 @@ extension IOLoop {
         }
         guard let channel = channel(forFrameOn: id) else { return }
 
-        if channel.lifecycle.isClosing {
-            // Only the close handshake matters now; deliveries are requeued by the broker.
-            switch method {
-            case .ok(.channelCloseOk):
-                apply(channel.lifecycle.closeOk(), to: channel)
-            case .channelClose(let replyCode, let replyText, let classID, let methodID):
-                let error = AMQPError.channelClosedByBroker(
-                    channel: id, replyCode: replyCode, replyText: replyText, classID: classID, methodID: methodID)
-                apply(channel.lifecycle.brokerClosed(error), to: channel)
-            default:
-                break
-            }
+        if channel.lifecycle.isClosing, let actions = channel.lifecycle.receivedWhileClosing(method) {
+            apply(actions, to: channel)
             return
         }
 
-        switch method {
-        case .deliver(let consumerTag, let deliveryTag, let redelivered, let exchange, let routingKey):
-            startContent(
-                .delivery(consumerTag: consumerTag), on: channel, deliveryTag: deliveryTag, redelivered: redelivered,
-                exchange: exchange, routingKey: routingKey)
-        case .getOk(let deliveryTag, let redelivered, let exchange, let routingKey, let messageCount):
-            guard channel.pendingReplies.oldest(answeredBy: .basicGetOk) != nil else {
-                unsolicited(method, on: id)
-                return
+        switch channel.receive(method) {
+        case .handled:
+            break
+        case .lifecycle(let actions):
+            if case .channelClose = method {
+                logger.debug("channel closed by the broker", metadata: [LoggingKeys.channel: "\(id)", LoggingKeys.method: .untrusted(method)])
             }
-            startContent(
-                .get(messageCount: messageCount), on: channel, deliveryTag: deliveryTag, redelivered: redelivered,
-                exchange: exchange, routingKey: routingKey)
-        case .returned(let replyCode, let replyText, let exchange, let routingKey):
-            startContent(
-                .returned(replyCode: replyCode, replyText: replyText), on: channel, deliveryTag: 0, redelivered: false,
-                exchange: exchange, routingKey: routingKey)
-        case .channelClose(let replyCode, let replyText, let classID, let methodID):
-            let error = AMQPError.channelClosedByBroker(
-                channel: id, replyCode: replyCode, replyText: replyText, classID: classID, methodID: methodID)
-            logger.debug("channel closed by the broker", metadata: [LoggingKeys.channel: "\(id)", LoggingKeys.error: .untrusted(error)])
-            apply(channel.lifecycle.brokerClosed(error), to: channel)
-        case .ok(.channelCloseOk):
-            apply(channel.lifecycle.closeOk(), to: channel)
-        case .cancel(let consumerTag, let noWait):
-            if let stream = channel.removeConsumer(consumerTag) {
-                stream.finish(
-                    AMQPError(
-                        code: .consumerCancelled,
-                        message: "the broker cancelled consumer \(consumerTag) (was its queue deleted?)"))
-            }
-            if !noWait { send(.basicCancelOk(consumerTag: consumerTag), on: id) }
-        case .cancelOk(let consumerTag):
-            // Taken as the application's own cancel only when it asked for one.
-            guard channel.pendingReplies.oldest(answeredBy: .basicCancelOk) != nil else {
-                unsolicited(method, on: id)
-                return
-            }
-            if let stream = channel.removeConsumer(consumerTag) {
-                stream.finish(nil)
-                forgetAutoDeleteQueueIfUnused(stream.queue)
-            }
-            channel.pendingReplies.resolveNext(method)
-        case .ack(let deliveryTag, let multiple):
-            healthCounts.confirmsAcked += channel.confirms.confirm(deliveryTag, multiple: multiple, acked: true)
-        case .nack(let deliveryTag, let multiple, _):
-            healthCounts.confirmsNacked += channel.confirms.confirm(deliveryTag, multiple: multiple, acked: false)
-        default:
-            if !channel.pendingReplies.resolveNext(method) {
-                if method.replyID != nil && method.replyID != .channelFlow {
-                    unsolicited(method, on: id)
-                } else {
-                    logger.debug("unexpected method", metadata: [LoggingKeys.channel: "\(id)", LoggingKeys.method: .untrusted(method)])
-                }
-            }
+            apply(actions, to: channel)
+        case .send(let reply):
+            send(reply, on: id)
+        case .consumerStopped(let queue):
+            forgetAutoDeleteQueueIfUnused(queue)
+        case .confirmed(let count, let acked):
+            if acked { healthCounts.confirmsAcked += count } else { healthCounts.confirmsNacked += count }
+        case .violation(let violation):
+            lost(.protocolViolation(violation))
+        case .ignored:
+            logger.debug("unexpected method", metadata: [LoggingKeys.channel: "\(id)", LoggingKeys.method: .untrusted(method)])
         }
-    }
-
-    /// A reply to a request the client never made (or made and already had answered): the
-    /// broker and the client no longer agree on the conversation, so the connection cannot go
-    /// on. Ending a consumer or the connection on it, as if the application had asked, would
-    /// skip recovery.
-    func unsolicited(_ method: ServerMethod, on channel: UInt16) {
-        let name = method.replyID.map { "method \($0)" } ?? "a reply"
-        lost(.protocolViolation(.unexpectedFrame("\(name) on channel \(channel) answers no request of the client's")))
     }
 
     func completed(_ content: consuming ContentAssembly.Completed, on channel: ChannelIO) {
         if content.redelivered { healthCounts.redelivered += 1 }
-        switch content.kind {
-        case .delivery(let consumerTag):
-            guard let record = channel.consumer(tag: consumerTag) else {
-                // RabbitMQ may still deliver messages a queue sent before it saw the cancel, even
-                // after cancel-ok. Give them back rather than leave them unacknowledged.
-                if channel.wasCancelledWithManualAck(consumerTag), !closingConnection {
-                    channel.settlements.delivered(content.deliveryTag)
-                    settle(.basicReject(deliveryTag: content.deliveryTag, requeue: true), on: channel)
-                } else {
-                    logger.debug(
-                        "delivery for an unknown consumer",
-                        metadata: [LoggingKeys.channel: "\(channel.id)", LoggingKeys.consumerTag: .untrusted(consumerTag)])
-                }
-                return
-            }
-            let stream = record.stream
-            let deliveryTag = content.deliveryTag
-            if !stream.noAck { channel.settlements.delivered(deliveryTag) }
-            let delivery = content.delivery(
-                on: channel, consumerTag: consumerTag, queue: record.restoreSpec?.queue, messageCount: nil,
-                autoAcknowledged: stream.noAck)
-            if core.metrics != nil { messageCounts.consumed(from: record.restoreSpec?.queue) }
-            switch stream.push(delivery) {
-            case .accepted: break
+        switch channel.route(content, connectionClosing: closingConnection) {
+        case .pushed(let stream, let result, let queue):
+            if core.metrics != nil { messageCounts.consumed(from: queue) }
+            switch result {
+            case .accepted, .refused: break
             case .acceptedNeedsWake: streamsToWake.append((stream, batchLimit(for: stream, on: channel)))
             case .acceptedOverLimit(let needsWake):
                 // Reading stops until the consumer takes half: hand over at once.
@@ -263,39 +175,28 @@ extension IOLoop {
                     "a consumer's buffer is full; reading paused until it takes half",
                     metadata: [
                         LoggingKeys.channel: "\(channel.id)", LoggingKeys.queue: .untrusted(stream.queue),
-                        LoggingKeys.consumerTag: .untrusted(consumerTag),
+                        LoggingKeys.consumerTag: .untrusted(stream.consumerTag),
                     ])
-            case .refused:
-                if !stream.noAck && !closingConnection {
-                    // The application stopped iterating: give the message back at once.
-                    settle(.basicReject(deliveryTag: deliveryTag, requeue: true), on: channel)
-                }
             }
-        case .get(let messageCount):
-            let tracked = channel.pendingReplies.oldest(answeredBy: .basicGetOk)?.tracksDelivery == true
-            if tracked { channel.settlements.delivered(content.deliveryTag) }
-            let delivery = content.delivery(
-                on: channel, consumerTag: nil, messageCount: messageCount, autoAcknowledged: !tracked)
-            channel.pendingReplies.resolveNext(.gotDelivery(delivery))
-        case .returned(let replyCode, let replyText):
+        case .requeue(let deliveryTag):
+            settle(.basicReject(deliveryTag: deliveryTag, requeue: true), on: channel)
+        case .unknownConsumer(let consumerTag):
+            logger.debug(
+                "delivery for an unknown consumer",
+                metadata: [LoggingKeys.channel: "\(channel.id)", LoggingKeys.consumerTag: .untrusted(consumerTag)])
+        case .answeredGet:
+            break
+        case .returned(let error, let exchange, let routingKey, let matchedPublish):
             healthCounts.returned += 1
-            let error = AMQPError(
-                code: .messageReturned,
-                message: "the broker returned the message: no queue took it from exchange \"\(content.exchange)\" with routing key \"\(content.routingKey)\"",
-                replyCode: replyCode, replyText: replyText)
-            if channel.confirms.returned(exchange: content.exchange, routingKey: content.routingKey, error: error) {
-                return
-            }
-            if let suppressed = logLimiter.admit("returned") {
-                logger.warning(
-                    "the broker returned an unroutable mandatory message",
-                    metadata: [
-                        LoggingKeys.channel: "\(channel.id)",
-                        LoggingKeys.replyCode: "\(replyCode)", LoggingKeys.replyText: .untrusted(replyText),
-                        LoggingKeys.exchange: .untrusted(content.exchange),
-                        LoggingKeys.routingKey: .untrusted(content.routingKey), LoggingKeys.suppressed: "\(suppressed)",
-                    ])
-            }
+            guard !matchedPublish, let suppressed = logLimiter.admit("returned") else { return }
+            logger.warning(
+                "the broker returned an unroutable mandatory message",
+                metadata: [
+                    LoggingKeys.channel: "\(channel.id)",
+                    LoggingKeys.replyCode: "\(error.replyCode ?? 0)", LoggingKeys.replyText: .untrusted(error.replyText ?? ""),
+                    LoggingKeys.exchange: .untrusted(exchange),
+                    LoggingKeys.routingKey: .untrusted(routingKey), LoggingKeys.suppressed: "\(suppressed)",
+                ])
         }
     }
 

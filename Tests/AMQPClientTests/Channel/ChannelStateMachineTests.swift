@@ -131,3 +131,59 @@ struct ChannelStateMachineTests {
         #expect(failed.connectionEnded(lost, byApplication: false).isEmpty)  // once
     }
 }
+
+@Suite("Channel: what arrives while the client closes it")
+struct ChannelClosingRacesTests {
+    static let deadline = ContinuousClock.now + .seconds(5)
+
+    static func closing() -> ChannelStateMachine {
+        var machine = ChannelStateMachine(id: 3)
+        _ = machine.close(because: nil, deadline: Self.deadline)
+        return machine
+    }
+
+    @Test("an open channel handles every method itself")
+    func openHandlesItself() {
+        var machine = ChannelStateMachine(id: 3)
+        #expect(machine.receivedWhileClosing(.ok(.queueDeclareOk)) == nil)
+        #expect(machine.receivedWhileClosing(.ok(.channelCloseOk)) == nil)
+    }
+
+    @Test("a reply that overtakes our channel.close is dropped; the channel waits on for close-ok")
+    func replyOvertakesClose() {
+        var machine = Self.closing()
+        #expect(machine.receivedWhileClosing(.queueDeclareOk(AMQPQueueInfo(name: "q", messageCount: 0, consumerCount: 0))) == [])
+        #expect(machine.receivedWhileClosing(.consumeOk(consumerTag: "c")) == [])
+        #expect(machine.isClosing)
+        #expect(machine.receivedWhileClosing(.ok(.channelCloseOk)) == [.release, .finish(consumers: nil, pending: nil)])
+    }
+
+    @Test("deliveries and confirms that arrive while closing are dropped (the broker requeues or resolves them with the close)")
+    func deliveriesWhileClosing() {
+        var machine = Self.closing()
+        #expect(
+            machine.receivedWhileClosing(.deliver(consumerTag: "c", deliveryTag: 9, redelivered: false, exchange: "", routingKey: "q"))
+                == [])
+        #expect(machine.receivedWhileClosing(.ack(deliveryTag: 4, multiple: true)) == [])
+        #expect(machine.isClosing)
+    }
+
+    @Test("the broker's close crossing ours is answered with close-ok; our close-ok still ends it")
+    func brokerCloseCrosses() {
+        var machine = Self.closing()
+        let actions = machine.receivedWhileClosing(
+            .channelClose(replyCode: 406, replyText: "PRECONDITION_FAILED", classID: 60, methodID: 80))
+        #expect(actions == [.sendCloseOk])
+        #expect(machine.isClosing)
+        #expect(machine.receivedWhileClosing(.ok(.channelCloseOk)) == [.release, .finish(consumers: nil, pending: nil)])
+        #expect(machine.receivedWhileClosing(.ok(.channelCloseOk)) == nil, "released: a late duplicate is not the closing channel's")
+    }
+
+    @Test("a close that timed out still takes a late close-ok and releases the number")
+    func lateCloseOk() {
+        var machine = Self.closing()
+        _ = machine.deadlinePassed(at: Self.deadline)
+        #expect(machine.receivedWhileClosing(.ok(.channelCloseOk)) == [.release, .finish(consumers: nil, pending: nil)])
+        #expect(machine.state == .released)
+    }
+}
