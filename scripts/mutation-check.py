@@ -125,6 +125,11 @@ MUTATIONS = [
      "let needsWake = state.waiter != nil && !state.wakeRequested", "let needsWake = false"),
     ("consumer: a finished stream still takes deliveries", "Consumer/ConsumerStream.swift",
      "if state.terminated || state.finished != nil { return .refused }", "if state.terminated { return .refused }"),
+    # ConsumerFlowControl: reading paused while a buffer is full
+    ("flow: reading goes on while a consumer is still full", "Consumer/ConsumerFlowControl.swift",
+     "fullConsumers.removeAll { !$0.isOverLimit || $0.isFinished }", "fullConsumers.removeAll()"),
+    ("flow: a consumer that ended holds reading up", "Consumer/ConsumerFlowControl.swift",
+     "fullConsumers.removeAll { !$0.isOverLimit || $0.isFinished }", "fullConsumers.removeAll { !$0.isOverLimit }"),
     # MailboxState: publishers waiting for room
     ("mailbox: publishers waiting for room are never resumed", "Connection/MailboxState.swift",
      "defer { publishWaiters.removeAll() }\n        return publishWaiters", "defer { publishWaiters.removeAll() }\n        return []"),

@@ -16,15 +16,11 @@ extension IOLoop {
         guard let connection else { return }
         let now = ContinuousClock.now
         let heartbeatsDue = heartbeats.isDue(at: now)
-        if !fullConsumers.isEmpty && !recovering {
-            // A finished consumer (its channel closed, or cancelled) receives nothing more: its
-            // buffer no longer holds up the reading, whether the application drains it or not.
-            fullConsumers.removeAll { !$0.isOverLimit || $0.isFinished }
-            guard fullConsumers.isEmpty else {
-                // Not reading, so librabbitmq sends no heartbeats: send them here.
-                if heartbeatsDue { sendHeartbeat(at: now) }
-                return
-            }
+        // While restoring, recovery's replies must be read whatever the consumers hold.
+        if !recovering && !flowControl.mayRead() {
+            // Not reading, so librabbitmq sends no heartbeats: send them here.
+            if heartbeatsDue { sendHeartbeat(at: now) }
+            return
         }
         guard socketReadable || heartbeatsDue || connection.hasBufferedInput else { return }
         socketReadable = false
@@ -45,7 +41,7 @@ extension IOLoop {
                 // Lost, closed, or a recovery attempt failed: that connection is gone.
                 if self.connection !== connection { return }
                 connection.releaseBuffers(channel: frame.channel)
-                if !fullConsumers.isEmpty && !recovering { return }  // a consumer's buffer is full: stop reading
+                if flowControl.isPaused && !recovering { return }  // a consumer's buffer is full: stop reading
             }
             // Read buffer drained: let poll say when more arrives rather than try a recv now.
             if !heartbeatsDue && !connection.hasBufferedInput { return }
@@ -170,7 +166,7 @@ extension IOLoop {
             case .acceptedOverLimit(let needsWake):
                 // Reading stops until the consumer takes half: hand over at once.
                 if needsWake { streamsToWake.append((stream, 1)) }
-                fullConsumers.append(stream)
+                _ = flowControl.pushed(to: stream, result)
                 logger.debug(
                     "a consumer's buffer is full; reading paused until it takes half",
                     metadata: [

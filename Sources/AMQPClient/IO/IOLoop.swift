@@ -78,9 +78,8 @@ final class IOLoop {
     var streamsToWake: [(stream: ConsumerStream, batchLimit: Int)] = []
     /// When the earliest batch held back must be handed over.
     var heldBatchDeadline: ContinuousClock.Instant?
-    /// Consumers whose buffer went over ``AMQPConnection/Configuration/consumerBufferLimit``:
-    /// while any is, the socket is not read (TCP makes the broker wait); heartbeats still go out.
-    var fullConsumers: [ConsumerStream] = []
+    /// Whether the socket is read: not while a consumer's buffer is full (see ``ConsumerFlowControl``).
+    var flowControl = ConsumerFlowControl()
     /// When the application last acked, nacked or rejected a delivery.
     var lastSettlementAt = ContinuousClock.now - .seconds(1)
 
@@ -223,7 +222,7 @@ final class IOLoop {
 
     func waitForWork() {
         guard let connection else { return }
-        let readingPaused = !fullConsumers.isEmpty
+        let readingPaused = flowControl.isPaused
         if connection.hasBufferedInput && !readingPaused { return }
         if !blocked && !held.isEmpty { return }  // unblocked: release the held publishes first
         let settlementsMayWait = settlementsCanWait()

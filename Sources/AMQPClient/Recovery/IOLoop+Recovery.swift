@@ -37,7 +37,7 @@ extension IOLoop {
         channelCloseDeadline = nil
         closeReasons.removeAll()
         channelsWithHeldAck.removeAll()
-        fullConsumers.removeAll()  // their buffers are dropped: the broker redelivers
+        flowControl.reset()  // their buffers are dropped: the broker redelivers
         wakeStreams(immediately: true)
         core.setRecovering(true)
         core.emit(.connectionLost(error))
