@@ -145,6 +145,11 @@ MUTATIONS = [
     # ContentAssembly: a message's frames in order
     ("content: more body than announced is accepted", "Channel/ContentAssembly.swift",
      "guard fragment.count <= bodySize - received else {", "guard true else {"),
+    ("content: a large body's buffer doubles past its size", "Channel/ContentAssembly.swift",
+     "message!.body.reserveCapacity(needed >= bodySize / 4 ? bodySize : min(doubled, bodySize))",
+     "message!.body.reserveCapacity(doubled)"),
+    ("inbound: a settlement from before a recovery goes out", "Channel/ChannelIO.swift",
+     "        generation == self.generation\n", "        true\n"),
     # The rest
     ("recovery: the backoff does not double", "Configuration/AMQPConnection+Recovery.swift",
      "var delay = initialDelay * (1 << doublings)", "var delay = initialDelay * (1 << 0)"),

@@ -30,6 +30,13 @@ final class ChannelIO {
     /// See ``AMQPChannel/generation``.
     var generation: UInt32 { handle.generation }
 
+    /// Whether a settlement of a delivery received in `generation` may go out: one from before
+    /// a recovery must not, since the broker requeued that delivery already and its tag may now
+    /// name another one.
+    func acceptsSettlement(fromGeneration generation: UInt32) -> Bool {
+        generation == self.generation
+    }
+
     // MARK: Consumers
 
     /// Registers a consumer before its `basic.consume` goes out, so no delivery is missed.

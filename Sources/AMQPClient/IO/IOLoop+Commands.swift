@@ -44,9 +44,7 @@ extension IOLoop {
             writePublish(request, on: channel)
         case .settle(let ref, let generation, let method):
             guard let channel = openChannel(ref) else { return }
-            guard channel.generation == generation else {
-                // From before a recovery: the broker has requeued that delivery already, and
-                // its tag may now name another one.
+            guard channel.acceptsSettlement(fromGeneration: generation) else {
                 logger.debug(
                     "ignoring the settlement of a delivery received before the connection recovered",
                     metadata: [LoggingKeys.channel: "\(channel.id)"])

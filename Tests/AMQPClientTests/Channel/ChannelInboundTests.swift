@@ -229,3 +229,61 @@ struct ChannelInboundTests {
         }
     }
 }
+
+@Suite("Channel: what a recovery keeps and forgets")
+struct ChannelAcrossRecoveryTests {
+    @Test("a settlement of a delivery from before the recovery is refused: the broker requeued it, its tag is reused")
+    func staleSettlement() throws {
+        let channel = try ChannelInboundTests.channel()
+        let before = channel.generation
+        #expect(channel.acceptsSettlement(fromGeneration: before))
+        channel.resetForNewConnection(lost: AMQPError(code: .connectionLost, message: "cut"))
+        #expect(!channel.acceptsSettlement(fromGeneration: before))
+        #expect(channel.acceptsSettlement(fromGeneration: channel.generation))
+    }
+
+    @Test("consumers the application stopped, or whose iteration ended, are not restored; the others are, in start order")
+    func consumersToRestore() throws {
+        let channel = try ChannelInboundTests.channel()
+        for (order, tag) in ["b", "a", "stopped", "dropped"].enumerated() {
+            let stream = ConsumerStream(consumerTag: tag, queue: "q", noAck: false) { _, _ in }
+            channel.addConsumer(
+                stream, spec: ConsumerRecord.Spec(queue: "q", noAck: false, exclusive: false, arguments: [:], order: UInt64(order)))
+        }
+        channel.stopRestoring("stopped")
+        _ = channel.consumers["dropped"]?.stream.terminate()
+        channel.resetForNewConnection(lost: AMQPError(code: .connectionLost, message: "cut"))
+        #expect(channel.consumersToRestore().map(\.tag) == ["b", "a"])
+        #expect(channel.consumers.keys.sorted() == ["a", "b"])
+    }
+
+    @Test("a loss fails pending calls with connectionLost and forgets half-assembled messages and held acks")
+    func resetForgets() throws {
+        let channel = try ChannelInboundTests.channel()
+        var failure: AMQPError?
+        channel.pendingReplies.append(PendingReply(replies: [.queueDeclareOk]) { if case .failure(let error) = $0 { failure = error } })
+        try channel.content.start(.delivery(consumerTag: "c"), deliveryTag: 1, redelivered: false, exchange: "", routingKey: "q")
+        channel.settlements.delivered(1)
+        channel.resetForNewConnection(lost: AMQPError(code: .connectionLost, message: "cut"))
+        #expect(failure?.code == .connectionLost)
+        #expect(channel.settlements.unsettledCount == 0)
+        // A new message may start: the old half is gone.
+        try channel.content.start(.delivery(consumerTag: "c"), deliveryTag: 1, redelivered: false, exchange: "", routingKey: "q")
+    }
+}
+
+@Suite("Consumer: what a buffered delivery costs")
+struct DeliveryCostTests {
+    @Test("a delivery counts its body's buffer, its decoded properties and a fixed share: wide headers cannot hide")
+    func cost() throws {
+        let channel = try ConsumerStreamTests.detachedChannel()
+        let plain = AMQPDelivery(
+            body: [UInt8](repeating: 0, count: 1_000), properties: .init(), deliveryTag: 1, redelivered: false, exchange: "",
+            routingKey: "q", consumerTag: "t", messageCount: nil, isAutoAcknowledged: false, channel: channel, generation: 0)
+        let wide = AMQPDelivery(
+            body: [], properties: .init(), deliveryTag: 2, redelivered: false, exchange: "", routingKey: "q", consumerTag: "t",
+            messageCount: nil, isAutoAcknowledged: false, propertiesFootprint: 9_000 * 64, channel: channel, generation: 0)
+        #expect(ConsumerStream.cost(plain) >= 1_000 + 256)
+        #expect(ConsumerStream.cost(wide) == 9_000 * 64 + 256)
+    }
+}
