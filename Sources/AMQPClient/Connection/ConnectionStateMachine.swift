@@ -98,8 +98,27 @@ struct ConnectionStateMachine {
         var jitter: () -> Double = { Double.random(in: 0.5...1.0) }
     }
 
-    private(set) var state = State.connecting
+    private(set) var state = State.connecting {
+        didSet { phase = Phase(state) }
+    }
+    /// Which case ``state`` is, without its payload: what the I/O thread checks on every turn of
+    /// its loop, read as a plain stored field rather than by copying the state.
+    private(set) var phase = Phase.connecting
     let configuration: Configuration
+
+    enum Phase: Equatable {
+        case connecting, open, closing, recovering, closed
+
+        init(_ state: State) {
+            switch state {
+            case .connecting: self = .connecting
+            case .open: self = .open
+            case .closing: self = .closing
+            case .recovering: self = .recovering
+            case .closed: self = .closed
+            }
+        }
+    }
     /// When the connection last opened or recovered, and after how many attempts: a connection
     /// lost soon after goes on counting attempts (``AMQPConnection/Configuration/Recovery/backoffResetAfter``).
     private(set) var lastConnected: (at: ContinuousClock.Instant, attempts: Int)?
@@ -110,23 +129,16 @@ struct ConnectionStateMachine {
 
     // MARK: Reading the state
 
-    var isOpen: Bool { state == .open }
-    var isClosed: Bool { state == .closed }
-
-    var isClosing: Bool {
-        if case .closing = state { return true }
-        return false
-    }
+    var isOpen: Bool { phase == .open }
+    var isClosed: Bool { phase == .closed }
+    var isClosing: Bool { phase == .closing }
 
     var recovery: Recovery? {
         if case .recovering(let recovery) = state { return recovery }
         return nil
     }
 
-    var isRecovering: Bool {
-        if case .recovering = state { return true }
-        return false
-    }
+    var isRecovering: Bool { phase == .recovering }
 
     /// The channel number recovery declares the topology on, while it does.
     var topologyChannel: UInt16? {

@@ -44,9 +44,10 @@ final class IOLoop {
     var brokerUnresponsive: Bool { unansweredCloseAt.map { lastFrameAt <= $0 } ?? false }
     /// The earliest deadline of a call waiting for its reply (``AMQPConnection/Configuration/callTimeout``).
     var callDeadline: ContinuousClock.Instant?
-    var finished: Bool { machine.isClosed }
-    var recovering: Bool { machine.isRecovering }
-    var closingConnection: Bool { machine.isClosing }
+    // Read on every turn of the loop: the machine's phase, a stored field, not a copy of its state.
+    var finished: Bool { machine.phase == .closed }
+    var recovering: Bool { machine.phase == .recovering }
+    var closingConnection: Bool { machine.phase == .closing }
     var startContinuation: CheckedContinuation<Void, any Error>?
 
     // Commands and settlement
@@ -275,7 +276,7 @@ final class IOLoop {
     func pollTimeoutMilliseconds() -> Int32 {
         heartbeats.sleepMilliseconds(
             at: .now,
-            deadlines: [machine.nextDeadline, channelCloseDeadline, callDeadline, core.metrics == nil ? nil : nextGaugeSample])
+            deadlines: [machine.phase == .open ? nil : machine.nextDeadline, channelCloseDeadline, callDeadline, core.metrics == nil ? nil : nextGaugeSample])
     }
 
     /// Fails the calls that waited past ``AMQPConnection/Configuration/callTimeout`` and closes
@@ -306,7 +307,8 @@ final class IOLoop {
     /// Carries out what passed its deadline: the connection's close, channel closes and calls.
     func checkDeadlines() {
         let now = ContinuousClock.now
-        carryOut(machine.tick(at: now))
+        // An open connection has no deadline of its own: skip the call on the hot path.
+        if machine.phase != .open { carryOut(machine.tick(at: now)) }
         if !finished { checkChannelCloseDeadlines(at: now) }
         if !finished { checkCallDeadlines() }
     }
