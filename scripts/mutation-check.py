@@ -145,9 +145,9 @@ MUTATIONS = [
     # ContentAssembly: a message's frames in order
     ("content: more body than announced is accepted", "Channel/ContentAssembly.swift",
      "guard fragment.count <= bodySize - received else {", "guard true else {"),
-    ("content: a large body's buffer doubles past its size", "Channel/ContentAssembly.swift",
+    ("content: a large body's buffer grows by doubling, past its size", "Channel/ContentAssembly.swift",
      "message!.body.reserveCapacity(needed >= bodySize / 4 ? bodySize : min(doubled, bodySize))",
-     "message!.body.reserveCapacity(doubled)"),
+     "_ = doubled"),
     ("inbound: a settlement from before a recovery goes out", "Channel/ChannelIO.swift",
      "        generation == self.generation\n", "        true\n"),
     # The rest

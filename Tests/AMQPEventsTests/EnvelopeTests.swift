@@ -75,13 +75,16 @@ struct SubscriptionTests {
         #expect(EventTopology.queueArguments("q") == ["x-dead-letter-exchange": "", "x-dead-letter-routing-key": "q.parked"])
     }
 
-    @Test("handlers by type, routing keys sorted; the prefetch follows the concurrency")
+    @Test("handlers by type, routing keys sorted; the prefetch defaults to twice the concurrency, at least 50")
     func handlers() throws {
         let subscription = EventSubscription.workQueue("q", concurrency: 8)
             .on(Plain.self) { _, _ in }
             .on(Parcel.self) { _, _ in }
         #expect(subscription.eventTypes == ["Parcel", "Plain"])
-        #expect(subscription.effectivePrefetch == 8)
+        #expect(subscription.effectivePrefetch == 50)
+        #expect(EventSubscription.workQueue("q", concurrency: 40).effectivePrefetch == 80)
+        #expect(EventSubscription.workQueue("q", concurrency: 1, prefetch: 1).effectivePrefetch == 1)
+        #expect(EventSubscription.defaultPrefetch(concurrency: 100_000) == UInt16.max)
         try subscription.validate()
     }
 

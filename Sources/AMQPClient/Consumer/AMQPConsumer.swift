@@ -61,6 +61,19 @@ public final class AMQPConsumer: AsyncSequence, Sendable {
         channel.core.submitOrFail(.stopConsumer(channel.ref, stream, requeue: [], nil))
     }
 
+    /// Stops taking deliveries now, without waiting, for a graceful shutdown that must start no
+    /// new work: the consumer is cancelled on the broker, the sequence ends at once, and the
+    /// deliveries buffered but not yet handed out go back to the queue (requeued). Those handed
+    /// out already are still the application's to settle. A no-ack consumer's buffered
+    /// deliveries cannot go back: it iterates them first, as after ``requestCancel()``.
+    package func requestStop() {
+        if stream.noAck {
+            requestCancel()
+        } else {
+            _ = stream.terminate()  // its onStop cancels on the broker and requeues what was unseen
+        }
+    }
+
     public struct AsyncIterator: AsyncIteratorProtocol, Sendable {
         let stream: ConsumerStream
         /// Keeps the consumer alive while it is iterated, also when the sequence was a temporary

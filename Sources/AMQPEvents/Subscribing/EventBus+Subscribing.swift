@@ -103,9 +103,9 @@ extension EventBus {
                     try await group.waitForAll()
                 }
             } onGracefulShutdown: {
-                // Synchronous, no task: basic.cancel is sent and the sequence ends after the
-                // deliveries buffered now, whether the broker answers or not.
-                consumer.requestCancel()
+                // Synchronous, no task: basic.cancel is sent, the sequence ends now, and the
+                // deliveries prefetched but not started go back to the queue for another consumer.
+                consumer.requestStop()
             }
         } catch is CancellationError {
             return

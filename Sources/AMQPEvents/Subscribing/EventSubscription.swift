@@ -36,7 +36,12 @@ public struct EventSubscription: Sendable {
     public var kind: Kind
     /// How many events are handled at once. 1 (the default) keeps the queue's order.
     public var concurrency: Int
-    /// How many unacknowledged events the broker may send ahead; `concurrency` unless set.
+    /// How many unacknowledged events the broker may send ahead. Unless set, twice the
+    /// concurrency and at least 50 (``defaultPrefetch(concurrency:)``): the next events are
+    /// already here when a handler finishes, where a prefetch of 1 costs a round trip per event
+    /// and caps a quick handler at a few thousand a second. Order is kept either way at
+    /// concurrency 1. Set it to the concurrency for fair dispatch of long tasks between workers
+    /// that compete for one queue: then a busy worker holds no task another could start.
     public var prefetch: UInt16?
     /// How a failed handler is tried again before its message is parked.
     public var retryPolicy: RetryPolicy = .immediate
@@ -52,16 +57,18 @@ public struct EventSubscription: Sendable {
         self.prefetch = prefetch
     }
 
-    public static func publishSubscribe(exchange: String, service: String, concurrency: Int = 1) -> EventSubscription {
-        EventSubscription(.publishSubscribe(exchange: exchange, service: service), concurrency: concurrency)
+    public static func publishSubscribe(
+        exchange: String, service: String, concurrency: Int = 1, prefetch: UInt16? = nil
+    ) -> EventSubscription {
+        EventSubscription(.publishSubscribe(exchange: exchange, service: service), concurrency: concurrency, prefetch: prefetch)
     }
 
-    public static func workQueue(_ queue: String, concurrency: Int = 1) -> EventSubscription {
-        EventSubscription(.workQueue(queue: queue), concurrency: concurrency)
+    public static func workQueue(_ queue: String, concurrency: Int = 1, prefetch: UInt16? = nil) -> EventSubscription {
+        EventSubscription(.workQueue(queue: queue), concurrency: concurrency, prefetch: prefetch)
     }
 
-    public static func broadcast(exchange: String, concurrency: Int = 1) -> EventSubscription {
-        EventSubscription(.broadcast(exchange: exchange), concurrency: concurrency)
+    public static func broadcast(exchange: String, concurrency: Int = 1, prefetch: UInt16? = nil) -> EventSubscription {
+        EventSubscription(.broadcast(exchange: exchange), concurrency: concurrency, prefetch: prefetch)
     }
 
     /// Handles events of `type` with `handler`; its success acknowledges the event.
@@ -140,7 +147,13 @@ public struct EventSubscription: Sendable {
         }
     }
 
-    var effectivePrefetch: UInt16 { prefetch ?? UInt16(concurrency) }
+    /// The prefetch the subscription asks the broker for: ``prefetch``, or the default.
+    public var effectivePrefetch: UInt16 { prefetch ?? Self.defaultPrefetch(concurrency: concurrency) }
+
+    /// Twice the concurrency, at least 50 (see ``prefetch``).
+    public static func defaultPrefetch(concurrency: Int) -> UInt16 {
+        UInt16(clamping: max(50, 2 * concurrency))
+    }
 }
 
 /// A handler with its event type erased: decodes the body, then calls the application's closure.

@@ -33,5 +33,6 @@ struct SubscriptionService: Service {
 
     func run() async throws {
         try await bus.run(subscription)
+        try await waitForShutdownIfClosedUnderneath(bus)
     }
 }

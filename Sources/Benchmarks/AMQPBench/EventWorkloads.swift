@@ -84,7 +84,9 @@ extension Bench {
                         }
                     },
                     rawC: { connection, queue in
-                        raw_bench_consume(connection.pointer, queue, UInt16(concurrency), 1, UInt64(n))
+                        // The same prefetch as the subscription's default: the same round trips.
+                        let prefetch = EventSubscription.defaultPrefetch(concurrency: concurrency)
+                        return raw_bench_consume(connection.pointer, queue, prefetch, 1, UInt64(n))
                     },
                     prefill: n))
         }

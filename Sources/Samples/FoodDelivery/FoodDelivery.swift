@@ -61,7 +61,7 @@ struct ServiceRun: ParsableArguments {
     /// reaches `--count`.
     func run(
         as name: String, waitingFor what: String, counted: String, cookTime: Duration? = nil,
-        _ make: (EventBus, FoodServices) -> [any Service]
+        _ make: @escaping @Sendable (EventBus, FoodServices) -> [any Service]
     ) async throws {
         try await runEventService(options, name: name, waitingFor: what, counted: counted, count: count) { bus, tally in
             var services = FoodServices(tally: tally)

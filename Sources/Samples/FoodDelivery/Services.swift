@@ -55,7 +55,7 @@ struct FoodServices: Sendable {
 
     /// A chef: one task at a time (prefetch 1), so the broker gives the next task to whoever is free.
     func chef(_ name: String) -> EventSubscription {
-        EventSubscription.workQueue(Kitchen.tasks, concurrency: 1)
+        EventSubscription.workQueue(Kitchen.tasks, concurrency: 1, prefetch: 1)
             .on(PrepareItem.self) { task, context in
                 try await Task.sleep(for: cookTime * task.quantity)  // cooking
                 try await context.bus.send(

@@ -74,16 +74,25 @@ public func runServices(
     try await group.run()
 }
 
-/// A sample service's whole life: a bus named `name`, the services `make` returns, until Ctrl-C
-/// or until the tally counts `count` for `counted`.
+/// A sample service's whole life, as one ``EventService``: its connection and bus named `name`,
+/// the services `make` returns, until Ctrl-C or SIGTERM, or until the tally counts `count` for
+/// `counted`. The service stops them in order: intake, handlers in flight, then the connection.
 public func runEventService(
     _ options: CommonOptions, name: String, waitingFor what: String, counted: String, count: Int?,
-    _ make: (EventBus, Tally) throws -> [any Service]
+    _ make: @escaping @Sendable (EventBus, Tally) throws -> [any Service]
 ) async throws {
-    try await withEventBus(options, name: name) { bus in
-        let tally = Tally()
-        let services = try make(bus, tally)
+    lineBufferStandardOutput()
+    let observability = options.observability.bootstrap()
+    defer { observability.finish() }
+    var connection = try options.broker.configuration(connectionName: name)
+    connection.recovery.republishUnconfirmed = true
+    var logger = Logger(label: name)
+    logger.logLevel = .info
+    let tally = Tally()
+    let service = EventService(configuration: .init(connection: connection, bus: .init(appID: name)), logger: logger) {
+        bus, parts in
+        for service in try make(bus, tally) { parts.run(service) }
         print(" [*] \(name) waiting for \(what). To exit press CTRL+C")
-        try await runServices(services, logger: bus.logger, tally: tally, counted: counted, count: count)
     }
+    try await runServices([service], logger: logger, tally: tally, counted: counted, count: count)
 }

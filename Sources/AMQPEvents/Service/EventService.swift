@@ -1,0 +1,168 @@
+public import AMQPClient
+public import Logging
+public import ServiceLifecycle
+
+/// An event-driven application's messaging as one `Service`: it owns the connection, the
+/// ``EventBus``, the subscriptions, the responders and any other service that publishes through
+/// the bus (an outbox relay), and starts and stops them in the one order that loses nothing.
+///
+/// ```swift
+/// let messaging = EventService(configuration: .init(connection: .init(url: url), bus: .init(appID: "payments"))) { bus, parts in
+///     parts.subscribe(
+///         .publishSubscribe(exchange: "orders", service: "payment").on(OrderPlaced.self) { order, context in
+///             try await charge(order)
+///         })
+///     parts.respond(to: "payments.quote", with: QuoteRequest.self) { request, _ in Quote(for: request) }
+/// }
+/// let group = ServiceGroup(services: [messaging], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+/// try await group.run()
+/// ```
+///
+/// ``run()`` connects, builds the parts, declares and starts every subscription (so each is
+/// consuming before any event is handled), then runs them with the responders and services. On a
+/// graceful shutdown (SIGTERM) every subscription and responder stops taking new messages, the
+/// handlers in flight finish and settle, the services finish what they are doing (the relay its
+/// batch), and only then do the bus and the connection close. Cancelling the task stops them at
+/// once instead; unsettled messages go back to their queues with the connection.
+public struct EventService: Service {
+    public struct Configuration: Sendable {
+        public var connection: AMQPConnection.Configuration
+        public var bus: EventBus.Configuration
+
+        public init(connection: AMQPConnection.Configuration, bus: EventBus.Configuration = .init()) {
+            self.connection = connection
+            self.bus = bus
+        }
+    }
+
+    /// What the service runs, collected by the set-up closure.
+    public struct Parts: Sendable {
+        public private(set) var subscriptions: [EventSubscription] = []
+        private(set) var services: [any Service] = []
+
+        public init() {}
+
+        /// Handles a subscription's events.
+        public mutating func subscribe(_ subscription: EventSubscription) {
+            subscriptions.append(subscription)
+        }
+
+        /// Answers requests sent to `queue` (see ``EventBus/respond(to:with:concurrency:_:)``).
+        public mutating func respond<Request: AMQPRequest>(
+            to queue: String, with type: Request.Type, concurrency: Int = 1,
+            _ handler: @escaping @Sendable (Request, EventContext) async throws -> Request.Response
+        ) {
+            services.append(ResponderService(queue: queue, concurrency: concurrency, handler: handler, bus: nil))
+        }
+
+        /// Runs another service that uses the bus, such as an outbox relay. It starts after the
+        /// subscriptions are consuming and gets the same graceful shutdown.
+        public mutating func run(_ service: some Service) {
+            services.append(service)
+        }
+
+        var count: Int { subscriptions.count + services.count }
+    }
+
+    public let configuration: Configuration
+    public let logger: Logger
+    private let setUp: @Sendable (EventBus, inout Parts) async throws -> Void
+
+    /// - Parameter setUp: Called once connected, with the bus, to list what the service runs.
+    public init(
+        configuration: Configuration, logger: Logger = Logger(label: "amqp-events"),
+        _ setUp: @escaping @Sendable (EventBus, inout Parts) async throws -> Void
+    ) {
+        self.configuration = configuration
+        self.logger = logger
+        self.setUp = setUp
+    }
+
+    public func run() async throws {
+        let connection = try await AMQPConnection.connect(to: configuration.connection, logger: logger)
+        let bus = EventBus(connection: connection, configuration: configuration.bus, logger: logger)
+        do {
+            try await run(on: bus)
+        } catch {
+            await bus.close()
+            await connection.close()
+            throw error
+        }
+        // Everything that could publish or settle has ended: now the bus, then the connection.
+        await bus.close()
+        await connection.close()
+        logger.debug("event service stopped")
+    }
+
+    /// Builds the parts and runs them on `bus` until they have all ended.
+    private func run(on bus: EventBus) async throws {
+        var parts = Parts()
+        try await setUp(bus, &parts)
+        // Every subscription consumes before any event is handled, and before the services (a
+        // relay publishing to a subscription's queue) start.
+        var started: [RunningSubscription] = []
+        for subscription in parts.subscriptions {
+            started.append(try await bus.start(subscription))
+        }
+        logger.debug(
+            "event service running",
+            metadata: ["amqp.events.subscriptions": "\(started.count)", "amqp.events.services": "\(parts.count - started.count)"])
+        try await withThrowingDiscardingTaskGroup { group in
+            for subscription in started {
+                group.addTask { try await subscription.run() }
+            }
+            for service in parts.services {
+                if let responder = service as? any ResponderRunning {
+                    group.addTask { try await responder.run(on: bus) }
+                } else {
+                    group.addTask { try await service.run() }
+                }
+            }
+        }
+    }
+}
+
+/// A responder that learns its bus when the ``EventService`` runs it.
+protocol ResponderRunning: Service {
+    func run(on bus: EventBus) async throws
+}
+
+/// A responder as a `Service`: it answers requests until a graceful shutdown, then finishes the
+/// requests in flight.
+struct ResponderService<Request: AMQPRequest>: ResponderRunning {
+    let queue: String
+    let concurrency: Int
+    let handler: @Sendable (Request, EventContext) async throws -> Request.Response
+    let bus: EventBus?
+
+    func run() async throws {
+        guard let bus else {
+            throw EventError(code: .invalidArgument, message: "a responder added to an EventService runs only inside it")
+        }
+        try await run(on: bus)
+    }
+
+    func run(on bus: EventBus) async throws {
+        try await bus.respond(to: queue, with: Request.self, concurrency: concurrency, handler)
+        try await waitForShutdownIfClosedUnderneath(bus)
+    }
+}
+
+extension EventBus {
+    /// A responder as a `Service` for a `ServiceGroup` (see ``respond(to:with:concurrency:_:)``).
+    public func responder<Request: AMQPRequest>(
+        to queue: String, with type: Request.Type, concurrency: Int = 1,
+        _ handler: @escaping @Sendable (Request, EventContext) async throws -> Request.Response
+    ) -> some Service {
+        ResponderService(queue: queue, concurrency: concurrency, handler: handler, bus: self)
+    }
+}
+
+/// A subscription or responder whose consumer ended because the application closed the
+/// connection (a `ServiceGroup` that lists the connection after them shuts it down first) has
+/// not failed: it waits for its own turn to shut down instead of returning early, which a
+/// `ServiceGroup` would report as an unexpected end.
+func waitForShutdownIfClosedUnderneath(_ bus: EventBus) async throws {
+    guard !bus.connection.isOpen, !Task.isShuttingDownGracefully, !Task.isCancelled else { return }
+    try await gracefulShutdown()
+}

@@ -1,0 +1,108 @@
+import AMQPClient
+import AMQPEvents
+import Logging
+import ServiceLifecycle
+import Synchronization
+import Testing
+
+@Suite("Events: one Service for an application")
+struct EventServiceTests {
+    @Test("EventService: a graceful shutdown finishes the handlers in flight, then closes; its responder answers meanwhile; nothing lost")
+    func gracefulShutdown() async throws {
+        let total = 40
+        try await withEventBus { publisher, domain, queues in
+            let queue = "\(domain).service"
+            let requests = "\(domain).service.echo"
+            queues.withLock { $0.append(contentsOf: [queue, requests]) }
+            let started = Seen()
+            let finished = Seen()
+            let service = EventService(configuration: .init(connection: try TestBroker.configuration)) { _, parts in
+                parts.subscribe(
+                    EventSubscription.workQueue(queue, concurrency: 4).on(Charged.self) { task, _ in
+                        started.add(task.orderId)
+                        try? await Task.sleep(for: .milliseconds(100))  // in flight when the shutdown begins
+                        finished.add(task.orderId)
+                    })
+                parts.respond(to: requests, with: Echo.self) { request, _ in Echoed(text: request.text.uppercased()) }
+            }
+            try await publisher.declareResponder(queue: requests)
+            try await publisher.send((0..<total).map { Charged(orderId: "e-\($0)", amount: $0) }, toQueue: queue)
+            let trigger = RequestThenShutdown(started: started, publisher: publisher, requests: requests)
+            let group = ServiceGroup(
+                configuration: ServiceGroupConfiguration(
+                    services: [.init(service: service), .init(service: trigger, successTerminationBehavior: .ignore)],
+                    logger: .init(label: "test")))
+            trigger.group.withLock { $0 = group }
+            try await withTimeout(20, "the graceful shutdown") { try await group.run() }
+            let inQueue = try await withTestConnection { admin in
+                try await admin.openChannel().waitForQueue(queue, within: 5, "the queue to take back what was not handled") {
+                    $0.messageCount + UInt32(finished.distinct) >= UInt32(total)
+                }.messageCount
+            }
+            print(
+                "event service shutdown: sent \(total), started \(started.distinct), finished \(finished.distinct), back in queue \(inQueue), duplicated \(finished.duplicates), reply \(trigger.reply.withLock { $0 } ?? "none")"
+            )
+            #expect(trigger.reply.withLock { $0 } == "PING")
+            #expect(started.distinct == finished.distinct)  // every handler that started, finished
+            #expect(finished.distinct + Int(inQueue) == total)  // nothing lost
+            #expect(finished.duplicates == 0)
+        }
+    }
+
+    @Test("a ServiceGroup that lists the connection after its subscription and responder shuts down without an error")
+    func connectionListedLast() async throws {
+        try await withEventBus { publisher, domain, queues in
+            let queue = "\(domain).order"
+            let requests = "\(domain).order.echo"
+            queues.withLock { $0.append(contentsOf: [queue, requests]) }
+            let connection = try await TestBroker.connect()
+            let bus = EventBus(connection: connection)
+            let started = Seen()
+            let subscription = EventSubscription.workQueue(queue).on(Charged.self) { task, _ in started.add(task.orderId) }
+            try await publisher.send(Charged(orderId: "o-1", amount: 1), toQueue: queue)
+            let trigger = RequestThenShutdown(started: started, publisher: nil, requests: requests, handlersBeforeShutdown: 1)
+            // Stopped in reverse: the trigger, then the connection, then the responder and subscription.
+            let group = ServiceGroup(
+                configuration: ServiceGroupConfiguration(
+                    services: [
+                        .init(service: bus.service(for: subscription)),
+                        .init(service: bus.responder(to: requests, with: Echo.self) { request, _ in Echoed(text: request.text) }),
+                        .init(service: connection),
+                        .init(service: trigger, successTerminationBehavior: .ignore),
+                    ],
+                    logger: .init(label: "test")))
+            trigger.group.withLock { $0 = group }
+            try await withTimeout(20, "the graceful shutdown") { try await group.run() }
+            #expect(started.distinct == 1)
+            #expect(!connection.isOpen)
+        }
+    }
+}
+
+/// Once `handlersBeforeShutdown` handlers are in flight, makes one request (when it has a
+/// publisher) and begins the group's graceful shutdown.
+final class RequestThenShutdown: Service, Sendable {
+    let started: Seen
+    let publisher: EventBus?
+    let requests: String
+    let handlersBeforeShutdown: Int
+    let group = Mutex<ServiceGroup?>(nil)
+    let reply = Mutex<String?>(nil)
+
+    init(started: Seen, publisher: EventBus?, requests: String, handlersBeforeShutdown: Int = 4) {
+        self.started = started
+        self.publisher = publisher
+        self.requests = requests
+        self.handlersBeforeShutdown = handlersBeforeShutdown
+    }
+
+    func run() async throws {
+        try await started.wait(for: handlersBeforeShutdown, "handlers in flight")
+        if let publisher {
+            let answer = try await publisher.request(Echo(text: "ping"), to: requests)
+            reply.withLock { $0 = answer.text }
+        }
+        await group.withLock { $0 }?.triggerGracefulShutdown()
+        try await gracefulShutdown()
+    }
+}
