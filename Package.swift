@@ -74,6 +74,7 @@ let package = Package(
             name: "AMQPEventsSQLite",
             dependencies: [
                 "AMQPEvents",
+                "AMQPClient",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

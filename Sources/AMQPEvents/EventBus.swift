@@ -101,6 +101,27 @@ public final class EventBus: Sendable {
         }
     }
 
+    /// Opens a channel of its own, declares on it what `declare` declares (returning the queue),
+    /// sets the prefetch and starts consuming; closes the channel if any step fails. The one way
+    /// a subscription, a responder and an event stream start consuming.
+    func openConsumer(
+        prefetch: UInt16, _ what: String, declare: (AMQPChannel) async throws(EventError) -> String
+    ) async throws(EventError) -> (channel: AMQPChannel, consumer: AMQPConsumer) {
+        let channel = try await openChannel()
+        do throws(EventError) {
+            let queue = try await declare(channel)
+            do {
+                try await channel.setPrefetch(count: prefetch)
+                return (channel, try await channel.consume(queue: queue))
+            } catch {
+                throw EventError.broker("consuming \(what) from \(queue)", error)
+            }
+        } catch {
+            await channel.close()
+            throw error
+        }
+    }
+
     // MARK: Declaring
 
     /// Declares the durable topic exchange of a domain (`orders`), once per bus.
@@ -225,7 +246,7 @@ final class OpenedOnFirstUse<Value: Sendable>: Sendable {
             _ = forget(task)
             if state.withLock({ $0.closed }) { throw EventError.busClosed }
             if let error = error as? EventError { throw error }
-            throw EventError.broker("opening \(what)", AMQPError.wrapping(error))
+            throw EventError.broker("opening \(what)", AMQPError.wrap(error))
         }
         if isUsable(value) || !connection.isOpen { return value }
         // Unusable (say, a broker error closed its channel): closed by the caller that forgets it.
@@ -253,12 +274,5 @@ final class OpenedOnFirstUse<Value: Sendable>: Sendable {
             state.opening = nil
             return true
         }
-    }
-}
-
-extension AMQPError {
-    /// `error` as an ``AMQPError`` (it is one whenever the client threw it).
-    static func wrapping(_ error: any Error) -> AMQPError {
-        (error as? AMQPError) ?? AMQPError(code: .library, message: "\(error)")
     }
 }

@@ -1,4 +1,5 @@
 public import AMQPEvents
+import AMQPClient
 import Logging
 public import ServiceLifecycle
 
@@ -71,7 +72,7 @@ public final class OutboxRelay: Service, Sendable {
                         try await self.publishPending()
                     } catch {
                         self.bus.logger.warning(
-                            "the outbox relay could not publish; trying again", metadata: ["amqp.error": "\(error)"])
+                            "the outbox relay could not publish; trying again", metadata: [LoggingKeys.error: "\(LogText.untrusted(error))"])
                     }
                 }
                 group.cancelAll()

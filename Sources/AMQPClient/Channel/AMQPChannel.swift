@@ -413,6 +413,19 @@ public final class AMQPChannel: Sendable {
         }
     }
 
+    /// Starts closing the channel without waiting for the broker: ``close()`` for code that
+    /// cannot suspend, such as a `deinit`. Calls fail from now on; what waits on the channel
+    /// ends when the broker confirms.
+    package func requestClose() {
+        let alreadyClosed = state.withLock { state -> Bool in
+            if state.closedError != nil { return true }
+            state.closedError = .channelClosedByApplication(id)
+            return false
+        }
+        guard !alreadyClosed else { return }
+        core.submitOrFail(.closeChannel(ref, ReplyContinuation()))  // nobody waits for close-ok
+    }
+
     // MARK: Internals
 
     func markClosed(_ error: AMQPError) {

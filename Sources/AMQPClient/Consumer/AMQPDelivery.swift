@@ -79,13 +79,16 @@ public final class AMQPDelivery: Sendable {
     /// Tells the broker the message was not handled.
     /// - Parameters:
     ///   - multiple: also settle every earlier unsettled delivery on this channel.
-    ///   - requeue: put the message back in its queue (`true`), or drop it or dead-letter it (`false`).
-    nonisolated(nonsending) public func nack(multiple: Bool = false, requeue: Bool = true) async throws(AMQPError) {
+    ///   - requeue: put the message back in its queue (`true`), or drop it or dead-letter it
+    ///     (`false`). No default: requeueing a message that always fails loops forever, and dropping
+    ///     one from a queue without a dead-letter exchange loses it; say which you mean.
+    nonisolated(nonsending) public func nack(multiple: Bool = false, requeue: Bool) async throws(AMQPError) {
         try settle(.basicNack(deliveryTag: deliveryTag, multiple: multiple, requeue: requeue))
     }
 
-    /// Rejects this one message: requeued (`true`), or dropped or dead-lettered (`false`).
-    nonisolated(nonsending) public func reject(requeue: Bool = true) async throws(AMQPError) {
+    /// Rejects this one message: requeued (`true`), or dropped or dead-lettered (`false`). No
+    /// default, as for ``nack(multiple:requeue:)``.
+    nonisolated(nonsending) public func reject(requeue: Bool) async throws(AMQPError) {
         try settle(.basicReject(deliveryTag: deliveryTag, requeue: requeue))
     }
 

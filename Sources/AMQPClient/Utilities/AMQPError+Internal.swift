@@ -33,8 +33,9 @@ extension AMQPError {
             replyCode: cause.replyCode, replyText: cause.replyText)
     }
 
-    /// Continuations only throw `AMQPError`s; this turns the `any Error` they are typed with back.
-    static func wrap(_ error: any Error) -> AMQPError {
+    /// Continuations only throw `AMQPError`s; this turns the `any Error` they are typed with back
+    /// (and, for the event layer, an error its client calls threw).
+    package static func wrap(_ error: any Error) -> AMQPError {
         (error as? AMQPError) ?? AMQPError(code: .library, message: "\(error)")
     }
 

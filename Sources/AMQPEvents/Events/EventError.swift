@@ -2,7 +2,7 @@ public import AMQPClient
 
 /// The one error type of `AMQPEvents`. Match on ``code``; a failure of the client underneath is in
 /// ``underlying``.
-public struct EventError: Error, Sendable, CustomStringConvertible {
+public struct EventError: Error, Sendable, Equatable, CustomStringConvertible {
     public struct Code: Sendable, Hashable, CustomStringConvertible {
         private let name: String
         private init(_ name: String) { self.name = name }

@@ -58,6 +58,18 @@ enum EnvelopeHeader {
     static let lastError = "x-last-error"
     /// A reply's failure (request/reply): the responder's error, as text.
     static let replyError = "x-reply-error"
+
+    // Set by RabbitMQ
+    /// How many times a quorum queue delivered the message before.
+    static let deliveryCount = "x-delivery-count"
+    /// The dead-lettering history.
+    static let death = "x-death"
+    static let firstDeathExchange = "x-first-death-exchange"
+    static let firstDeathQueue = "x-first-death-queue"
+    static let firstDeathReason = "x-first-death-reason"
+    static let lastDeathExchange = "x-last-death-exchange"
+    static let lastDeathQueue = "x-last-death-queue"
+    static let lastDeathReason = "x-last-death-reason"
 }
 
 extension EventMetadata {

@@ -35,7 +35,7 @@ public struct ParkedMessage: Sendable {
         reason = text(EnvelopeHeader.parkedReason)
         error = text(EnvelopeHeader.parkedError)
         attempts = headers[EnvelopeHeader.attempts]?.integerValue
-        if case .array(let deaths) = headers["x-death"] {
+        if case .array(let deaths) = headers[EnvelopeHeader.death] {
             deadLetterCount = deaths.reduce(0) { total, death in
                 guard case .table(let table) = death else { return total }
                 return total + (table["count"]?.integerValue ?? 0)
@@ -103,7 +103,7 @@ extension EventBus {
                 try await delivery.ack()
             }
             await channel.close()
-            logger.info("moved parked messages back", metadata: ["amqp.queue": "\(queue)", "amqp.events.count": "\(moved)"])
+            logger.info("moved parked messages back", metadata: [LoggingKeys.queue: .untrusted(queue), LoggingKeys.count: "\(moved)"])
             return moved
         } catch {
             await channel.close()
@@ -116,9 +116,9 @@ extension EventBus {
         for key in [
             EnvelopeHeader.parkedReason, EnvelopeHeader.parkedError, EnvelopeHeader.parkedFromQueue, EnvelopeHeader.parkedAt,
             EnvelopeHeader.retryAttempt, EnvelopeHeader.attempts, EnvelopeHeader.firstFailureAt, EnvelopeHeader.lastFailureAt,
-            EnvelopeHeader.lastError, EnvelopeHeader.originalExchange, EnvelopeHeader.originalRoutingKey, "x-death",
-            "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason", "x-last-death-exchange",
-            "x-last-death-queue", "x-last-death-reason",
+            EnvelopeHeader.lastError, EnvelopeHeader.originalExchange, EnvelopeHeader.originalRoutingKey, EnvelopeHeader.death,
+            EnvelopeHeader.firstDeathExchange, EnvelopeHeader.firstDeathQueue, EnvelopeHeader.firstDeathReason,
+            EnvelopeHeader.lastDeathExchange, EnvelopeHeader.lastDeathQueue, EnvelopeHeader.lastDeathReason,
         ] {
             headers[key] = nil
         }

@@ -163,7 +163,7 @@ extension EventBus {
             if !unknown.isEmpty {
                 logger.debug(
                     "publishing events again after the connection failed before the broker confirmed them",
-                    metadata: ["amqp.events.count": "\(unknown.count)", "amqp.attempt": "\(attempt + 1)"])
+                    metadata: [LoggingKeys.count: "\(unknown.count)", LoggingKeys.attempt: "\(attempt + 1)"])
             }
         }
         if let firstFailure { throw firstFailure }

@@ -30,7 +30,7 @@ extension EventBus {
         } catch is CancellationError {
             throw EventError(code: .timedOut, message: "the request was cancelled")
         } catch {
-            throw EventError.broker("requesting \(Request.eventType)", AMQPError.wrapping(error))
+            throw EventError.broker("requesting \(Request.eventType)", AMQPError.wrap(error))
         }
         if case .string(let failure) = reply.properties.headers?[EnvelopeHeader.replyError] {
             throw EventError(code: .responderFailed, message: failure)
@@ -51,16 +51,14 @@ extension EventBus {
     ) async throws(EventError) {
         let check = EventSubscription(.workQueue(queue: queue), concurrency: concurrency)
         try check.validate()
-        let channel = try await openChannel()
-        do throws(EventError) {
-            let consumer: AMQPConsumer
+        let (channel, consumer) = try await openConsumer(prefetch: check.effectivePrefetch, "requests") { channel throws(EventError) in
             do {
-                try await channel.declareQueue(queue, durable: true)
-                try await channel.setPrefetch(count: check.effectivePrefetch)
-                consumer = try await channel.consume(queue: queue)
+                return try await channel.declareQueue(queue, durable: true).name
             } catch {
-                throw EventError.broker("consuming requests from \(queue)", error)
+                throw EventError.broker("declaring \(queue)", AMQPError.wrap(error))
             }
+        }
+        do throws(EventError) {
             try await consumeConcurrently(consumer, concurrency: concurrency) { delivery in
                 await self.answer(delivery, on: channel, queue: queue, handler)
             }
@@ -78,7 +76,7 @@ extension EventBus {
         } catch let error as EventError {
             throw error
         } catch {
-            throw EventError.broker("declaring \(queue)", AMQPError.wrapping(error))
+            throw EventError.broker("declaring \(queue)", AMQPError.wrap(error))
         }
     }
 
@@ -87,7 +85,7 @@ extension EventBus {
         _ handler: @Sendable (Request, EventContext) async throws -> Request.Response
     ) async {
         guard let replyTo = delivery.properties.replyTo, let correlationID = delivery.properties.correlationID else {
-            logger.warning("dropped a request without reply_to or correlation_id", metadata: ["amqp.queue": "\(queue)"])
+            logger.warning("dropped a request without reply_to or correlation_id", metadata: [LoggingKeys.queue: .untrusted(queue)])
             try? await delivery.ack()
             return
         }
@@ -110,7 +108,7 @@ extension EventBus {
         do {
             _ = try await channel.publish(body, exchange: "", routingKey: replyTo, properties: properties)
         } catch {
-            logger.debug("could not send a reply", metadata: ["amqp.error": .untrusted(error)])
+            logger.debug("could not send a reply", metadata: [LoggingKeys.error: .untrusted(error)])
         }
         try? await delivery.ack()
     }

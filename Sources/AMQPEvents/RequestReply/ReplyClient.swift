@@ -82,7 +82,7 @@ final class ReplyClient: Sendable {
                             : EventError.broker(
                                 "waiting for a reply", AMQPError(code: .channelClosed, message: "the reply channel closed")))
                 } catch {
-                    waiters.close(EventError.broker("waiting for a reply", AMQPError.wrapping(error)))
+                    waiters.close(EventError.broker("waiting for a reply", AMQPError.wrap(error)))
                 }
             }
             group.addTask { await waiters.sweep(every: sweepInterval) }

@@ -106,7 +106,7 @@ public struct EventService: Service {
         }
         logger.debug(
             "event service running",
-            metadata: ["amqp.events.subscriptions": "\(started.count)", "amqp.events.services": "\(parts.count - started.count)"])
+            metadata: [LoggingKeys.subscriptions: "\(started.count)", LoggingKeys.services: "\(parts.count - started.count)"])
         try await withThrowingDiscardingTaskGroup { group in
             for subscription in started {
                 group.addTask { try await subscription.run() }

@@ -21,7 +21,7 @@ extension EventBus {
         }
         let store = metadata.messageID.isEmpty ? nil : subscription.deduplication
         if let store, await alreadyHandled(metadata.messageID, by: queue, in: store) {
-            logger.debug("acknowledging a message handled already", metadata: ["amqp.events.message_id": .untrusted(metadata.messageID)])
+            logger.debug("acknowledging a message handled already", metadata: [LoggingKeys.messageID: .untrusted(metadata.messageID)])
             try? await delivery.ack()
             return
         }
@@ -54,7 +54,7 @@ extension EventBus {
             } catch {
                 logger.warning(
                     "could not record a handled message for deduplication",
-                    metadata: ["amqp.events.message_id": .untrusted(metadata.messageID), "amqp.error": .untrusted(error)])
+                    metadata: [LoggingKeys.messageID: .untrusted(metadata.messageID), LoggingKeys.error: .untrusted(error)])
             }
         }
         do {
@@ -62,7 +62,7 @@ extension EventBus {
         } catch {
             logger.debug(
                 "could not acknowledge a handled event; the broker will deliver it again",
-                metadata: ["amqp.events.message_id": .untrusted(metadata.messageID), "amqp.error": .untrusted(error)])
+                metadata: [LoggingKeys.messageID: .untrusted(metadata.messageID), LoggingKeys.error: .untrusted(error)])
         }
     }
 
@@ -71,7 +71,7 @@ extension EventBus {
             return try await store.contains(messageID, subscriber: subscriber)
         } catch {
             // Handling again is safer than dropping: the handler may still be idempotent.
-            logger.warning("the deduplication store failed; handling the message", metadata: ["amqp.error": .untrusted(error)])
+            logger.warning("the deduplication store failed; handling the message", metadata: [LoggingKeys.error: .untrusted(error)])
             return false
         }
     }
@@ -96,8 +96,8 @@ extension EventBus {
             failureHeaders[EnvelopeHeader.originalRoutingKey] = .string(delivery.routingKey)
         }
         let log: Logger.Metadata = [
-            "amqp.queue": "\(queue)", "amqp.events.type": .untrusted(metadata.type),
-            "amqp.events.message_id": .untrusted(metadata.messageID), "amqp.attempt": "\(calls)", "amqp.error": .untrusted(error),
+            LoggingKeys.queue: .untrusted(queue), LoggingKeys.eventType: .untrusted(metadata.type),
+            LoggingKeys.messageID: .untrusted(metadata.messageID), LoggingKeys.attempt: "\(calls)", LoggingKeys.error: .untrusted(error),
         ]
         if error is any NonRetryableError {
             logger.warning("an event handler failed for good; the event goes to the parking lot", metadata: log)
@@ -118,7 +118,7 @@ extension EventBus {
         for (key, value) in failureHeaders { retried[key] = value }
         retried[EnvelopeHeader.retryAttempt] = .int64(Int64(step))
         properties.headers = retried
-        properties.expiration = String(delay.milliseconds)
+        properties.expiration = String(delay.ttlMilliseconds)
         do {
             let channel = try await publishing.get()
             try await channel.publish(
@@ -126,7 +126,7 @@ extension EventBus {
                 properties: properties
             ).confirmed()
             try await delivery.ack()
-            logger.debug("an event handler failed; retrying later", metadata: log.merging(["amqp.events.delay": "\(delay)"]) { $1 })
+            logger.debug("an event handler failed; retrying later", metadata: log.merging([LoggingKeys.delay: "\(delay)"]) { $1 })
         } catch {
             logger.warning("could not schedule a retry; rejecting the event to the parking lot", metadata: log)
             try? await delivery.nack(requeue: false)
@@ -140,9 +140,9 @@ extension EventBus {
         headers extra: AMQPFieldTable = [:]
     ) async {
         var log: Logger.Metadata = [
-            "amqp.queue": "\(queue)", "amqp.events.reason": .untrusted(reason), "amqp.error": .untrusted(error.prefix(500)),
+            LoggingKeys.queue: .untrusted(queue), LoggingKeys.reason: .untrusted(reason), LoggingKeys.error: .untrusted(error.prefix(500)),
         ]
-        if let id = delivery.properties.messageID { log["amqp.events.message_id"] = .untrusted(id) }
+        if let id = delivery.properties.messageID { log[LoggingKeys.messageID] = .untrusted(id) }
         guard let parkingLot else {
             logger.warning("dropped a message no handler can take (a broadcast subscriber has no parking lot)", metadata: log)
             try? await delivery.ack()

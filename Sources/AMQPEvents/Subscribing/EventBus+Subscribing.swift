@@ -23,24 +23,13 @@ extension EventBus {
     /// listens (a broadcast subscriber's queue exists only from then on).
     public func start(_ subscription: EventSubscription) async throws(EventError) -> RunningSubscription {
         try subscription.validate()
-        let channel = try await openChannel()
-        do throws(EventError) {
-            let queue = try await declareTopology(subscription, on: channel)
-            let consumer: AMQPConsumer
-            do {
-                try await channel.setPrefetch(count: subscription.effectivePrefetch)
-                consumer = try await channel.consume(queue: queue)
-            } catch {
-                throw EventError.broker("consuming from \(queue)", error)
-            }
-            logger.debug(
-                "subscription started",
-                metadata: ["amqp.queue": "\(queue)", "amqp.events.types": "\(subscription.eventTypes)"])
-            return RunningSubscription(bus: self, subscription: subscription, channel: channel, consumer: consumer)
-        } catch {
-            await channel.close()
-            throw error
+        let (channel, consumer) = try await openConsumer(prefetch: subscription.effectivePrefetch, "events") { channel throws(EventError) in
+            try await declareTopology(subscription, on: channel)
         }
+        logger.debug(
+            "subscription started",
+            metadata: [LoggingKeys.queue: .untrusted(consumer.queue), LoggingKeys.eventTypes: "\(subscription.eventTypes)"])
+        return RunningSubscription(bus: self, subscription: subscription, channel: channel, consumer: consumer)
     }
 
     /// The subscription as a `Service` for a `ServiceGroup`: it runs until a graceful shutdown.
@@ -110,7 +99,7 @@ extension EventBus {
         } catch is CancellationError {
             return
         } catch {
-            throw EventError.broker("consuming from \(consumer.queue)", AMQPError.wrapping(error))
+            throw EventError.broker("consuming from \(consumer.queue)", AMQPError.wrap(error))
         }
     }
 }

@@ -31,7 +31,7 @@ public struct EventContext: Sendable {
         self.routingKey = delivery.routingKey
         self.bus = bus
         let headers = delivery.properties.headers
-        self.retryAttempt = headers?["x-retry-attempt"]?.integerValue ?? 0
-        self.deliveryCount = headers?["x-delivery-count"]?.integerValue
+        self.retryAttempt = headers?[EnvelopeHeader.retryAttempt]?.integerValue ?? 0
+        self.deliveryCount = headers?[EnvelopeHeader.deliveryCount]?.integerValue
     }
 }

@@ -17,28 +17,32 @@ extension EventBus {
         // A subscription with a handler of this type, so that the topology binds it.
         let subscription = EventSubscription(kind, concurrency: 1, prefetch: max(prefetch, 1)).on(Event.self) { _, _ in }
         try subscription.validate()
-        let channel = try await openChannel()
-        do {
-            let queue = try await declareTopology(subscription, on: channel)
-            try await channel.setPrefetch(count: subscription.effectivePrefetch)
-            let consumer = try await channel.consume(queue: queue)
-            return EventStream(bus: self, channel: channel, consumer: consumer, parkingLot: subscription.parkingLot)
-        } catch {
-            await channel.close()
-            if let error = error as? EventError { throw error }
-            throw EventError.broker("consuming \(Event.eventType) events", AMQPError.wrapping(error))
+        let (channel, consumer) = try await openConsumer(prefetch: subscription.effectivePrefetch, "\(Event.eventType) events") {
+            channel throws(EventError) in
+            try await declareTopology(subscription, on: channel)
         }
+        return EventStream(bus: self, channel: channel, consumer: consumer, parkingLot: subscription.parkingLot)
     }
 }
 
-/// Events of one type from a queue. Iterate it from one task; ``close()`` it when done.
+/// Events of one type from a queue. Iterate it from one task; ``close()`` it when done. One that
+/// is dropped (with every iterator of it) closes its channel too: its unacknowledged events go
+/// back to the queue.
 public struct EventStream<Event: AMQPEvent>: AsyncSequence, Sendable {
     public typealias Element = ReceivedEvent<Event>
 
     let bus: EventBus
-    let channel: AMQPChannel
     let consumer: AMQPConsumer
     let parkingLot: String?
+    private let lifetime: ChannelLifetime
+    var channel: AMQPChannel { lifetime.channel }
+
+    init(bus: EventBus, channel: AMQPChannel, consumer: AMQPConsumer, parkingLot: String?) {
+        self.bus = bus
+        self.lifetime = ChannelLifetime(channel)
+        self.consumer = consumer
+        self.parkingLot = parkingLot
+    }
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         let stream: EventStream
@@ -88,9 +92,14 @@ public struct ReceivedEvent<Event: AMQPEvent>: Sendable {
         do { try await delivery.ack() } catch { throw EventError.broker("acknowledging \(metadata.messageID)", error) }
     }
 
-    /// The event could not be handled: it goes to the parking lot.
-    public func reject() async throws(EventError) {
-        do { try await delivery.reject(requeue: false) } catch { throw EventError.broker("rejecting \(metadata.messageID)", error) }
+    /// The event could not be handled: back to its queue (`requeue: true`, for another try), or
+    /// to the parking lot (`false`), with the same meaning as ``AMQPDelivery/reject(requeue:)``.
+    public func reject(requeue: Bool) async throws(EventError) {
+        do {
+            try await delivery.reject(requeue: requeue)
+        } catch {
+            throw EventError.broker("rejecting \(metadata.messageID)", error)
+        }
     }
 
     /// Runs `body` as the handling of this event: in its processing span, and with ``EventContext/current``
@@ -99,5 +108,18 @@ public struct ReceivedEvent<Event: AMQPEvent>: Sendable {
         try await delivery.withProcessingSpan { _ in
             try await EventContext.$current.withValue(context) { try await body() }
         }
+    }
+}
+
+/// Closes a channel when the last value that uses it goes.
+final class ChannelLifetime: Sendable {
+    let channel: AMQPChannel
+
+    init(_ channel: AMQPChannel) {
+        self.channel = channel
+    }
+
+    deinit {
+        channel.requestClose()
     }
 }

@@ -30,7 +30,7 @@ public enum EventTopology {
     /// A delay queue's arguments: messages wait at most `maximumDelay`, then go back to `queue`.
     static func retryQueueArguments(_ queue: String, maximumDelay: Duration, type: EventQueueType) -> AMQPFieldTable {
         var arguments: AMQPFieldTable = [
-            "x-message-ttl": .int64(Int64(maximumDelay.milliseconds)),
+            "x-message-ttl": .int64(Int64(maximumDelay.ttlMilliseconds)),
             "x-dead-letter-exchange": "", "x-dead-letter-routing-key": .string(queue),
         ]
         type.add(to: &arguments)
@@ -53,8 +53,9 @@ public enum EventQueueType: Sendable, Hashable {
 }
 
 extension Duration {
-    /// Whole milliseconds, at least 1.
-    var milliseconds: Int {
+    /// As an AMQP time-to-live (a message's `expiration`, a queue's `x-message-ttl`): whole
+    /// milliseconds, at least 1 (0 would expire at once).
+    var ttlMilliseconds: Int {
         let (seconds, attoseconds) = components
         return max(1, Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000))
     }

@@ -106,3 +106,58 @@ final class RequestThenShutdown: Service, Sendable {
         try await gracefulShutdown()
     }
 }
+
+@Suite("Events: one dialect with the client")
+struct EventDialectTests {
+    @Test("an EventStream that is dropped closes its channel: its consumer goes, its unacknowledged event goes back")
+    func droppedStreamReleasesChannel() async throws {
+        try await withEventBus { bus, domain, queues in
+            let queue = "\(domain).stream"
+            queues.withLock { $0.append(queue) }
+            try await bus.send(Charged(orderId: "d-1", amount: 1), toQueue: queue)
+            do {
+                let stream = try await bus.events(Charged.self, from: .workQueue(queue: queue))
+                var iterator = stream.makeAsyncIterator()
+                let first = try await iterator.next()
+                #expect(first?.event.orderId == "d-1")  // taken, never acknowledged
+                try await withTestConnection { admin in
+                    _ = try await admin.openChannel().waitForQueue(queue, "the stream's consumer") { $0.consumerCount == 1 }
+                }
+            }
+            // Both the stream and its iterator are gone here.
+            let info = try await withTestConnection { admin in
+                try await admin.openChannel().waitForQueue(queue, "the consumer to go and the event to come back") {
+                    $0.consumerCount == 0 && $0.messageCount == 1
+                }
+            }
+            #expect(info.messageCount == 1)
+        }
+    }
+
+    @Test("rejecting a received event says where it goes: back to its queue, or to the parking lot")
+    func rejectIsExplicit() async throws {
+        try await withEventBus { bus, domain, queues in
+            let queue = "\(domain).reject"
+            queues.withLock { $0.append(queue) }
+            try await bus.send(Charged(orderId: "r-1", amount: 1), toQueue: queue)
+            let stream = try await bus.events(Charged.self, from: .workQueue(queue: queue))
+            var iterator = stream.makeAsyncIterator()
+            try await iterator.next()?.reject(requeue: true)
+            let again = try await iterator.next()
+            #expect(again?.context.redelivered == true)
+            try await again?.reject(requeue: false)
+            let parked = try await withTestConnection { admin in
+                try await admin.openChannel().waitForQueue(EventTopology.parkingLot(of: queue), "the parked event") { $0.messageCount == 1 }
+            }
+            #expect(parked.messageCount == 1)
+            await stream.close()
+        }
+    }
+
+    @Test("EventError is Equatable, its codes compare as AMQPError's do")
+    func equatableErrors() {
+        let a = EventError(code: .timedOut, message: "no reply")
+        #expect(a == EventError(code: .timedOut, message: "no reply"))
+        #expect(a != EventError(code: .closed, message: "no reply"))
+    }
+}
