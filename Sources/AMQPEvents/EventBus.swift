@@ -157,6 +157,11 @@ public final class EventBus: Sendable {
         declared.withLock { _ = $0.insert("queue:" + queue) }
     }
 
+    /// Forgets that `queue` was declared (it was deleted): the next use declares it again.
+    func forgetDeclared(queue: String) {
+        declared.withLock { _ = $0.remove("queue:" + queue) }
+    }
+
     /// Makes sure a work queue exists before sending to it: one its consumers declared (perhaps as
     /// a quorum queue, with delay queues) is used as it is; a missing one is declared with the
     /// defaults.

@@ -30,7 +30,9 @@ public final class OutboxRelay: Service, Sendable {
         wake.yield()
     }
 
-    /// Publishes what is pending now, until the outbox is empty; returns how many it published.
+    /// Publishes what is due now, until nothing is; returns how many it published. An event the
+    /// broker does not take (unroutable, refused) waits with a backoff from 1 s to 5 min, and holds
+    /// up only the later events to its exchange and routing key; the others go on.
     @discardableResult
     public func publishPending() async throws -> Int {
         var published = 0
@@ -38,21 +40,29 @@ public final class OutboxRelay: Service, Sendable {
             let pending = try await store.pending(limit: batchSize)
             if pending.isEmpty { return published }
             var sent: [Int64] = []
-            var failure: (any Error)?
+            var waiting: Set<String> = []  // destinations held up in this batch by a failure
             for event in pending {
+                let destination = event.exchange + "\u{0}" + event.routingKey
+                if waiting.contains(destination) { continue }
                 do {
                     try await bus.publish(
                         encoded: event.body, metadata: event.metadata, to: event.exchange, routingKey: event.routingKey)
                     sent.append(event.id)
                 } catch {
-                    // Oldest first: stop here, and try again on the next round.
-                    failure = error
-                    break
+                    waiting.insert(destination)
+                    let retryAt = try await store.markFailed(event.id, error: "\(error)")
+                    bus.logger.warning(
+                        "the outbox relay could not publish an event; it waits, and so do later events to its destination",
+                        metadata: [
+                            LoggingKeys.messageID: "\(LogText.untrusted(event.metadata.messageID))",
+                            LoggingKeys.exchange: "\(LogText.untrusted(event.exchange))",
+                            LoggingKeys.routingKey: "\(LogText.untrusted(event.routingKey))",
+                            LoggingKeys.error: "\(LogText.untrusted(error))", LoggingKeys.retryAt: "\(retryAt)",
+                        ])
                 }
             }
             try await store.markSent(sent)
             published += sent.count
-            if let failure { throw failure }
         }
     }
 
@@ -71,8 +81,10 @@ public final class OutboxRelay: Service, Sendable {
                     do {
                         try await self.publishPending()
                     } catch {
+                        // The store failed (publish failures are per event, above): the next round tries again.
                         self.bus.logger.warning(
-                            "the outbox relay could not publish; trying again", metadata: [LoggingKeys.error: "\(LogText.untrusted(error))"])
+                            "the outbox relay could not read or update its store; trying again",
+                            metadata: [LoggingKeys.error: "\(LogText.untrusted(error))"])
                     }
                 }
                 group.cancelAll()

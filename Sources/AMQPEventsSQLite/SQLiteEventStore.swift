@@ -54,6 +54,16 @@ public final class SQLiteEventStore: DeduplicationStore, Sendable {
                     CREATE INDEX amqp_outbox_pending ON amqp_outbox (id) WHERE sent_at IS NULL;
                     """)
         }
+        // Per-row backoff: an event the broker will not take (unroutable, say) waits, and holds up
+        // only the later events to the same exchange and routing key.
+        migrator.registerMigration("amqp-events-v2-outbox-backoff") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE amqp_outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE amqp_outbox ADD COLUMN next_attempt_at DATETIME;
+                    ALTER TABLE amqp_outbox ADD COLUMN last_error TEXT;
+                    """)
+        }
         try migrator.migrate(database)
     }
 
@@ -143,7 +153,10 @@ public final class SQLiteEventStore: DeduplicationStore, Sendable {
         var body: [UInt8]
     }
 
-    func pending(limit: Int) async throws -> [PendingEvent] {
+    /// The events due at `now`, oldest first: not sent, not waiting for a retry, and not behind an
+    /// earlier event to the same exchange and routing key that waits (the order per destination
+    /// holds; other destinations go on).
+    func pending(limit: Int, at now: Date = Date()) async throws -> [PendingEvent] {
         let appID = self.appID
         return try await database.read { db in
             try Row.fetchAll(
@@ -151,9 +164,17 @@ public final class SQLiteEventStore: DeduplicationStore, Sendable {
                 sql: """
                     SELECT id, message_id, type, schema_version, exchange, routing_key, body, correlation_id, causation_id,
                            created_at
-                    FROM amqp_outbox WHERE sent_at IS NULL ORDER BY id LIMIT ?
+                    FROM amqp_outbox AS o
+                    WHERE sent_at IS NULL
+                      AND (next_attempt_at IS NULL OR next_attempt_at <= :now)
+                      AND NOT EXISTS (
+                          SELECT 1 FROM amqp_outbox AS earlier
+                          WHERE earlier.sent_at IS NULL AND earlier.id < o.id
+                            AND earlier.exchange = o.exchange AND earlier.routing_key = o.routing_key
+                            AND earlier.next_attempt_at > :now)
+                    ORDER BY id LIMIT :limit
                     """,
-                arguments: [limit]
+                arguments: ["now": now, "limit": limit]
             ).map { row in
                 let body: Data = row["body"]
                 return PendingEvent(
@@ -165,6 +186,25 @@ public final class SQLiteEventStore: DeduplicationStore, Sendable {
                     exchange: row["exchange"], routingKey: row["routing_key"], body: Array(body))
             }
         }
+    }
+
+    /// Publishing event `id` failed: it waits with a backoff that doubles from 1 s up to 5 min.
+    /// Returns when it is tried next.
+    @discardableResult
+    func markFailed(_ id: Int64, error: String, at now: Date = Date()) async throws -> Date {
+        try await database.write { db in
+            let attempts = try Int.fetchOne(db, sql: "SELECT attempts FROM amqp_outbox WHERE id = ?", arguments: [id]) ?? 0
+            let next = now.addingTimeInterval(Self.retryDelay(afterAttempts: attempts + 1))
+            try db.execute(
+                sql: "UPDATE amqp_outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?",
+                arguments: [next, String(error.prefix(1000)), id])
+            return next
+        }
+    }
+
+    /// 1 s after the first failure, doubling, at most 5 minutes.
+    static func retryDelay(afterAttempts attempts: Int) -> TimeInterval {
+        min(300, pow(2, Double(min(max(attempts - 1, 0), 16))))
     }
 
     func markSent(_ ids: [Int64]) async throws {

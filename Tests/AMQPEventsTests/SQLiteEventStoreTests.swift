@@ -1,6 +1,6 @@
 import AMQPClient
 import AMQPEvents
-import AMQPEventsSQLite
+@testable import AMQPEventsSQLite
 import Foundation
 import GRDB
 import Testing
@@ -52,5 +52,31 @@ struct SQLiteEventStoreTests {
         #expect(metadata.correlationID == "c-9")
         #expect(metadata.appID == "tests")
         #expect(UUID(uuidString: metadata.messageID) != nil)
+    }
+
+    @Test("an event the broker will not take waits with a growing backoff, and holds up only later events to its destination")
+    func outboxBackoff() async throws {
+        let store = try Self.store()
+        let ids = try await store.database.write { db in
+            [
+                try store.enqueue(Shelved(isbn: "a"), to: "books", routingKey: "nowhere", in: db),
+                try store.enqueue(Shelved(isbn: "b"), to: "books", routingKey: "nowhere", in: db),
+                try store.enqueue(Shelved(isbn: "c"), to: "books", routingKey: "shelved", in: db),
+            ].map(\.messageID)
+        }
+        let now = Date()
+        let all = try await store.pending(limit: 10, at: now)
+        #expect(all.map(\.metadata.messageID) == ids)
+        let retryAt = try await store.markFailed(all[0].id, error: "unroutable", at: now)
+        #expect(retryAt == now.addingTimeInterval(1))
+        // "b" waits behind "a" (same exchange and routing key); "c" goes on.
+        #expect(try await store.pending(limit: 10, at: now).map(\.metadata.messageID) == [ids[2]])
+        #expect(try await store.pending(limit: 10, at: retryAt).map(\.metadata.messageID) == ids)
+        // The backoff doubles with each failure, up to 5 minutes.
+        #expect(try await store.markFailed(all[0].id, error: "unroutable", at: now) == now.addingTimeInterval(2))
+        #expect(SQLiteEventStore.retryDelay(afterAttempts: 3) == 4)
+        #expect(SQLiteEventStore.retryDelay(afterAttempts: 30) == 300)
+        try await store.markSent([all[2].id])
+        #expect(try await store.pendingCount() == 2)
     }
 }

@@ -35,6 +35,7 @@ package enum LoggingKeys {
     package static let eventTypes = "amqp.events.types"
     package static let delay = "amqp.events.delay"
     package static let reason = "amqp.events.reason"
+    package static let retryAt = "amqp.events.retry_at"
     package static let count = "amqp.events.count"
     package static let subscriptions = "amqp.events.subscriptions"
     package static let services = "amqp.events.services"

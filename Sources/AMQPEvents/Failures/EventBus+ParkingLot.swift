@@ -2,9 +2,13 @@ public import AMQPClient
 public import Foundation
 
 /// A message in a parking lot, and why it is there.
-public struct ParkedMessage: Sendable {
+public struct ParkedMessage: Sendable, CustomStringConvertible {
+    /// The event's message id, the one deduplication and ``EventBus/replayParked(of:messageIDs:)`` use.
     public var messageID: String?
+    /// The event type it was published as (the AMQP `type` property), if any.
     public var type: String?
+    /// Its schema version (the `x-schema-version` header), if any.
+    public var schemaVersion: Int?
     /// `decodingFailed`, `unknownEventType`, `retriesExhausted`, `nonRetryable`, or `nil` when the
     /// broker dead-lettered it without a reason (see its `x-death` header).
     public var reason: String?
@@ -32,6 +36,7 @@ public struct ParkedMessage: Sendable {
         }
         messageID = delivery.properties.messageID
         type = delivery.properties.type
+        schemaVersion = headers[EnvelopeHeader.schemaVersion]?.integerValue
         reason = text(EnvelopeHeader.parkedReason)
         error = text(EnvelopeHeader.parkedError)
         attempts = headers[EnvelopeHeader.attempts]?.integerValue
@@ -47,6 +52,26 @@ public struct ParkedMessage: Sendable {
         originalRoutingKey = text(EnvelopeHeader.originalRoutingKey)
         body = delivery.body
         properties = delivery.properties
+    }
+
+    /// What the event was, in at most `limit` characters, fit for a terminal: the body as
+    /// compact text when it is UTF-8 (JSON, say), escaped; otherwise its size.
+    public func summary(limit: Int = 160) -> String {
+        guard let text = String(validating: body, as: UTF8.self) else { return "<\(body.count) bytes>" }
+        let compact = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
+        return LogText.escaped(compact, limit: limit)
+    }
+
+    /// One line: id, type, reason, attempts, and the summary.
+    public var description: String {
+        var fields = [
+            "id=\(LogText.escaped(messageID ?? "-", limit: 80))", "type=\(LogText.escaped(type ?? "-", limit: 80))",
+            "reason=\(LogText.escaped(reason ?? "dead-lettered", limit: 40))",
+        ]
+        if let attempts { fields.append("attempts=\(attempts)") }
+        if let error { fields.append("error=\(LogText.escaped(error, limit: 120))") }
+        fields.append("event=\(summary())")
+        return fields.joined(separator: " ")
     }
 }
 
@@ -109,6 +134,42 @@ extension EventBus {
             await channel.close()
             throw EventError.broker("replaying the parking lot \(parkingLot)", error)
         }
+    }
+
+    /// Deletes every message in `queue`'s parking lot; returns how many there were.
+    @discardableResult
+    public func purgeParked(of queue: String) async throws(EventError) -> Int {
+        let parkingLot = EventTopology.parkingLot(of: queue)
+        let channel = try await openChannel()
+        do {
+            let purged = try await channel.purgeQueue(parkingLot)
+            await channel.close()
+            logger.info("purged a parking lot", metadata: [LoggingKeys.queue: .untrusted(parkingLot), LoggingKeys.count: "\(purged)"])
+            return Int(purged)
+        } catch {
+            await channel.close()
+            throw EventError.broker("purging the parking lot \(parkingLot)", error)
+        }
+    }
+
+    /// Deletes what ``declare(_:)`` declares for `subscription`, messages included: its queue,
+    /// parking lot and delay queues (and with the queue, its bindings). The exchange stays: other
+    /// services use it. For tests and resets; a subscription that runs again declares it all anew.
+    public func deleteTopology(for subscription: EventSubscription) async throws(EventError) {
+        guard let queue = subscription.queue else { return }  // a broadcast queue goes with its subscriber
+        let channel = try await openChannel()
+        let queues =
+            [queue, EventTopology.parkingLot(of: queue)]
+            + subscription.retryPolicy.delays.indices.map { EventTopology.retryQueue(of: queue, step: $0 + 1) }
+        do {
+            for name in queues { try await channel.deleteQueue(name) }
+            await channel.close()
+        } catch {
+            await channel.close()
+            throw EventError.broker("deleting the topology of \(queue)", error)
+        }
+        forgetDeclared(queue: queue)
+        logger.info("deleted a subscription's topology", metadata: [LoggingKeys.queue: .untrusted(queue)])
     }
 
     static func withoutFailureHeaders(_ headers: AMQPFieldTable?) -> AMQPFieldTable? {

@@ -161,3 +161,69 @@ struct EventDialectTests {
         #expect(a != EventError(code: .closed, message: "no reply"))
     }
 }
+
+@Suite("Events: tools for operators and tests")
+struct EventOperatorToolsTests {
+    @Test("parked messages show their type, reason and what the event was; purge empties the lot")
+    func parkedListing() async throws {
+        try await withEventBus { bus, domain, queues in
+            let queue = "\(domain).parked"
+            queues.withLock { $0.append(queue) }
+            let subscription = EventSubscription.workQueue(queue).retrying(.none).on(Charged.self) { _, _ in
+                throw DoNotRetry(Declined(text: "card declined\u{1B}[31m"))
+            }
+            let running = try await bus.start(subscription)
+            let task = Task { try await running.run() }
+            defer { task.cancel() }
+            try await bus.send(Charged(orderId: "p-1", amount: 42), toQueue: queue)
+            let parked = try await withTimeout(10, "the parked event") {
+                while true {
+                    let parked = try await bus.parkedMessages(of: queue)
+                    if !parked.isEmpty { return parked }
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+            }
+            let line = parked[0].description
+            print("parked: \(line)")
+            #expect(line.contains("type=test.Charged"))
+            #expect(line.contains("reason=nonRetryable"))
+            #expect(line.contains("\"orderId\":\"p-1\""))
+            #expect(!line.contains("\u{1B}"), "escaped for a terminal")
+            #expect(parked[0].summary().contains("42"))
+            #expect(try await bus.purgeParked(of: queue) == 1)
+            #expect(try await bus.parkedMessages(of: queue).isEmpty)
+        }
+    }
+
+    @Test("deleteTopology removes a subscription's queue, parking lot and delay queues; running it again declares them anew")
+    func deleteTopology() async throws {
+        try await withEventBus { bus, domain, queues in
+            let queue = "\(domain).reset"
+            queues.withLock { $0.append(queue) }
+            let subscription = EventSubscription.publishSubscribe(exchange: domain, service: "reset")
+                .retrying(.exponential(first: .seconds(1), steps: 2)).on(Charged.self) { _, _ in }
+            try await bus.declare(subscription)
+            let names = [subscription.queue!, subscription.parkingLot!] + (1...2).map { EventTopology.retryQueue(of: subscription.queue!, step: $0) }
+            try await withTestConnection { admin in
+                for name in names { _ = try await admin.openChannel().declareQueue(name, passive: true) }
+            }
+            try await bus.deleteTopology(for: subscription)
+            try await withTestConnection { admin in
+                for name in names {
+                    let error = await #expect(throws: AMQPError.self) { _ = try await admin.openChannel().declareQueue(name, passive: true) }
+                    #expect(error?.replyCode == 404, "\(name) is gone")
+                }
+            }
+            try await bus.declare(subscription)  // declared anew, not taken as declared already
+            try await withTestConnection { admin in
+                _ = try await admin.openChannel().declareQueue(subscription.queue!, passive: true)
+            }
+            try await bus.deleteTopology(for: subscription)
+        }
+    }
+}
+
+struct Declined: Error, CustomStringConvertible {
+    var text: String
+    var description: String { text }
+}
