@@ -20,6 +20,7 @@ let package = Package(
         .executable(name: "bookstore", targets: ["Bookstore"]),
         .executable(name: "amqp-bench", targets: ["AMQPBench"]),
         .executable(name: "amqp-probe", targets: ["AMQPProbe"]),
+        .executable(name: "amqp-events", targets: ["AMQPEventsTool"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
@@ -147,6 +148,16 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             path: "Sources/Samples/Bookstore",
+            swiftSettings: strictSwift6
+        ),
+        // The operators' tool for AMQPEvents services' parking lots.
+        .executableTarget(
+            name: "AMQPEventsTool",
+            dependencies: [
+                "AMQPEvents", "AMQPClient", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Tools/AMQPEventsTool",
             swiftSettings: strictSwift6
         ),
         // A client the hostile-broker tests run as a separate process.

@@ -1,5 +1,6 @@
 import AMQPClient
 import AMQPEvents
+import Foundation
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -226,4 +227,64 @@ struct EventOperatorToolsTests {
 struct Declined: Error, CustomStringConvertible {
     var text: String
     var description: String { text }
+}
+
+extension EventOperatorToolsTests {
+    /// Runs `amqp-events` to its end; returns its exit status and standard output.
+    static func tool(_ arguments: String...) async throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = try SampleTests.executable("amqp-events")
+        process.arguments = arguments + ["--url", TestBroker.url]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let lines = LineReader(output.fileHandleForReading)
+        let text = try await withTimeout(20, "amqp-events \(arguments.joined(separator: " "))") {
+            var text = ""
+            while let line = try await lines.nextLine() { text += line + "\n" }
+            return text
+        }
+        process.waitUntilExit()
+        return (process.terminationStatus, text)
+    }
+
+    @Test("amqp-events lists, shows, replays and purges any queue's parked messages")
+    func commandLineTool() async throws {
+        try await withEventBus { bus, domain, queues in
+            let queue = "\(domain).tool"
+            queues.withLock { $0.append(queue) }
+            let parkedEvent = try await bus.send(Charged(orderId: "t-1", amount: 7), toQueue: queue)
+            _ = try await bus.send(Charged(orderId: "t-2", amount: 8), toQueue: queue)
+            // Park both: a stream that rejects them to the parking lot.
+            let stream = try await bus.events(Charged.self, from: .workQueue(queue: queue))
+            var iterator = stream.makeAsyncIterator()
+            for _ in 0..<2 { try await iterator.next()?.reject(requeue: false) }
+            await stream.close()
+            try await withTestConnection { admin in
+                _ = try await admin.openChannel().waitForQueue(EventTopology.parkingLot(of: queue), "both parked") { $0.messageCount == 2 }
+            }
+
+            let list = try await Self.tool("parked", "list", queue)
+            print(list.output)
+            #expect(list.status == 0)
+            #expect(list.output.contains("type=test.Charged"))
+            #expect(list.output.contains("\"orderId\":\"t-1\""))
+            #expect(list.output.contains("2 parked in \(EventTopology.parkingLot(of: queue))"))
+
+            let show = try await Self.tool("parked", "show", queue, parkedEvent.messageID)
+            #expect(show.status == 0)
+            #expect(show.output.contains("content type: application/json"))
+
+            let replay = try await Self.tool("parked", "replay", queue, "--id", parkedEvent.messageID)
+            #expect(replay.output.contains("moved 1 back"))
+            #expect(try await bus.parkedMessages(of: queue).count == 1)
+
+            let refused = try await Self.tool("parked", "purge", queue)
+            #expect(refused.status != 0, "purging asks for --yes")
+            let purged = try await Self.tool("parked", "purge", queue, "--yes")
+            #expect(purged.output.contains("purged 1"))
+            #expect(try await bus.parkedMessages(of: queue).isEmpty)
+        }
+    }
 }
