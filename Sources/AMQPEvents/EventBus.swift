@@ -31,15 +31,19 @@ public final class EventBus: Sendable {
         public var publishAttempts: Int
         /// How long ``EventBus/request(_:to:timeout:)`` waits for a reply unless told.
         public var requestTimeout: Duration
+        /// Runs around every handler call of every subscription, before the subscription's own
+        /// (see ``EventMiddleware``).
+        public var middleware: [any EventMiddleware]
 
         public init(
             appID: String? = nil, coder: any EventCoder = JSONEventCoder(), publishAttempts: Int = 5,
-            requestTimeout: Duration = .seconds(10)
+            requestTimeout: Duration = .seconds(10), middleware: [any EventMiddleware] = []
         ) {
             self.appID = appID
             self.coder = coder
             self.publishAttempts = publishAttempts
             self.requestTimeout = requestTimeout
+            self.middleware = middleware
         }
     }
 

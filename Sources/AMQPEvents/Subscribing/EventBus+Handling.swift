@@ -6,56 +6,49 @@ import Logging
 // parking lot for what no handler can take.
 
 extension EventBus {
-    /// Runs the delivery's handler and settles it: acknowledged once handled (and recorded for
-    /// deduplication), retried by the subscription's policy when the handler throws, parked when
+    /// The subscription's handling as one function: its middleware pipeline around the handler
+    /// of each event type (see ``EventMiddleware`` for the order). Built once per subscription.
+    func pipeline(for subscription: EventSubscription) -> @Sendable (IncomingEvent) async throws -> Void {
+        let (handlers, coder) = (subscription.handlers, configuration.coder)
+        var layers: [any EventMiddleware] = []
+        if let store = subscription.deduplication { layers.append(DeduplicationMiddleware(store: store)) }
+        layers += configuration.middleware + subscription.middleware
+        if subscription.retryPolicy.immediateRetries > 0 {
+            layers.append(ImmediateRetryMiddleware(retries: subscription.retryPolicy.immediateRetries))
+        }
+        layers.append(ProcessingSpanMiddleware())
+        if let limit = subscription.handlerTimeout { layers.append(TimeoutMiddleware(limit: limit)) }
+        return chain(layers) { event in
+            // Checked before the pipeline runs: every type that reaches here has a handler.
+            try await handlers[event.metadata.type]!.handle(event.body, event.context, coder)
+        }
+    }
+
+    /// Runs the delivery through the subscription's pipeline and settles it: acknowledged once
+    /// handled, retried later by the subscription's policy when the pipeline throws, parked when
     /// nothing can handle it.
-    func handle(_ delivery: AMQPDelivery, for subscription: EventSubscription, queue: String) async {
+    func handle(
+        _ delivery: AMQPDelivery, for subscription: EventSubscription, queue: String,
+        pipeline: @Sendable (IncomingEvent) async throws -> Void
+    ) async {
         let parkingLot = subscription.parkingLot
         guard let metadata = EventMetadata(delivery.properties) else {
             await park(delivery, from: queue, in: parkingLot, reason: .unknownEventType, error: "the message has no type property")
             return
         }
-        guard let handler = subscription.handlers[metadata.type] else {
+        guard subscription.handlers[metadata.type] != nil else {
             await park(delivery, from: queue, in: parkingLot, reason: .unknownEventType, error: "no handler for \(metadata.type)")
             return
         }
-        let store = metadata.messageID.isEmpty ? nil : subscription.deduplication
-        if let store, await alreadyHandled(metadata.messageID, by: queue, in: store) {
-            logger.debug("acknowledging a message handled already", metadata: [LoggingKeys.messageID: .untrusted(metadata.messageID)])
-            try? await delivery.ack()
-            return
-        }
         let context = EventContext(delivery: delivery, metadata: metadata, queue: queue, bus: self)
-        var failure: (any Error)?
-        for _ in 0...subscription.retryPolicy.immediateRetries {
-            do {
-                try await delivery.withProcessingSpan { delivery in
-                    try await EventContext.$current.withValue(context) {
-                        try await handler.handle(delivery.body, context, configuration.coder)
-                    }
-                }
-                failure = nil
-                break
-            } catch let undecodable as EventHandler.DecodingFailed {
-                await park(delivery, from: queue, in: parkingLot, reason: .decodingFailed, error: "\(undecodable.underlying)")
-                return
-            } catch {
-                failure = error
-                if error is any NonRetryableError { break }
-            }
-        }
-        if let failure {
-            await handlerFailed(delivery, metadata: metadata, error: failure, subscription: subscription, queue: queue)
+        do {
+            try await pipeline(IncomingEvent(context: context, body: delivery.body, delivery: delivery))
+        } catch let undecodable as EventHandler.DecodingFailed {
+            await park(delivery, from: queue, in: parkingLot, reason: .decodingFailed, error: "\(undecodable.underlying)")
             return
-        }
-        if let store {
-            do {
-                try await store.record(metadata.messageID, subscriber: queue)
-            } catch {
-                logger.warning(
-                    "could not record a handled message for deduplication",
-                    metadata: [LoggingKeys.messageID: .untrusted(metadata.messageID), LoggingKeys.error: .untrusted(error)])
-            }
+        } catch {
+            await handlerFailed(delivery, metadata: metadata, error: error, subscription: subscription, queue: queue)
+            return
         }
         do {
             try await delivery.ack()
@@ -63,16 +56,6 @@ extension EventBus {
             logger.debug(
                 "could not acknowledge a handled event; the broker will deliver it again",
                 metadata: [LoggingKeys.messageID: .untrusted(metadata.messageID), LoggingKeys.error: .untrusted(error)])
-        }
-    }
-
-    private func alreadyHandled(_ messageID: String, by subscriber: String, in store: any DeduplicationStore) async -> Bool {
-        do {
-            return try await store.contains(messageID, subscriber: subscriber)
-        } catch {
-            // Handling again is safer than dropping: the handler may still be idempotent.
-            logger.warning("the deduplication store failed; handling the message", metadata: [LoggingKeys.error: .untrusted(error)])
-            return false
         }
     }
 

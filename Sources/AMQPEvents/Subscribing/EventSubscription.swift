@@ -49,6 +49,11 @@ public struct EventSubscription: Sendable {
     public var deduplication: (any DeduplicationStore)?
     /// The kind of queue its durable queue is.
     public var queueType: EventQueueType = .classic
+    /// Runs around every handler call, after the bus's own (see ``EventMiddleware``).
+    public var middleware: [any EventMiddleware] = []
+    /// How long one handler call may take; `nil`: no limit. A call that takes longer is
+    /// cancelled and fails with ``EventError/Code/timedOut``, then is retried or parked.
+    public var handlerTimeout: Duration?
     var handlers: [String: EventHandler] = [:]
 
     public init(_ kind: Kind, concurrency: Int = 1, prefetch: UInt16? = nil) {
@@ -77,6 +82,20 @@ public struct EventSubscription: Sendable {
     ) -> EventSubscription {
         var copy = self
         copy.handlers[Event.eventType] = EventHandler(type: Event.self, handler)
+        return copy
+    }
+
+    /// With `middleware` around every handler call, after the middleware added before.
+    public func using(_ middleware: any EventMiddleware) -> EventSubscription {
+        var copy = self
+        copy.middleware.append(middleware)
+        return copy
+    }
+
+    /// With a time limit on each handler call (see ``handlerTimeout``).
+    public func timeout(_ limit: Duration) -> EventSubscription {
+        var copy = self
+        copy.handlerTimeout = limit
         return copy
     }
 
@@ -139,6 +158,9 @@ public struct EventSubscription: Sendable {
         }
         if !retryPolicy.delays.isEmpty && queue == nil {
             throw EventError(code: .invalidArgument, message: "a broadcast subscriber cannot have delayed retries: it has no durable queue")
+        }
+        if let handlerTimeout, handlerTimeout <= .zero {
+            throw EventError(code: .invalidArgument, message: "a handler timeout must be positive, not \(handlerTimeout)")
         }
         if let prefetch, Int(prefetch) < concurrency {
             throw EventError(

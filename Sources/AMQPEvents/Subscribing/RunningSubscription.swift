@@ -15,9 +15,10 @@ public struct RunningSubscription: Sendable {
     /// ends; then closes its channel.
     public func run() async throws(EventError) {
         let (bus, subscription, consumer) = (self.bus, self.subscription, self.consumer)
+        let pipeline = bus.pipeline(for: subscription)
         do throws(EventError) {
             try await bus.consumeConcurrently(consumer, concurrency: subscription.concurrency) { delivery in
-                await bus.handle(delivery, for: subscription, queue: consumer.queue)
+                await bus.handle(delivery, for: subscription, queue: consumer.queue, pipeline: pipeline)
             }
         } catch {
             await channel.close()

@@ -72,6 +72,8 @@ final class Seen: Sendable {
     }
 
     var distinct: Int { state.withLock { $0.ids.count } }
+    /// How many times `id` was seen.
+    func count(_ id: String) -> Int { state.withLock { $0.ids[id] ?? 0 } }
     var duplicates: Int { state.withLock { $0.ids.values.reduce(0) { $0 + $1 - 1 } } }
     var order: [String] { state.withLock { $0.order } }
 
