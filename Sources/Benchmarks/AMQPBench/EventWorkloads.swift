@@ -67,14 +67,16 @@ extension Bench {
                     }
                 },
                 prefill: 0))
-        for concurrency in [1, 16] {
+        // At the defaults, and with a user middleware that only calls on (the pipeline's cost).
+        for (concurrency, withMiddleware) in [(1, false), (16, false), (1, true)] {
             workloads.append(
                 EventWorkload(
-                    name: "event-handle-concurrency\(concurrency)", messages: n,
+                    name: "event-handle-concurrency\(concurrency)" + (withMiddleware ? "-middleware" : ""), messages: n,
                     sdk: { bus, queue in
                         let handled = Countdown(n)
-                        let subscription = EventSubscription.workQueue(queue, concurrency: concurrency)
-                            .on(BenchEvent.self) { _, _ in handled.countDown() }
+                        var subscription = EventSubscription.workQueue(queue, concurrency: concurrency)
+                        if withMiddleware { subscription = subscription.using(PassThrough()) }
+                        subscription = subscription.on(BenchEvent.self) { _, _ in handled.countDown() }
                         let running = try await bus.start(subscription)
                         try await withThrowingTaskGroup(of: Void.self) { group in
                             group.addTask { try await running.run() }
@@ -230,5 +232,12 @@ final class Countdown: Sendable {
             }
             if done { continuation.resume() }
         }
+    }
+}
+
+/// A middleware that only calls on: what the pipeline itself costs.
+struct PassThrough: EventMiddleware {
+    func handle(_ event: IncomingEvent, next: @escaping @Sendable (IncomingEvent) async throws -> Void) async throws {
+        try await next(event)
     }
 }
