@@ -86,7 +86,7 @@ public final class EventBus: Sendable {
     /// every later publish or request. The connection stays open.
     ///
     /// Subscriptions and responders run in the tasks that called ``run(_:)`` or
-    /// ``respond(to:with:concurrency:_:)`` and end when those are cancelled; close the bus once
+    /// ``respond(to:with:concurrency:timeout:_:)`` and end when those are cancelled; close the bus once
     /// they have ended (a handler's retry or parking publishes through the bus).
     ///
     /// Releasing the bus without closing it stops reading replies too (the reply consumer is

@@ -1,3 +1,4 @@
+import Synchronization
 import AMQPClient
 import Foundation
 
@@ -44,9 +45,10 @@ extension EventBus {
 
     /// Answers requests of one type from `queue` (declared, durable) until cancelled or a graceful
     /// shutdown, `concurrency` at once. A handler's error goes back to the requester as
-    /// ``EventError/Code/responderFailed``.
+    /// ``EventError/Code/responderFailed``. The bus's middleware (``EventBus/Configuration/middleware``)
+    /// runs around each handler call; `timeout` limits one (it then fails with ``EventError/Code/timedOut``).
     public func respond<Request: AMQPRequest>(
-        to queue: String, with type: Request.Type, concurrency: Int = 1,
+        to queue: String, with type: Request.Type, concurrency: Int = 1, timeout: Duration? = nil,
         _ handler: @escaping @Sendable (Request, EventContext) async throws -> Request.Response
     ) async throws(EventError) {
         let check = EventSubscription(.workQueue(queue: queue), concurrency: concurrency)
@@ -60,7 +62,7 @@ extension EventBus {
         }
         do throws(EventError) {
             try await consumeConcurrently(consumer, concurrency: concurrency) { delivery in
-                await self.answer(delivery, on: channel, queue: queue, handler)
+                await self.answer(delivery, on: channel, queue: queue, timeout: timeout, handler)
             }
         } catch {
             await channel.close()
@@ -81,8 +83,8 @@ extension EventBus {
     }
 
     private func answer<Request: AMQPRequest>(
-        _ delivery: AMQPDelivery, on channel: AMQPChannel, queue: String,
-        _ handler: @Sendable (Request, EventContext) async throws -> Request.Response
+        _ delivery: AMQPDelivery, on channel: AMQPChannel, queue: String, timeout: Duration?,
+        _ handler: @escaping @Sendable (Request, EventContext) async throws -> Request.Response
     ) async {
         guard let replyTo = delivery.properties.replyTo, let correlationID = delivery.properties.correlationID else {
             logger.warning("dropped a request without reply_to or correlation_id", metadata: [LoggingKeys.queue: .untrusted(queue)])
@@ -95,8 +97,17 @@ extension EventBus {
             let metadata = EventMetadata(delivery.properties) ?? EventMetadata(type: Request.eventType)
             let context = EventContext(delivery: delivery, metadata: metadata, queue: queue, bus: self)
             let request = try configuration.coder.decode(Request.self, from: delivery.body)
-            let response = try await delivery.withProcessingSpan { _ in
-                try await EventContext.$current.withValue(context) { try await handler(request, context) }
+            // The bus's middleware, the processing span and the timeout around the handler, as for
+            // a subscription; the response comes back through the box.
+            let answered = Mutex<Request.Response?>(nil)
+            var layers = configuration.middleware + [ProcessingSpanMiddleware() as any EventMiddleware]
+            if let timeout { layers.append(TimeoutMiddleware(limit: timeout)) }
+            try await chain(layers) { event in
+                let response = try await handler(request, event.context)
+                answered.withLock { $0 = response }
+            }(IncomingEvent(context: context, body: delivery.body, delivery: delivery))
+            guard let response = answered.withLock({ $0 }) else {
+                throw EventError(code: .responderFailed, message: "a middleware settled the request without calling the handler")
             }
             var outgoing = try envelopes([response], correlationID: correlationID, messageID: nil, headers: [:])[0]
             outgoing.properties.correlationID = correlationID

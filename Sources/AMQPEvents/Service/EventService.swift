@@ -47,12 +47,12 @@ public struct EventService: Service {
             subscriptions.append(subscription)
         }
 
-        /// Answers requests sent to `queue` (see ``EventBus/respond(to:with:concurrency:_:)``).
+        /// Answers requests sent to `queue` (see ``EventBus/respond(to:with:concurrency:timeout:_:)``).
         public mutating func respond<Request: AMQPRequest>(
-            to queue: String, with type: Request.Type, concurrency: Int = 1,
+            to queue: String, with type: Request.Type, concurrency: Int = 1, timeout: Duration? = nil,
             _ handler: @escaping @Sendable (Request, EventContext) async throws -> Request.Response
         ) {
-            services.append(ResponderService(queue: queue, concurrency: concurrency, handler: handler, bus: nil))
+            services.append(ResponderService(queue: queue, concurrency: concurrency, timeout: timeout, handler: handler, bus: nil))
         }
 
         /// Runs another service that uses the bus, such as an outbox relay. It starts after the
@@ -132,6 +132,7 @@ protocol ResponderRunning: Service {
 struct ResponderService<Request: AMQPRequest>: ResponderRunning {
     let queue: String
     let concurrency: Int
+    let timeout: Duration?
     let handler: @Sendable (Request, EventContext) async throws -> Request.Response
     let bus: EventBus?
 
@@ -143,18 +144,18 @@ struct ResponderService<Request: AMQPRequest>: ResponderRunning {
     }
 
     func run(on bus: EventBus) async throws {
-        try await bus.respond(to: queue, with: Request.self, concurrency: concurrency, handler)
+        try await bus.respond(to: queue, with: Request.self, concurrency: concurrency, timeout: timeout, handler)
         try await waitForShutdownIfClosedUnderneath(bus)
     }
 }
 
 extension EventBus {
-    /// A responder as a `Service` for a `ServiceGroup` (see ``respond(to:with:concurrency:_:)``).
+    /// A responder as a `Service` for a `ServiceGroup` (see ``respond(to:with:concurrency:timeout:_:)``).
     public func responder<Request: AMQPRequest>(
-        to queue: String, with type: Request.Type, concurrency: Int = 1,
+        to queue: String, with type: Request.Type, concurrency: Int = 1, timeout: Duration? = nil,
         _ handler: @escaping @Sendable (Request, EventContext) async throws -> Request.Response
     ) -> some Service {
-        ResponderService(queue: queue, concurrency: concurrency, handler: handler, bus: self)
+        ResponderService(queue: queue, concurrency: concurrency, timeout: timeout, handler: handler, bus: self)
     }
 }
 

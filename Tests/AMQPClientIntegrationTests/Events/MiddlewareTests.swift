@@ -117,4 +117,35 @@ struct MiddlewareTests {
     }
 }
 
+extension MiddlewareTests {
+    @Test("a responder runs the bus's middleware around its handler, and its timeout answers the requester with the failure")
+    func responderMiddlewareAndTimeout() async throws {
+        let calls = Recording.Calls()
+        let connection = try await TestBroker.connect()
+        try await withEventBus(connection: connection) { requester, domain, queues in
+            let bus = EventBus(
+                connection: connection, configuration: .init(appID: "responder", middleware: [Recording(name: "bus", calls: calls)]))
+            let queue = "\(domain).respond"
+            queues.withLock { $0.append(queue) }
+            try await bus.declareResponder(queue: queue)
+            let responder = Task {
+                try await bus.respond(to: queue, with: Echo.self, timeout: .milliseconds(300)) { request, _ in
+                    if request.delayMilliseconds > 0 { try await Task.sleep(for: .milliseconds(request.delayMilliseconds)) }
+                    return Echoed(text: request.text.uppercased())
+                }
+            }
+            defer { responder.cancel() }
+            #expect(try await requester.request(Echo(text: "hi"), to: queue).text == "HI")
+            let start = ContinuousClock.now
+            let slow = await #expect(throws: EventError.self) {
+                try await requester.request(Echo(text: "slow", delayMilliseconds: 10_000), to: queue, timeout: .seconds(5))
+            }
+            #expect(slow?.code == .responderFailed)
+            #expect(slow?.message.contains("took longer than") == true)
+            #expect(start.duration(to: .now) < .seconds(4))
+            #expect(calls.entries == ["bus test.Echo", "bus test.Echo"])
+        }
+    }
+}
+
 struct Flaky: Error {}
