@@ -158,6 +158,10 @@ public final class AMQPConnection: Sendable {
     /// Calls made meanwhile wait for it.
     public var isRecovering: Bool { core.isRecovering }
 
+    /// Whether the application closed the connection (``close()``, or a graceful shutdown of its
+    /// `Service`), as opposed to a failure: what was using it ended as asked, not in error.
+    package var isClosedByApplication: Bool { core.isClosedByApplication }
+
     /// While the broker blocks publishing on this connection (a memory or disk alarm), the
     /// reason it gave; otherwise `nil`. Publishes made while blocked wait in the connection's
     /// buffer until the broker unblocks it.

@@ -202,6 +202,9 @@ final class ConnectionCore: Sendable {
 
     var isRecovering: Bool { state.withLock { $0.recovering } }
 
+    /// Whether the application closed the connection (rather than it failing).
+    var isClosedByApplication: Bool { state.withLock { $0.refusal == .connectionClosedByApplication } }
+
     /// Why the broker blocked publishing on this connection (a memory or disk alarm), or `nil`.
     var blockedReason: String? { state.withLock { $0.blockedReason } }
 

@@ -144,8 +144,9 @@ struct ResponderService<Request: AMQPRequest>: ResponderRunning {
     }
 
     func run(on bus: EventBus) async throws {
-        try await bus.respond(to: queue, with: Request.self, concurrency: concurrency, timeout: timeout, handler)
-        try await waitForShutdownIfClosedUnderneath(bus)
+        try await endingWithItsConnection(bus) {
+            try await bus.respond(to: queue, with: Request.self, concurrency: concurrency, timeout: timeout, handler)
+        }
     }
 }
 
@@ -159,11 +160,17 @@ extension EventBus {
     }
 }
 
-/// A subscription or responder whose consumer ended because the application closed the
-/// connection (a `ServiceGroup` that lists the connection after them shuts it down first) has
-/// not failed: it waits for its own turn to shut down instead of returning early, which a
-/// `ServiceGroup` would report as an unexpected end.
-func waitForShutdownIfClosedUnderneath(_ bus: EventBus) async throws {
-    guard !bus.connection.isOpen, !Task.isShuttingDownGracefully, !Task.isCancelled else { return }
+/// Runs a subscription or responder as a `Service`. If the application closed the connection
+/// underneath it (a `ServiceGroup` that lists the connection after it shuts the connection down
+/// first), it has not failed, whether its consumer ended or it could not start: it waits for its
+/// own turn to shut down instead of returning early or throwing, either of which a
+/// `ServiceGroup` reports as an error.
+func endingWithItsConnection(_ bus: EventBus, _ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch {
+        guard bus.connection.isClosedByApplication else { throw error }
+    }
+    guard bus.connection.isClosedByApplication, !Task.isShuttingDownGracefully, !Task.isCancelled else { return }
     try await gracefulShutdown()
 }

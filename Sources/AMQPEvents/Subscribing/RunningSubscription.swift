@@ -33,7 +33,6 @@ struct SubscriptionService: Service {
     let subscription: EventSubscription
 
     func run() async throws {
-        try await bus.run(subscription)
-        try await waitForShutdownIfClosedUnderneath(bus)
+        try await endingWithItsConnection(bus) { try await bus.run(subscription) }
     }
 }
