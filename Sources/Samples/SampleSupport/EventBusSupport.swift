@@ -12,17 +12,26 @@ public struct CommonOptions: ParsableArguments, Sendable {
     public init() {}
 }
 
-/// Runs `body` with an event bus on a connection named `name`, with tracing and metrics as asked.
-public func withEventBus<Result: Sendable>(
-    _ options: CommonOptions, name: String, _ body: (EventBus) async throws -> Result
-) async throws -> Result {
+/// What every event sample starts with: line-buffered output, tracing and metrics as asked, and a
+/// connection named `name` that republishes what was unconfirmed at a loss.
+func sampleSetUp(
+    _ options: CommonOptions, name: String
+) throws -> (AMQPConnection.Configuration, Logger, ObservabilityOptions.Bootstrapped) {
     lineBufferStandardOutput()
     let observability = options.observability.bootstrap()
-    defer { observability.finish() }
     var configuration = try options.broker.configuration(connectionName: name)
     configuration.recovery.republishUnconfirmed = true
     var logger = Logger(label: name)
     logger.logLevel = .info
+    return (configuration, logger, observability)
+}
+
+/// Runs `body` with an event bus on a connection named `name`, with tracing and metrics as asked.
+public func withEventBus<Result: Sendable>(
+    _ options: CommonOptions, name: String, _ body: (EventBus) async throws -> Result
+) async throws -> Result {
+    let (configuration, logger, observability) = try sampleSetUp(options, name: name)
+    defer { observability.finish() }
     let connection = try await AMQPConnection.connect(to: configuration, logger: logger)
     let bus = EventBus(connection: connection, configuration: .init(appID: name), logger: logger)
     do {
@@ -81,13 +90,8 @@ public func runEventService(
     _ options: CommonOptions, name: String, waitingFor what: String, counted: String, count: Int?,
     _ make: @escaping @Sendable (EventBus, Tally) throws -> [any Service]
 ) async throws {
-    lineBufferStandardOutput()
-    let observability = options.observability.bootstrap()
+    let (connection, logger, observability) = try sampleSetUp(options, name: name)
     defer { observability.finish() }
-    var connection = try options.broker.configuration(connectionName: name)
-    connection.recovery.republishUnconfirmed = true
-    var logger = Logger(label: name)
-    logger.logLevel = .info
     let tally = Tally()
     let service = EventService(configuration: .init(connection: connection, bus: .init(appID: name)), logger: logger) {
         bus, parts in

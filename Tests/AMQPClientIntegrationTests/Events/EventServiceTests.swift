@@ -177,13 +177,7 @@ struct EventOperatorToolsTests {
             let task = Task { try await running.run() }
             defer { task.cancel() }
             try await bus.send(Charged(orderId: "p-1", amount: 42), toQueue: queue)
-            let parked = try await withTimeout(10, "the parked event") {
-                while true {
-                    let parked = try await bus.parkedMessages(of: queue)
-                    if !parked.isEmpty { return parked }
-                    try await Task.sleep(for: .milliseconds(20))
-                }
-            }
+            let parked = try await waitForParked(bus, of: queue)
             let line = parked[0].description
             print("parked: \(line)")
             #expect(line.contains("type=test.Charged"))

@@ -60,6 +60,17 @@ func withEventBus(
     }
 }
 
+/// Waits (bounded) until `queue`'s parking lot holds a message; returns what it holds.
+func waitForParked(_ bus: EventBus, of queue: String, within seconds: Double = 10) async throws -> [ParkedMessage] {
+    try await withTimeout(seconds, "a message in \(queue)'s parking lot") {
+        while true {
+            let parked = try await bus.parkedMessages(of: queue)
+            if !parked.isEmpty { return parked }
+            await Task.yield()
+        }
+    }
+}
+
 /// Counts what handlers saw: distinct ids, and ids seen again.
 final class Seen: Sendable {
     private let state = Mutex<(ids: [String: Int], order: [String])>(([:], []))

@@ -77,13 +77,7 @@ struct MiddlewareTests {
             try await bus.send(Charged(orderId: "no-tenant", amount: 1), toQueue: queue)
             try await bus.send(Charged(orderId: "tenant", amount: 1), toQueue: queue, headers: ["x-tenant": "acme"])
             try await handled.wait(for: 1, "the event with a tenant")
-            let parked = try await withTimeout(10, "the refused event to be parked") {
-                while true {
-                    let parked = try await bus.parkedMessages(of: queue)
-                    if !parked.isEmpty { return parked }
-                    await Task.yield()
-                }
-            }
+            let parked = try await waitForParked(bus, of: queue)
             #expect(parked.first?.reason == "nonRetryable")
             #expect(parked.first?.error?.contains("no x-tenant header") == true)
             #expect(handled.distinct == 1)
@@ -103,13 +97,7 @@ struct MiddlewareTests {
             defer { task.cancel() }
             let start = ContinuousClock.now
             try await bus.send(Charged(orderId: "slow", amount: 1), toQueue: queue)
-            let parked = try await withTimeout(10, "the timed-out event to be parked") {
-                while true {
-                    let parked = try await bus.parkedMessages(of: queue)
-                    if !parked.isEmpty { return parked }
-                    await Task.yield()
-                }
-            }
+            let parked = try await waitForParked(bus, of: queue)
             #expect(start.duration(to: .now) < .seconds(5))
             #expect(parked.first?.reason == "retriesExhausted")
             #expect(parked.first?.error?.contains("took longer than") == true)
