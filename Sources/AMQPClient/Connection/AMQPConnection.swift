@@ -36,7 +36,7 @@ public final class AMQPConnection: Sendable {
     /// The configuration this connection was opened with.
     public var configuration: Configuration { core.configuration }
 
-    private init(core: ConnectionCore) {
+    init(core: ConnectionCore) {
         self.core = core
     }
 
@@ -230,6 +230,6 @@ extension AMQPConnection: Service {
 private let connectionNumbers = Atomic<Int>(0)
 
 /// 1, 2, 3, …: names the connections that have no ``AMQPConnection/Configuration/connectionName`` in logs.
-private func nextConnectionNumber() -> Int {
+func nextConnectionNumber() -> Int {
     connectionNumbers.add(1, ordering: .relaxed).newValue
 }

@@ -65,3 +65,20 @@ extension AMQPFieldValue: ExpressibleByBooleanLiteral, ExpressibleByStringLitera
     }
     public init(nilLiteral: ()) { self = .void }
 }
+
+extension AMQPFieldValue {
+    /// The value as an `Int` when it is any integer type (headers such as `x-death`'s `count` come
+    /// as one width or another depending on the sender).
+    public var integerValue: Int? {
+        switch self {
+        case .int8(let value): Int(value)
+        case .uint8(let value): Int(value)
+        case .int16(let value): Int(value)
+        case .uint16(let value): Int(value)
+        case .int32(let value): Int(value)
+        case .uint32(let value): Int(value)
+        case .int64(let value): Int(value)
+        default: nil
+        }
+    }
+}

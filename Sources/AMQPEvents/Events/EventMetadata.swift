@@ -101,18 +101,3 @@ extension EventMetadata {
     }
 }
 
-extension AMQPFieldValue {
-    /// The value as an `Int` when it is any integer type.
-    var integerValue: Int? {
-        switch self {
-        case .int8(let value): Int(value)
-        case .uint8(let value): Int(value)
-        case .int16(let value): Int(value)
-        case .uint16(let value): Int(value)
-        case .int32(let value): Int(value)
-        case .uint32(let value): Int(value)
-        case .int64(let value): Int(value)
-        default: nil
-        }
-    }
-}
