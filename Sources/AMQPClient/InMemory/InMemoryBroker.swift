@@ -4,7 +4,7 @@ import Synchronization
 
 /// A RabbitMQ stand-in that lives in the process, for tests that must not need a broker.
 ///
-/// Connect to it with ``AMQPConnection/connect(to:configuration:logger:)-(InMemoryBroker,_,_)``:
+/// Connect to it with `AMQPConnection.connect(to: broker)`:
 /// the connection, its channels, publishers and consumers are the real client's, and only the
 /// broker is replaced. It models what applications and `AMQPEvents` rely on: the default,
 /// direct, fanout and topic exchanges, exchange-to-exchange bindings, durable, exclusive,
@@ -12,8 +12,16 @@ import Synchronization
 /// manual and automatic acknowledgement, requeueing, `basic.get`, per-queue and per-message
 /// time-to-live with dead-lettering (`x-dead-letter-exchange`, `x-death`), and direct reply-to.
 ///
-/// Time is ``Clock-swift.enum/continuous`` unless a test passes a ``Clock-swift.enum/manual(_:)``
-/// clock, which moves only when ``advance(by:)`` is called: delayed retries then take no real time.
+/// Time is real unless a test passes a `.manual(_:)` clock, which moves only when
+/// ``advance(by:)`` is called: delayed retries then take no real time.
+///
+/// ```swift
+/// let broker = InMemoryBroker(clock: .manual(.now))
+/// let connection = try await AMQPConnection.connect(to: broker)
+/// let bus = EventBus(connection: connection)
+/// // … run a subscription whose handler fails once …
+/// broker.advance(by: .seconds(60))   // the delayed retry comes back now
+/// ```
 ///
 /// What it does not model: persistence, clustering, streams, memory alarms, priorities,
 /// `x-max-length`, and the broker's exact error texts beyond the codes.
