@@ -223,4 +223,25 @@ extension InMemoryBrokerTests {
     }
 }
 
+extension InMemoryBrokerTests {
+    @Test("a handler called directly in a unit test, with a context on an in-memory bus: what it publishes can be read back")
+    func handlerUnitTest() async throws {
+        let broker = InMemoryBroker()
+        let connection = try await AMQPConnection.connect(to: broker)
+        let bus = EventBus(connection: connection)
+        // The application's handler, as it would be registered with `.on(Ordered.self)`.
+        let forward: @Sendable (Ordered, EventContext) async throws -> Void = { order, context in
+            try await context.bus.send(Ordered(id: order.id * 10), toQueue: "next")
+        }
+        let context = EventContext(metadata: EventMetadata(type: Ordered.eventType, correlationID: "c-1"), queue: "orders", bus: bus)
+        try await EventContext.$current.withValue(context) { try await forward(Ordered(id: 4), context) }
+        let channel = try await connection.openChannel()
+        let sent = try #require(try await channel.get(from: "next", noAck: true))
+        #expect(try JSONEventCoder().decode(Ordered.self, from: sent.body) == Ordered(id: 40))
+        #expect(sent.properties.correlationID == "c-1", "the context's correlation id travels on")
+        await bus.close()
+        await connection.close()
+    }
+}
+
 struct Failing: Error {}

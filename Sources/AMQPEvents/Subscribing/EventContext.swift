@@ -23,6 +23,22 @@ public struct EventContext: Sendable {
     /// The context of the event being handled by the current task, if any.
     @TaskLocal public static var current: EventContext?
 
+    /// A context for calling a handler directly, in a unit test: the handler sees `metadata` and
+    /// publishes through `bus` (one on an ``AMQPClient/InMemoryBroker`` needs no RabbitMQ).
+    public init(
+        metadata: EventMetadata, queue: String, bus: EventBus, exchange: String = "", routingKey: String = "",
+        redelivered: Bool = false, retryAttempt: Int = 0, deliveryCount: Int? = nil
+    ) {
+        self.metadata = metadata
+        self.redelivered = redelivered
+        self.queue = queue
+        self.exchange = exchange
+        self.routingKey = routingKey
+        self.bus = bus
+        self.retryAttempt = retryAttempt
+        self.deliveryCount = deliveryCount
+    }
+
     init(delivery: AMQPDelivery, metadata: EventMetadata, queue: String, bus: EventBus) {
         self.metadata = metadata
         self.redelivered = delivery.redelivered
