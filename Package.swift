@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "AMQPClient", targets: ["AMQPClient"]),
         .library(name: "AMQPEvents", targets: ["AMQPEvents"]),
         .library(name: "AMQPEventsSQLite", targets: ["AMQPEventsSQLite"]),
+        .library(name: "AMQPEventsTesting", targets: ["AMQPEventsTesting"]),
         .executable(name: "user-events-producer", targets: ["UserEventsProducer"]),
         .executable(name: "user-events-consumer", targets: ["UserEventsConsumer"]),
         .executable(name: "order-events", targets: ["OrderEvents"]),
@@ -68,6 +69,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: strictSwift6
+        ),
+        // For applications' tests: their handlers on the in-memory broker, with what happened recorded.
+        .target(
+            name: "AMQPEventsTesting",
+            dependencies: ["AMQPEvents", "AMQPClient"],
             swiftSettings: strictSwift6
         ),
         // Deduplication and a transactional outbox in SQLite (GRDB), for services that want them.
@@ -196,7 +203,9 @@ let package = Package(
         ),
         .testTarget(
             name: "AMQPEventsTests",
-            dependencies: ["AMQPClient", "AMQPEvents", "AMQPEventsSQLite", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "AMQPClient", "AMQPEvents", "AMQPEventsSQLite", "AMQPEventsTesting", .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             swiftSettings: strictSwift6
         ),
         .testTarget(

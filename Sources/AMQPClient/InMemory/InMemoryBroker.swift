@@ -56,6 +56,16 @@ public final class InMemoryBroker: Sendable {
         for core in wakeUps { core.wakeIOThread() }
     }
 
+    /// Whether nothing is in flight: every delivery is settled, and no queue that has consumers
+    /// holds a message. (Messages waiting for their time-to-live in a queue nobody consumes,
+    /// such as a delayed retry, do not count.)
+    public var isIdle: Bool {
+        state.withLock { state in
+            state.connections.values.allSatisfy { $0.channels.values.allSatisfy { $0.unacked.isEmpty } }
+                && state.queues.values.allSatisfy { $0.consumers.isEmpty || $0.messages.isEmpty }
+        }
+    }
+
     /// The names of the queues that exist now.
     public var queueNames: [String] { state.withLock { $0.queues.keys.sorted() } }
 
