@@ -35,7 +35,7 @@ struct EventTestHarnessTests {
             #expect(harness.handled.map(\.outcome) == [.failed("card declined"), .succeeded])
             #expect(harness.handled.map(\.retryAttempt) == [0, 1])
         }
-        #expect(start.duration(to: .now) < .seconds(2), "no real 10 s wait")
+        #expect(start.duration(to: .now) < .seconds(8), "the 10 s delay took no real 10 s (slack for a machine busy with the whole suite)")
     }
 
     @Test("an event that fails for good lands in the parking lot, with why")
