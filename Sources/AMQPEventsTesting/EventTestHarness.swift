@@ -102,6 +102,7 @@ public final class EventTestHarness: Sendable {
                     code: .timedOut, message: "\(handled.count) of \(count) handler calls ended within \(limit)")
             }
             await Task.yield()
+            try Task.checkCancellation()
         }
     }
 
@@ -114,6 +115,7 @@ public final class EventTestHarness: Sendable {
                 throw EventError(code: .timedOut, message: "the broker still had messages in flight after \(limit)")
             }
             await Task.yield()
+            try Task.checkCancellation()
         }
     }
 
@@ -142,6 +144,7 @@ public final class EventTestHarness: Sendable {
                 throw EventError(code: .timedOut, message: "\(parked.count) of \(count) parked in \(queue) within \(limit)")
             }
             await Task.yield()
+            try Task.checkCancellation()
         }
     }
 }

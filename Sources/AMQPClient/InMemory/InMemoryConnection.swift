@@ -131,11 +131,10 @@ final class InMemoryConnection {
             }
             continuation.resume(with: result.mapError { $0 })
         case .publish(let ref, let request):
-            let outcome = broker.state.withLock { state -> Result<(routed: Bool, confirms: Bool), AMQPError> in
+            let outcome = broker.state.withLock { state -> Result<Bool, AMQPError> in
                 guard isCurrent(ref, in: state) else { return .failure(closedError(ref)) }
-                let confirms = state.connections[id]?.channels[ref.id]?.confirmMode ?? false
                 do throws(ChannelRefusal) {
-                    return .success((try state.publish(request, connection: id, channel: ref.id), confirms))
+                    return .success(try state.publish(request, connection: id, channel: ref.id))
                 } catch {
                     let failure = error.error(channel: ref.id)
                     state.closeChannel(ref.id, connection: id, error: failure)
@@ -143,7 +142,7 @@ final class InMemoryConnection {
                 }
             }
             switch outcome {
-            case .success(let (routed, _)):
+            case .success(let routed):
                 if !routed && request.mandatory {
                     request.confirm?.markReturned(
                         AMQPError(
