@@ -208,6 +208,15 @@ let package = Package(
             ],
             swiftSettings: strictSwift6
         ),
+        // The samples' own tests, on the in-memory broker of AMQPEventsTesting.
+        .testTarget(
+            name: "SampleTests",
+            dependencies: [
+                "OrderEvents", "FoodDelivery", "Bookstore", "SampleSupport", "AMQPEvents", "AMQPEventsSQLite",
+                "AMQPEventsTesting", .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: strictSwift6
+        ),
         .testTarget(
             name: "AMQPClientIntegrationTests",
             dependencies: [

@@ -34,11 +34,16 @@ public final class EventBus: Sendable {
         /// Runs around every handler call of every subscription, before the subscription's own
         /// (see ``EventMiddleware``).
         public var middleware: [any EventMiddleware]
+        /// Runs around every publish, send and request of the bus, the first outermost (see
+        /// ``PublishMiddleware``).
+        public var publishMiddleware: [any PublishMiddleware]
 
         public init(
             appID: String? = nil, coder: any EventCoder = JSONEventCoder(), publishAttempts: Int = 5,
-            requestTimeout: Duration = .seconds(10), middleware: [any EventMiddleware] = []
+            requestTimeout: Duration = .seconds(10), middleware: [any EventMiddleware] = [],
+            publishMiddleware: [any PublishMiddleware] = []
         ) {
+            self.publishMiddleware = publishMiddleware
             self.appID = appID
             self.coder = coder
             self.publishAttempts = publishAttempts

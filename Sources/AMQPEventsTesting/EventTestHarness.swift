@@ -2,10 +2,10 @@ public import AMQPClient
 public import AMQPEvents
 import Synchronization
 
-/// Runs an application's subscriptions on an ``AMQPClient/InMemoryBroker``, for tests that need
-/// no RabbitMQ: the real `EventBus` pipeline (routing by type, retries through delay queues,
-/// parking, deduplication, request/reply) over an in-process broker, with what was handled
-/// recorded and the broker's clock in the test's hands.
+/// Runs an application's subscriptions, responders and relays on an ``AMQPClient/InMemoryBroker``,
+/// for tests that need no RabbitMQ: the real `EventBus` pipeline (routing by type, retries
+/// through delay queues, parking, deduplication, request/reply) over an in-process broker, with
+/// what was published and handled recorded and the broker's clock in the test's hands.
 ///
 /// ```swift
 /// @Test func paymentRetriesThenCharges() async throws {
@@ -36,6 +36,17 @@ public final class EventTestHarness: Sendable {
         public var outcome: Outcome
     }
 
+    /// One event the application published (or sent, or requested), as the broker got it.
+    public struct Published: Sendable, Equatable {
+        public var metadata: EventMetadata
+        public var body: [UInt8]
+        /// `""` for a work queue or a request, whose queue is then the ``routingKey``.
+        public var exchange: String
+        public var routingKey: String
+
+        public var type: String { metadata.type }
+    }
+
     public let broker: InMemoryBroker
     public let bus: EventBus
     public let connection: AMQPConnection
@@ -50,7 +61,7 @@ public final class EventTestHarness: Sendable {
 
     /// Runs `body` with a harness on a new in-memory broker (a manual clock unless told), and
     /// closes it afterwards. `configuration` is the bus's; the harness records handler calls
-    /// with a middleware of its own, outermost.
+    /// (with a middleware of its own, outermost) and publishes (innermost).
     public static func withHarness<Result>(
         clock: InMemoryBroker.Clock = .manual(.now), configuration: EventBus.Configuration = .init(),
         _ body: (EventTestHarness) async throws -> Result
@@ -60,6 +71,8 @@ public final class EventTestHarness: Sendable {
         let recorder = Recorder()
         var configuration = configuration
         configuration.middleware.insert(recorder, at: 0)
+        // Innermost: it records what the application's middleware let through, as sent.
+        configuration.publishMiddleware.append(recorder)
         let bus = EventBus(connection: connection, configuration: configuration)
         let harness = EventTestHarness(broker: broker, connection: connection, bus: bus, recorder: recorder)
         do {
@@ -76,11 +89,36 @@ public final class EventTestHarness: Sendable {
 
     /// Runs `subscriptions` while `body` runs, then stops them.
     public func run(_ subscriptions: [EventSubscription], _ body: () async throws -> Void) async throws {
-        var started: [RunningSubscription] = []
-        for subscription in subscriptions { started.append(try await bus.start(subscription)) }
+        try await run({ _, parts in for subscription in subscriptions { parts.subscribe(subscription) } }, body)
+    }
+
+    /// Runs what `setUp` lists (the same closure an ``AMQPEvents/EventService`` takes: its
+    /// subscriptions, responders and relays) while `body` runs, then stops them. Every
+    /// subscription is consuming before `body` starts.
+    public func run(
+        _ setUp: @Sendable (EventBus, inout EventService.Parts) async throws -> Void, _ body: () async throws -> Void
+    ) async throws {
+        var parts = EventService.Parts()
+        try await setUp(bus, &parts)
+        let (bus, logger, listed) = (self.bus, self.bus.logger, parts)
+        let consuming = AsyncStream<Bool>.makeStream()
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for subscription in started { group.addTask { try await subscription.run() } }
+            group.addTask {
+                do {
+                    try await listed.run(on: bus, logger: logger) {
+                        consuming.continuation.yield(true)
+                        consuming.continuation.finish()
+                    }
+                } catch {
+                    consuming.continuation.finish()
+                    throw error
+                }
+            }
             do {
+                // Every subscription consumes before the body runs; if one could not start, its error.
+                var started = false
+                for await consumes in consuming.stream { started = consumes }
+                if !started { try await group.next() }
                 try await body()
             } catch {
                 group.cancelAll()
@@ -93,6 +131,30 @@ public final class EventTestHarness: Sendable {
     /// The handler calls so far, in the order they ended.
     public var handled: [Handled] { recorder.calls.withLock { $0 } }
 
+    /// The handler calls of events of `type` so far.
+    public func handled<Event: AMQPEvent>(_ type: Event.Type) -> [Handled] {
+        handled.filter { $0.type == Event.eventType }
+    }
+
+    /// What the application published so far (events, work-queue sends, requests), in order.
+    public var published: [Published] { recorder.published.withLock { $0 } }
+
+    /// The events of `type` published so far, decoded.
+    public func published<Event: AMQPEvent>(_ type: Event.Type) throws -> [Event] {
+        try published.filter { $0.type == Event.eventType }.map { try bus.configuration.coder.decode(Event.self, from: $0.body) }
+    }
+
+    /// The handler calls that failed and whose event came back for another try: each failure
+    /// followed by a later call of the same message id on the same queue.
+    public var retried: [Handled] {
+        let calls = handled
+        return calls.enumerated().compactMap { index, call in
+            guard case .failed = call.outcome else { return nil }
+            let again = calls[(index + 1)...].contains { $0.messageID == call.messageID && $0.queue == call.queue }
+            return again ? call : nil
+        }
+    }
+
     /// Waits until `count` handler calls have ended (bounded by `limit` of real time).
     public func waitUntilHandled(_ count: Int, within limit: Duration = .seconds(5)) async throws {
         let deadline = ContinuousClock.now + limit
@@ -100,6 +162,21 @@ public final class EventTestHarness: Sendable {
             guard ContinuousClock.now < deadline else {
                 throw EventError(
                     code: .timedOut, message: "\(handled.count) of \(count) handler calls ended within \(limit)")
+            }
+            await Task.yield()
+            try Task.checkCancellation()
+        }
+    }
+
+    /// Waits until `condition` holds (bounded by `limit` of real time), checking it as the
+    /// handlers run; `what` names it in the timeout's error.
+    public func waitUntil(
+        _ what: String, within limit: Duration = .seconds(5), _ condition: () throws -> Bool
+    ) async throws {
+        let deadline = ContinuousClock.now + limit
+        while try !condition() {
+            guard ContinuousClock.now < deadline else {
+                throw EventError(code: .timedOut, message: "not within \(limit): \(what)")
             }
             await Task.yield()
             try Task.checkCancellation()
@@ -149,9 +226,10 @@ public final class EventTestHarness: Sendable {
     }
 }
 
-/// Records every handler call's outcome, outermost in the pipeline.
-private final class Recorder: EventMiddleware {
+/// Records every handler call's outcome and every publish, outermost in the pipelines.
+private final class Recorder: EventMiddleware, PublishMiddleware {
     let calls = Mutex<[EventTestHarness.Handled]>([])
+    let published = Mutex<[EventTestHarness.Published]>([])
 
     func handle(_ event: IncomingEvent, next: @escaping @Sendable (IncomingEvent) async throws -> Void) async throws {
         let context = event.context
@@ -169,6 +247,14 @@ private final class Recorder: EventMiddleware {
         } catch {
             record(.failed("\(error)"))
             throw error
+        }
+    }
+
+    /// Records what the broker took, once it is confirmed.
+    func publish(_ events: [OutgoingEvent], next: @escaping @Sendable ([OutgoingEvent]) async throws -> Void) async throws {
+        try await next(events)
+        published.withLock {
+            $0 += events.map { .init(metadata: $0.metadata, body: $0.body, exchange: $0.exchange, routingKey: $0.routingKey) }
         }
     }
 }

@@ -24,8 +24,7 @@ extension EventBus {
         let channel = try await publishing.get()
         try await ensureExchange(exchange, on: channel)
         let outgoing = try envelopes([event], correlationID: correlationID, messageID: messageID, headers: headers)
-        try await publishAllConfirmed(
-            outgoing, exchange: exchange, routingKey: routingKey ?? Event.eventType, mandatory: mandatory)
+        try await publishEvents(outgoing, exchange: exchange, routingKey: routingKey ?? Event.eventType, mandatory: mandatory)
         return outgoing[0].metadata
     }
 
@@ -38,7 +37,7 @@ extension EventBus {
         let channel = try await publishing.get()
         try await ensureExchange(exchange, on: channel)
         let outgoing = try envelopes(events, correlationID: correlationID, messageID: nil, headers: [:])
-        try await publishAllConfirmed(outgoing, exchange: exchange, routingKey: Event.eventType, mandatory: mandatory)
+        try await publishEvents(outgoing, exchange: exchange, routingKey: Event.eventType, mandatory: mandatory)
         return outgoing.map(\.metadata)
     }
 
@@ -51,7 +50,7 @@ extension EventBus {
         let channel = try await publishing.get()
         try await ensureExchange(exchange, on: channel)
         let outgoing = Outgoing(metadata: metadata, properties: metadata.properties(contentType: configuration.coder.contentType), body: body)
-        try await publishAllConfirmed([outgoing], exchange: exchange, routingKey: routingKey ?? metadata.type, mandatory: mandatory)
+        try await publishEvents([outgoing], exchange: exchange, routingKey: routingKey ?? metadata.type, mandatory: mandatory)
     }
 
     /// Sends `event` to a work queue, where competing consumers share it. A queue its consumers
@@ -65,7 +64,7 @@ extension EventBus {
         let channel = try await publishing.get()
         try await ensureQueueExists(queue, on: channel)
         let outgoing = try envelopes([event], correlationID: correlationID, messageID: messageID, headers: headers)
-        try await publishAllConfirmed(outgoing, exchange: "", routingKey: queue, mandatory: true)
+        try await publishEvents(outgoing, exchange: "", routingKey: queue, mandatory: true)
         return outgoing[0].metadata
     }
 
@@ -77,7 +76,7 @@ extension EventBus {
         let channel = try await publishing.get()
         try await ensureQueueExists(queue, on: channel)
         let outgoing = try envelopes(events, correlationID: correlationID, messageID: nil, headers: [:])
-        try await publishAllConfirmed(outgoing, exchange: "", routingKey: queue, mandatory: true)
+        try await publishEvents(outgoing, exchange: "", routingKey: queue, mandatory: true)
         return outgoing.map(\.metadata)
     }
 

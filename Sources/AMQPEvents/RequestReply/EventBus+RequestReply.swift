@@ -14,17 +14,34 @@ extension EventBus {
     ) async throws(EventError) -> Request.Response {
         let timeout = timeout ?? configuration.requestTimeout
         let client = try await replies.get()
-        var outgoing = try envelopes([request], correlationID: nil, messageID: nil, headers: [:])[0]
-        let correlationID = outgoing.metadata.messageID
-        outgoing.properties.correlationID = correlationID
-        outgoing.properties.replyTo = ReplyClient.replyTo
-        outgoing.properties.deliveryMode = .transient
-        outgoing.properties.expiration = String(max(1, timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000))
-        let message = outgoing
+        let request = try envelopes([request], correlationID: nil, messageID: nil, headers: [:])[0]
+        let correlationID = request.metadata.messageID
+        let expiration = String(max(1, timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000))
+        /// Sends the request as the publish middleware left it, with what request/reply needs.
+        let send: @Sendable ([OutgoingEvent]) async throws(EventError) -> Void = { events throws(EventError) in
+            for event in events {
+                var message = self.outgoing(event)
+                message.properties.correlationID = correlationID
+                message.properties.replyTo = ReplyClient.replyTo
+                message.properties.deliveryMode = .transient
+                message.properties.expiration = expiration
+                do {
+                    _ = try await client.channel.publish(message.body, exchange: "", routingKey: queue, properties: message.properties)
+                } catch {
+                    let error = AMQPError.wrap(error)
+                    throw EventError(code: .publishFailed, message: "the request was not published: \(error.message)", underlying: error)
+                }
+            }
+        }
         let reply: AMQPDelivery
         do {
-            reply = try await client.request(correlationID: correlationID, to: queue, timeout: timeout) { () throws(AMQPError) in
-                _ = try await client.channel.publish(message.body, exchange: "", routingKey: queue, properties: message.properties)
+            reply = try await client.request(correlationID: correlationID, to: queue, timeout: timeout) { () throws(EventError) in
+                let event = OutgoingEvent(metadata: request.metadata, body: request.body, exchange: "", routingKey: queue)
+                if configuration.publishMiddleware.isEmpty {
+                    try await send([event])
+                } else {
+                    try await throughPublishMiddleware([event], send)
+                }
             }
         } catch let error as EventError {
             throw error

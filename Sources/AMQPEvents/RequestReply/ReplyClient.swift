@@ -95,7 +95,7 @@ final class ReplyClient: Sendable {
     /// Publishes a request with `correlationID` (by `publish`) and waits for its reply.
     func request(
         correlationID: String, to queue: String, timeout: Duration,
-        publish: () async throws(AMQPError) -> Void
+        publish: () async throws(EventError) -> Void
     ) async throws -> AMQPDelivery {
         try await checkResponderQueue(queue)
         try waiters.register(correlationID, deadline: .now + timeout)
@@ -103,7 +103,7 @@ final class ReplyClient: Sendable {
             try await publish()
         } catch {
             waiters.remove(correlationID)
-            throw EventError(code: .publishFailed, message: "the request was not published: \(error.message)", underlying: error)
+            throw error
         }
         return try await waiters.wait(for: correlationID)
     }

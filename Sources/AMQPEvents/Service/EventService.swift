@@ -60,8 +60,6 @@ public struct EventService: Service {
         public mutating func run(_ service: some Service) {
             services.append(service)
         }
-
-        var count: Int { subscriptions.count + services.count }
     }
 
     public let configuration: Configuration
@@ -98,20 +96,29 @@ public struct EventService: Service {
     private func run(on bus: EventBus) async throws {
         var parts = Parts()
         try await setUp(bus, &parts)
+        try await parts.run(on: bus, logger: logger)
+    }
+}
+
+extension EventService.Parts {
+    /// Runs the parts on `bus` until they have all ended (by a graceful shutdown, or cancelled);
+    /// `consuming` is called once every subscription consumes.
+    package func run(on bus: EventBus, logger: Logger, consuming: @Sendable () -> Void = {}) async throws {
         // Every subscription consumes before any event is handled, and before the services (a
         // relay publishing to a subscription's queue) start.
         var started: [RunningSubscription] = []
-        for subscription in parts.subscriptions {
+        for subscription in subscriptions {
             started.append(try await bus.start(subscription))
         }
         logger.debug(
             "event service running",
-            metadata: [LoggingKeys.subscriptions: "\(started.count)", LoggingKeys.services: "\(parts.count - started.count)"])
+            metadata: [LoggingKeys.subscriptions: "\(started.count)", LoggingKeys.services: "\(services.count)"])
+        consuming()
         try await withThrowingDiscardingTaskGroup { group in
             for subscription in started {
                 group.addTask { try await subscription.run() }
             }
-            for service in parts.services {
+            for service in services {
                 if let responder = service as? any ResponderRunning {
                     group.addTask { try await responder.run(on: bus) }
                 } else {
