@@ -37,13 +37,21 @@ public final class EventBus: Sendable {
         /// Runs around every publish, send and request of the bus, the first outermost (see
         /// ``PublishMiddleware``).
         public var publishMiddleware: [any PublishMiddleware]
+        /// The envelope events are published in: ours (AMQP properties) unless set. Every
+        /// subscription reads all of them (see ``EventEnvelope``).
+        public var envelope: EventEnvelope
+        /// The CloudEvents `source` of the events published in a CloudEvents envelope;
+        /// `/<appID>` unless set.
+        public var source: String?
 
         public init(
             appID: String? = nil, coder: any EventCoder = JSONEventCoder(), publishAttempts: Int = 5,
             requestTimeout: Duration = .seconds(10), middleware: [any EventMiddleware] = [],
-            publishMiddleware: [any PublishMiddleware] = []
+            publishMiddleware: [any PublishMiddleware] = [], envelope: EventEnvelope = .amqp, source: String? = nil
         ) {
             self.publishMiddleware = publishMiddleware
+            self.envelope = envelope
+            self.source = source
             self.appID = appID
             self.coder = coder
             self.publishAttempts = publishAttempts

@@ -14,6 +14,8 @@ public struct EventError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let decodingFailed = Code("decodingFailed")
         /// A message's type has no handler here.
         public static let unknownEventType = Code("unknownEventType")
+        /// A message's schema version is newer than its handler's event type reads.
+        public static let unsupportedSchemaVersion = Code("unsupportedSchemaVersion")
         /// A handler kept failing through every retry of its subscription's ``RetryPolicy``.
         public static let retriesExhausted = Code("retriesExhausted")
         /// A handler threw a ``NonRetryableError``.

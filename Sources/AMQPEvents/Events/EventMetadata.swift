@@ -23,11 +23,20 @@ public struct EventMetadata: Sendable, Hashable {
     public var appID: String?
     /// The application's own headers (the envelope's are left out).
     public var headers: AMQPFieldTable
+    /// The CloudEvents `source` it came with (a CloudEvent's; ours name their service in ``appID``).
+    public var source: String?
+    /// What the event is about, within its source (CloudEvents `subject`; the `x-subject` header in
+    /// our envelope): an order id, say, for consumers that filter without decoding.
+    public var subject: String?
+    /// The envelope it arrived in (see ``EventEnvelope``).
+    public var envelope: EventEnvelope = .amqp
 
     public init(
         type: String, messageID: String = UUID().uuidString, timestamp: Date? = Date(), correlationID: String? = nil,
-        causationID: String? = nil, schemaVersion: Int = 1, appID: String? = nil, headers: AMQPFieldTable = [:]
+        causationID: String? = nil, schemaVersion: Int = 1, appID: String? = nil, headers: AMQPFieldTable = [:],
+        subject: String? = nil
     ) {
+        self.subject = subject
         self.type = type
         self.messageID = messageID
         self.timestamp = timestamp
@@ -43,6 +52,7 @@ public struct EventMetadata: Sendable, Hashable {
 enum EnvelopeHeader {
     static let schemaVersion = "x-schema-version"
     static let causationID = "x-causation-id"
+    static let subject = "x-subject"
     /// Why a message was parked, and where it came from (see ``EventSubscription``).
     static let parkedReason = "x-parked-reason"
     static let parkedError = "x-parked-error"
@@ -78,6 +88,7 @@ extension EventMetadata {
         var headers = self.headers
         headers[EnvelopeHeader.schemaVersion] = .int32(Int32(clamping: schemaVersion))
         if let causationID { headers[EnvelopeHeader.causationID] = .string(causationID) }
+        if let subject { headers[EnvelopeHeader.subject] = .string(subject) }
         return AMQPProperties(
             contentType: contentType, headers: headers, deliveryMode: .persistent, correlationID: correlationID,
             messageID: messageID, timestamp: timestamp, type: type, appID: appID)
@@ -94,10 +105,12 @@ extension EventMetadata {
             case .bytes(let bytes): String(decoding: bytes, as: UTF8.self)
             default: nil
             }
+        let subject = headers.values.removeValue(forKey: EnvelopeHeader.subject)?.text
         self.init(
             type: type, messageID: properties.messageID ?? "", timestamp: properties.timestamp,
             correlationID: properties.correlationID, causationID: causation, schemaVersion: version,
             appID: properties.appID, headers: headers)
+        self.subject = subject
     }
 }
 

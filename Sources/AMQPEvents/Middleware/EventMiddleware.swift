@@ -4,8 +4,11 @@ import AMQPClient
 public struct IncomingEvent: Sendable {
     /// The handler's context: envelope, queue, retry count, the bus.
     public let context: EventContext
-    /// The message body, not yet decoded (the handler decodes it as its event type).
+    /// The payload, not yet decoded (the handler decodes it as its event type). For a
+    /// structured CloudEvent, the whole envelope: the payload is its `data` member.
     public let body: [UInt8]
+    /// Whether the payload is the `data` member of a structured CloudEvent in ``body``.
+    let payloadIsWrapped: Bool
     /// The delivery it came in, for the processing span.
     let delivery: AMQPDelivery
 

@@ -7,6 +7,8 @@ public struct OutgoingEvent: Sendable {
     /// Where it goes: the exchange (`""` for a work queue or a request) and the routing key.
     public let exchange: String
     public let routingKey: String
+    /// The envelope it is published in.
+    public var envelope: EventEnvelope
 }
 
 /// Code that runs around every publish of the bus: `publish`, `send`, ``EventBus/publish(encoded:metadata:to:routingKey:mandatory:)``
@@ -41,11 +43,12 @@ extension EventBus {
             return try await publishAllConfirmed(messages, exchange: exchange, routingKey: routingKey, mandatory: mandatory)
         }
         let events = messages.map {
-            OutgoingEvent(metadata: $0.metadata, body: $0.body, exchange: exchange, routingKey: routingKey)
+            OutgoingEvent(metadata: $0.metadata, body: $0.payload, exchange: exchange, routingKey: routingKey, envelope: $0.envelope)
         }
         try await throughPublishMiddleware(events) { events throws(EventError) in
-            try await self.publishAllConfirmed(
-                events.map(self.outgoing), exchange: exchange, routingKey: routingKey, mandatory: mandatory)
+            var messages: [Outgoing] = []
+            for event in events { messages.append(try self.outgoing(event)) }
+            try await self.publishAllConfirmed(messages, exchange: exchange, routingKey: routingKey, mandatory: mandatory)
         }
     }
 
@@ -68,7 +71,7 @@ extension EventBus {
     }
 
     /// The message an outgoing event's envelope and body make.
-    func outgoing(_ event: OutgoingEvent) -> Outgoing {
-        Outgoing(metadata: event.metadata, properties: event.metadata.properties(contentType: configuration.coder.contentType), body: event.body)
+    func outgoing(_ event: OutgoingEvent) throws(EventError) -> Outgoing {
+        try message(metadata: event.metadata, payload: event.body, envelope: event.envelope)
     }
 }

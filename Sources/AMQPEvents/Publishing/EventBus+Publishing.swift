@@ -13,17 +13,18 @@ extension EventBus {
     ///   - headers: the application's own headers.
     ///   - mandatory: `true` (the default) makes an event no queue takes a ``EventError/Code/publishFailed``
     ///     error instead of a silent loss.
+    ///   - envelope: the bus's ``Configuration/envelope`` unless given.
     /// - Throws: ``EventError`` with ``EventError/Code/publishFailed`` when the broker refused it, no
     ///   queue took it, or the connection failed ``Configuration/publishAttempts`` times before the
     ///   broker said.
     @discardableResult
     public func publish<Event: AMQPEvent>(
         _ event: Event, to exchange: String, routingKey: String? = nil, correlationID: String? = nil,
-        messageID: String? = nil, headers: AMQPFieldTable = [:], mandatory: Bool = true
+        messageID: String? = nil, headers: AMQPFieldTable = [:], mandatory: Bool = true, envelope: EventEnvelope? = nil
     ) async throws(EventError) -> EventMetadata {
         let channel = try await publishing.get()
         try await ensureExchange(exchange, on: channel)
-        let outgoing = try envelopes([event], correlationID: correlationID, messageID: messageID, headers: headers)
+        let outgoing = try envelopes([event], correlationID: correlationID, messageID: messageID, headers: headers, envelope: envelope)
         try await publishEvents(outgoing, exchange: exchange, routingKey: routingKey ?? Event.eventType, mandatory: mandatory)
         return outgoing[0].metadata
     }
@@ -32,11 +33,12 @@ extension EventBus {
     /// Every event is published (and confirmed or failed) before it returns or throws the first failure.
     @discardableResult
     public func publish<Event: AMQPEvent>(
-        _ events: [Event], to exchange: String, correlationID: String? = nil, mandatory: Bool = true
+        _ events: [Event], to exchange: String, correlationID: String? = nil, mandatory: Bool = true,
+        envelope: EventEnvelope? = nil
     ) async throws(EventError) -> [EventMetadata] {
         let channel = try await publishing.get()
         try await ensureExchange(exchange, on: channel)
-        let outgoing = try envelopes(events, correlationID: correlationID, messageID: nil, headers: [:])
+        let outgoing = try envelopes(events, correlationID: correlationID, messageID: nil, headers: [:], envelope: envelope)
         try await publishEvents(outgoing, exchange: exchange, routingKey: Event.eventType, mandatory: mandatory)
         return outgoing.map(\.metadata)
     }
@@ -45,11 +47,11 @@ extension EventBus {
     /// message id every time it is published. Returns once the broker has confirmed it.
     public func publish(
         encoded body: [UInt8], metadata: EventMetadata, to exchange: String, routingKey: String? = nil,
-        mandatory: Bool = true
+        mandatory: Bool = true, envelope: EventEnvelope? = nil
     ) async throws(EventError) {
         let channel = try await publishing.get()
         try await ensureExchange(exchange, on: channel)
-        let outgoing = Outgoing(metadata: metadata, properties: metadata.properties(contentType: configuration.coder.contentType), body: body)
+        let outgoing = try message(metadata: metadata, payload: body, envelope: envelope ?? configuration.envelope)
         try await publishEvents([outgoing], exchange: exchange, routingKey: routingKey ?? metadata.type, mandatory: mandatory)
     }
 
@@ -59,11 +61,11 @@ extension EventBus {
     @discardableResult
     public func send<Event: AMQPEvent>(
         _ event: Event, toQueue queue: String, correlationID: String? = nil, messageID: String? = nil,
-        headers: AMQPFieldTable = [:]
+        headers: AMQPFieldTable = [:], envelope: EventEnvelope? = nil
     ) async throws(EventError) -> EventMetadata {
         let channel = try await publishing.get()
         try await ensureQueueExists(queue, on: channel)
-        let outgoing = try envelopes([event], correlationID: correlationID, messageID: messageID, headers: headers)
+        let outgoing = try envelopes([event], correlationID: correlationID, messageID: messageID, headers: headers, envelope: envelope)
         try await publishEvents(outgoing, exchange: "", routingKey: queue, mandatory: true)
         return outgoing[0].metadata
     }
@@ -71,11 +73,11 @@ extension EventBus {
     /// Sends a batch of events to a work queue, waiting for all the confirms at once.
     @discardableResult
     public func send<Event: AMQPEvent>(
-        _ events: [Event], toQueue queue: String, correlationID: String? = nil
+        _ events: [Event], toQueue queue: String, correlationID: String? = nil, envelope: EventEnvelope? = nil
     ) async throws(EventError) -> [EventMetadata] {
         let channel = try await publishing.get()
         try await ensureQueueExists(queue, on: channel)
-        let outgoing = try envelopes(events, correlationID: correlationID, messageID: nil, headers: [:])
+        let outgoing = try envelopes(events, correlationID: correlationID, messageID: nil, headers: [:], envelope: envelope)
         try await publishEvents(outgoing, exchange: "", routingKey: queue, mandatory: true)
         return outgoing.map(\.metadata)
     }
@@ -85,14 +87,26 @@ extension EventBus {
     struct Outgoing: Sendable {
         var metadata: EventMetadata
         var properties: AMQPProperties
+        /// What goes on the wire: the payload, or a structured CloudEvent around it.
         var body: [UInt8]
+        /// The encoded event.
+        var payload: [UInt8]
+        var envelope: EventEnvelope
+    }
+
+    /// The message of an encoded event in `envelope`.
+    func message(metadata: EventMetadata, payload: [UInt8], envelope: EventEnvelope) throws(EventError) -> Outgoing {
+        let (properties, body) = try envelope.message(
+            metadata: metadata, body: payload, contentType: configuration.coder.contentType, source: configuration.cloudEventsSource)
+        return Outgoing(metadata: metadata, properties: properties, body: body, payload: payload, envelope: envelope)
     }
 
     /// The events' bodies and envelopes; inside a handler, they inherit its correlation and
     /// causation. What all share (the headers, the time) is made once.
     func envelopes<Event: AMQPEvent>(
-        _ events: [Event], correlationID: String?, messageID: String?, headers: AMQPFieldTable
+        _ events: [Event], correlationID: String?, messageID: String?, headers: AMQPFieldTable, envelope: EventEnvelope? = nil
     ) throws(EventError) -> [Outgoing] {
+        let envelope = envelope ?? configuration.envelope
         let handling = EventContext.current
         let template = EventMetadata(
             type: Event.eventType, messageID: "", timestamp: Date(), correlationID: nil,
@@ -113,10 +127,14 @@ extension EventBus {
             var metadata = template
             metadata.messageID = id
             metadata.correlationID = inheritedCorrelation ?? id
+            guard envelope == .amqp else {
+                outgoing.append(try message(metadata: metadata, payload: body, envelope: envelope))
+                continue
+            }
             var properties = templateProperties
             properties.messageID = id
             properties.correlationID = metadata.correlationID
-            outgoing.append(Outgoing(metadata: metadata, properties: properties, body: body))
+            outgoing.append(Outgoing(metadata: metadata, properties: properties, body: body, payload: body, envelope: .amqp))
         }
         return outgoing
     }

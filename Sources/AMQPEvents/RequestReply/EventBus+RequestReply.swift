@@ -14,13 +14,13 @@ extension EventBus {
     ) async throws(EventError) -> Request.Response {
         let timeout = timeout ?? configuration.requestTimeout
         let client = try await replies.get()
-        let request = try envelopes([request], correlationID: nil, messageID: nil, headers: [:])[0]
+        let request = try envelopes([request], correlationID: nil, messageID: nil, headers: [:], envelope: .amqp)[0]
         let correlationID = request.metadata.messageID
         let expiration = String(max(1, timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000))
         /// Sends the request as the publish middleware left it, with what request/reply needs.
         let send: @Sendable ([OutgoingEvent]) async throws(EventError) -> Void = { events throws(EventError) in
             for event in events {
-                var message = self.outgoing(event)
+                var message = try self.outgoing(event)
                 message.properties.correlationID = correlationID
                 message.properties.replyTo = ReplyClient.replyTo
                 message.properties.deliveryMode = .transient
@@ -36,7 +36,8 @@ extension EventBus {
         let reply: AMQPDelivery
         do {
             reply = try await client.request(correlationID: correlationID, to: queue, timeout: timeout) { () throws(EventError) in
-                let event = OutgoingEvent(metadata: request.metadata, body: request.body, exchange: "", routingKey: queue)
+                let event = OutgoingEvent(
+                    metadata: request.metadata, body: request.payload, exchange: "", routingKey: queue, envelope: .amqp)
                 if configuration.publishMiddleware.isEmpty {
                     try await send([event])
                 } else {
@@ -122,7 +123,7 @@ extension EventBus {
             try await chain(layers) { event in
                 let response = try await handler(request, event.context)
                 answered.withLock { $0 = response }
-            }(IncomingEvent(context: context, body: delivery.body, delivery: delivery))
+            }(IncomingEvent(context: context, body: delivery.body, payloadIsWrapped: false, delivery: delivery))
             guard let response = answered.withLock({ $0 }) else {
                 throw EventError(code: .responderFailed, message: "a middleware settled the request without calling the handler")
             }

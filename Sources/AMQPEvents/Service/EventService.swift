@@ -60,6 +60,25 @@ public struct EventService: Service {
         public mutating func run(_ service: some Service) {
             services.append(service)
         }
+
+        /// What the service's contract says it publishes, sends and requests (see
+        /// ``AsyncAPIDocument/add(_:as:)``): publishing itself needs no declaration.
+        private(set) var contract: [@Sendable (inout AsyncAPIDocument, String) throws -> Void] = []
+
+        /// Declares, for the service's AsyncAPI document, that it publishes `type` to `exchange`.
+        public mutating func publishes<Event: AMQPEvent>(_ type: Event.Type, to exchange: String) {
+            contract.append { document, service in try document.publishes(type, to: exchange, by: service) }
+        }
+
+        /// Declares, for the service's AsyncAPI document, that it sends `type` to the work queue `queue`.
+        public mutating func sends<Event: AMQPEvent>(_ type: Event.Type, toQueue queue: String) {
+            contract.append { document, service in try document.sends(type, toQueue: queue, by: service) }
+        }
+
+        /// Declares, for the service's AsyncAPI document, that it requests `type` from `queue`'s responder.
+        public mutating func requests<Request: AMQPRequest>(_ type: Request.Type, to queue: String) {
+            contract.append { document, service in try document.requests(type, to: queue, by: service) }
+        }
     }
 
     public let configuration: Configuration
@@ -132,6 +151,8 @@ extension EventService.Parts {
 /// A responder that learns its bus when the ``EventService`` runs it.
 protocol ResponderRunning: Service {
     func run(on bus: EventBus) async throws
+    /// Adds what it answers to an AsyncAPI document.
+    func describe(in document: inout AsyncAPIDocument, as service: String) throws(EventError)
 }
 
 /// A responder as a `Service`: it answers requests until a graceful shutdown, then finishes the
@@ -148,6 +169,10 @@ struct ResponderService<Request: AMQPRequest>: ResponderRunning {
             throw EventError(code: .invalidArgument, message: "a responder added to an EventService runs only inside it")
         }
         try await run(on: bus)
+    }
+
+    func describe(in document: inout AsyncAPIDocument, as service: String) throws(EventError) {
+        try document.responds(to: queue, with: Request.self, as: service)
     }
 
     func run(on bus: EventBus) async throws {
@@ -180,4 +205,20 @@ func endingWithItsConnection(_ bus: EventBus, _ body: () async throws -> Void) a
     }
     guard bus.connection.isClosedByApplication, !Task.isShuttingDownGracefully, !Task.isCancelled else { return }
     try await gracefulShutdown()
+}
+
+extension AsyncAPIDocument {
+    /// Adds what an ``EventService``'s parts do, as `service`: its subscriptions, its responders,
+    /// and what it declared it publishes, sends and requests.
+    public mutating func add(_ parts: EventService.Parts, as service: String) throws(EventError) {
+        for subscription in parts.subscriptions { try subscribes(subscription, as: parts.subscriptions.count == 1 ? service : nil) }
+        for case let responder as any ResponderRunning in parts.services { try responder.describe(in: &self, as: service) }
+        for declaration in parts.contract {
+            do {
+                try declaration(&self, service)
+            } catch {
+                throw error as? EventError ?? EventError(code: .invalidArgument, message: "\(error)")
+            }
+        }
+    }
 }

@@ -20,7 +20,8 @@ extension EventBus {
         if let limit = subscription.handlerTimeout { layers.append(TimeoutMiddleware(limit: limit)) }
         return chain(layers) { event in
             // Checked before the pipeline runs: every type that reaches here has a handler.
-            try await handlers[event.metadata.type]!.handle(event.body, event.context, coder)
+            try await handlers[event.metadata.type]!.handle(
+                event.body, wrapped: event.payloadIsWrapped, context: event.context, coder: coder)
         }
     }
 
@@ -32,19 +33,27 @@ extension EventBus {
         pipeline: @Sendable (IncomingEvent) async throws -> Void
     ) async {
         let parkingLot = subscription.parkingLot
-        guard let metadata = EventMetadata(delivery.properties) else {
-            await park(delivery, from: queue, in: parkingLot, reason: .unknownEventType, error: "the message has no type property")
+        let received: ReceivedEnvelope
+        switch ReceivedEnvelope.read(delivery.properties, body: delivery.body) {
+        case .success(let envelope): received = envelope
+        case .failure(let why):
+            await park(delivery, from: queue, in: parkingLot, reason: why.code, error: why.message)
             return
         }
+        let metadata = received.metadata
         guard subscription.handlers[metadata.type] != nil else {
             await park(delivery, from: queue, in: parkingLot, reason: .unknownEventType, error: "no handler for \(metadata.type)")
             return
         }
         let context = EventContext(delivery: delivery, metadata: metadata, queue: queue, bus: self)
         do {
-            try await pipeline(IncomingEvent(context: context, body: delivery.body, delivery: delivery))
+            try await pipeline(
+                IncomingEvent(context: context, body: received.body, payloadIsWrapped: received.payloadIsWrapped, delivery: delivery))
         } catch let undecodable as EventHandler.DecodingFailed {
             await park(delivery, from: queue, in: parkingLot, reason: .decodingFailed, error: "\(undecodable.underlying)")
+            return
+        } catch let unsupported as EventHandler.UnsupportedVersion {
+            await park(delivery, from: queue, in: parkingLot, reason: .unsupportedSchemaVersion, error: unsupported.description)
             return
         } catch {
             await handlerFailed(delivery, metadata: metadata, error: error, subscription: subscription, queue: queue)

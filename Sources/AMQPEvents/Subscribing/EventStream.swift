@@ -51,14 +51,23 @@ public struct EventStream<Event: AMQPEvent>: AsyncSequence, Sendable {
         public mutating func next() async throws -> ReceivedEvent<Event>? {
             while let delivery = try await deliveries.next() {
                 let queue = stream.consumer.queue
-                guard let metadata = EventMetadata(delivery.properties), metadata.type == Event.eventType else {
+                let received: ReceivedEnvelope
+                switch ReceivedEnvelope.read(delivery.properties, body: delivery.body) {
+                case .success(let envelope) where envelope.metadata.type == Event.eventType:
+                    received = envelope
+                case .success(let envelope):
                     await stream.bus.park(
                         delivery, from: queue, in: stream.parkingLot, reason: .unknownEventType,
-                        error: "expected \(Event.eventType), got \(delivery.properties.type ?? "no type")")
+                        error: "expected \(Event.eventType), got \(envelope.metadata.type)")
+                    continue
+                case .failure(let why):
+                    await stream.bus.park(delivery, from: queue, in: stream.parkingLot, reason: why.code, error: why.message)
                     continue
                 }
+                let metadata = received.metadata
                 do {
-                    let event = try stream.bus.configuration.coder.decode(Event.self, from: delivery.body)
+                    let event = try EventHandler.decode(
+                        Event.self, received.body, wrapped: received.payloadIsWrapped, stream.bus.configuration.coder)
                     let context = EventContext(delivery: delivery, metadata: metadata, queue: queue, bus: stream.bus)
                     return ReceivedEvent(event: event, context: context, delivery: delivery)
                 } catch {

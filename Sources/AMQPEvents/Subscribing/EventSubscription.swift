@@ -55,6 +55,8 @@ public struct EventSubscription: Sendable {
     /// cancelled and fails with ``EventError/Code/timedOut``, then is retried or parked.
     public var handlerTimeout: Duration?
     var handlers: [String: EventHandler] = [:]
+    /// Upcasts that could not be registered, reported by ``validate()``.
+    var invalidUpcasts: [String] = []
 
     public init(_ kind: Kind, concurrency: Int = 1, prefetch: UInt16? = nil) {
         self.kind = kind
@@ -147,6 +149,9 @@ public struct EventSubscription: Sendable {
     }
 
     func validate() throws(EventError) {
+        if let invalid = invalidUpcasts.first {
+            throw EventError(code: .invalidArgument, message: invalid)
+        }
         guard concurrency >= 1 else {
             throw EventError(code: .invalidArgument, message: "a subscription's concurrency must be at least 1, not \(concurrency)")
         }
@@ -178,24 +183,106 @@ public struct EventSubscription: Sendable {
     }
 }
 
-/// A handler with its event type erased: decodes the body, then calls the application's closure.
+/// A handler with its event type erased: reads the payload in whichever schema version it came
+/// (upcasting an older one), then calls the application's closure.
 struct EventHandler: Sendable {
     /// The body did not decode as the handler's event type.
     struct DecodingFailed: Error {
         var underlying: any Error
     }
 
-    let handle: @Sendable ([UInt8], EventContext, any EventCoder) async throws -> Void
+    /// The event is of a schema version this handler cannot read: newer than its type's.
+    struct UnsupportedVersion: Error, CustomStringConvertible {
+        var type: String
+        var version: Int
+        var newest: Int
+        var description: String {
+            "\(type) v\(version) is newer than this service reads (v\(newest)): deploy a consumer that reads it, then replay"
+        }
+    }
+
+    /// An older schema version's reader: decodes the old shape and turns it into the current event.
+    struct Upcast: Sendable {
+        let read: @Sendable ([UInt8], _ wrapped: Bool, any EventCoder) throws -> any Sendable
+        let schema: @Sendable () throws -> JSONValue
+    }
+
+    let eventType: String
+    let schemaVersion: Int
+    /// The current version's payload schema.
+    let schema: @Sendable () throws -> JSONValue
+    /// Readers of older versions, by version.
+    var upcasts: [Int: Upcast] = [:]
+    private let call: @Sendable (any Sendable, EventContext) async throws -> Void
+    private let readCurrent: @Sendable ([UInt8], Bool, any EventCoder) throws -> any Sendable
 
     init<Event: AMQPEvent>(type: Event.Type, _ handler: @escaping @Sendable (Event, EventContext) async throws -> Void) {
-        handle = { body, context, coder in
-            let event: Event
-            do {
-                event = try coder.decode(Event.self, from: body)
-            } catch {
-                throw DecodingFailed(underlying: error)
-            }
-            try await handler(event, context)
+        eventType = Event.eventType
+        schemaVersion = Event.schemaVersion
+        schema = { try EventSchema.of(Event.self) }
+        readCurrent = { body, wrapped, coder in try Self.decode(Event.self, body, wrapped: wrapped, coder) }
+        call = { event, context in try await handler(event as! Event, context) }
+    }
+
+    /// Decodes a payload, in place inside a structured CloudEvent when it is wrapped.
+    static func decode<Payload: Decodable>(_ type: Payload.Type, _ body: [UInt8], wrapped: Bool, _ coder: any EventCoder) throws -> Payload {
+        wrapped ? try coder.decode(CloudEventData<Payload>.self, from: body).data : try coder.decode(Payload.self, from: body)
+    }
+
+    func handle(_ body: [UInt8], wrapped: Bool, context: EventContext, coder: any EventCoder) async throws {
+        let version = context.metadata.schemaVersion
+        guard version <= schemaVersion else {
+            throw UnsupportedVersion(type: eventType, version: version, newest: schemaVersion)
         }
+        let event: any Sendable
+        do {
+            if version < schemaVersion, let upcast = upcasts[version] {
+                event = try upcast.read(body, wrapped, coder)
+            } else {
+                // The current version, or an older one without an upcast: read as the current
+                // shape (a compatible change, such as a new optional field).
+                event = try readCurrent(body, wrapped, coder)
+            }
+        } catch let unsupported as UnsupportedVersion {
+            throw unsupported
+        } catch {
+            throw DecodingFailed(underlying: error)
+        }
+        try await call(event, context)
+    }
+}
+
+extension EventSubscription {
+    /// Reads `version` of `Event` (older than its ``AMQPEvent/schemaVersion``) as `Old`, and
+    /// hands the handler of `Event` what `upcast` makes of it. Call it after ``on(_:_:)`` for
+    /// `Event`. A version newer than the handler's is parked (``EventError/Code/unsupportedSchemaVersion``);
+    /// an older one without an upcast is read as the current shape.
+    ///
+    /// ```swift
+    /// struct OrderPlacedV1: Decodable, Sendable { var orderId: String; var amount: Int }   // cents
+    /// let payments = EventSubscription.publishSubscribe(exchange: "orders", service: "payment")
+    ///     .on(OrderPlaced.self) { order, _ in try await charge(order.total) }              // v2: Money
+    ///     .upcasting(OrderPlacedV1.self, version: 1, to: OrderPlaced.self) { old in
+    ///         OrderPlaced(orderId: old.orderId, total: Money(cents: old.amount, currency: "EUR"))
+    ///     }
+    /// ```
+    public func upcasting<Old: Decodable & Sendable, Event: AMQPEvent>(
+        _ old: Old.Type, version: Int, to event: Event.Type, _ upcast: @escaping @Sendable (Old) throws -> Event
+    ) -> EventSubscription {
+        var copy = self
+        guard var handler = copy.handlers[Event.eventType] else {
+            copy.invalidUpcasts.append("an upcast to \(Event.eventType) v\(version) before its handler (call on(_:_:) first)")
+            return copy
+        }
+        guard version >= 1, version < Event.schemaVersion else {
+            copy.invalidUpcasts.append(
+                "an upcast from \(Event.eventType) v\(version): only versions 1 to \(Event.schemaVersion - 1) are older than the event's")
+            return copy
+        }
+        handler.upcasts[version] = EventHandler.Upcast(
+            read: { body, wrapped, coder in try upcast(EventHandler.decode(Old.self, body, wrapped: wrapped, coder)) },
+            schema: { try EventSchema.of(Old.self) })
+        copy.handlers[Event.eventType] = handler
+        return copy
     }
 }

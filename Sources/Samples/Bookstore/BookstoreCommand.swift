@@ -16,7 +16,7 @@ struct BookstoreCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bookstore",
         abstract: "The seed's bookstore: an outbox, retries with backoff, a parking lot, exactly-once emails.",
-        subcommands: [Order.self, Relay.self, Inventory.self, Payment.self, Email.self, Parked.self, Demo.self])
+        subcommands: [Order.self, Relay.self, Inventory.self, Payment.self, Email.self, Parked.self, Demo.self, WriteAsyncAPI.self])
 }
 
 struct StoreOptions: ParsableArguments {
@@ -178,5 +178,15 @@ struct Parked: AsyncParsableCommand {
                 )
             }
         }
+    }
+}
+
+/// Writes the system's AsyncAPI 3.0 document.
+struct WriteAsyncAPI: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "asyncapi", abstract: "Write the system's AsyncAPI 3.0 document (JSON) to stdout.")
+
+    func run() throws {
+        print(try Bookstore().contract().jsonText())
     }
 }

@@ -109,6 +109,26 @@ struct Bookstore: Sendable {
         }
     }
 
+    /// The system's AsyncAPI document: the order service publishes through its outbox; inventory,
+    /// payment and email receive.
+    func contract() throws -> AsyncAPIDocument {
+        var document = AsyncAPIDocument(
+            title: "Bookstore", version: "1.0.0",
+            description: """
+                Seed 004: the order service commits each order and its OrderPlaced event in one SQLite transaction (the \
+                outbox); inventory, payment and email each react on a durable queue, and email catches up after an outage.
+                """)
+        try document.publishes(BookOrderPlaced.self, to: exchange, by: "order-service")
+        let tally = Tally()
+        try document.subscribes(inventory(tally: tally), as: "inventory-service")
+        try document.subscribes(payment(tally: tally), as: "payment-service")
+        // The schema does not depend on the store: an in-memory one describes the subscription.
+        try document.subscribes(
+            email(store: try SQLiteEventStore(database: DatabaseQueue()), tally: tally, failureRate: 0, failOrder: nil),
+            as: "email-service")
+        return document
+    }
+
     static func sampleOrder(_ id: String, _ index: Int) -> BookOrderPlaced {
         BookOrderPlaced(
             orderId: id, customerId: "\(1000 + index % 50)",

@@ -14,7 +14,7 @@ struct FoodDelivery: AsyncParsableCommand {
         abstract: "The seed's food-delivery app: pub/sub, a kitchen work queue, request/reply, live status.",
         subcommands: [
             PlaceOrders.self, KitchenService.self, Chef.self, NotificationService.self, DeliveryService.self,
-            Dispatcher.self, Status.self, Demo.self,
+            Dispatcher.self, Status.self, Demo.self, WriteAsyncAPI.self,
         ])
 }
 
@@ -225,5 +225,15 @@ struct Demo: AsyncParsableCommand {
                 }
             }
         }
+    }
+}
+
+/// Writes the system's AsyncAPI 3.0 document.
+struct WriteAsyncAPI: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "asyncapi", abstract: "Write the system's AsyncAPI 3.0 document (JSON) to stdout.")
+
+    func run() throws {
+        print(try FoodServices.contract().jsonText())
     }
 }

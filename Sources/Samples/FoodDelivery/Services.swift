@@ -107,6 +107,34 @@ struct FoodServices: Sendable {
     }
 }
 
+extension FoodServices {
+    /// The system's AsyncAPI document: who publishes, sends, requests and handles what.
+    static func contract() throws -> AsyncAPIDocument {
+        let services = FoodServices(tally: Tally())
+        var document = AsyncAPIDocument(
+            title: "Food delivery", version: "1.0.0",
+            description: """
+                Seed 002: orders fan out to the kitchen and notification services; the kitchen splits each into tasks that \
+                chefs share on a work queue; ready orders get a driver from the dispatcher by request/reply; a transient \
+                status subscriber prints live updates.
+                """)
+        try document.publishes(FoodOrderPlaced.self, to: Kitchen.exchange, by: "order-service")
+        try document.subscribes(services.notification, as: "notification-service")
+        try document.subscribes(services.kitchenOrders, as: "kitchen")
+        try document.sends(PrepareItem.self, toQueue: Kitchen.tasks, by: "kitchen")
+        try document.subscribes(services.chef("any"), as: "chef")
+        try document.sends(ItemPrepared.self, toQueue: Kitchen.done, by: "chef")
+        try document.subscribes(services.kitchenBoard(KitchenBoard()), as: "kitchen-board")
+        try document.publishes(OrderReady.self, to: Kitchen.exchange, by: "kitchen")
+        try document.subscribes(services.delivery, as: "delivery-service")
+        try document.requests(FindDriver.self, to: Kitchen.dispatcher, by: "delivery-service")
+        try document.responds(to: Kitchen.dispatcher, with: FindDriver.self, as: "dispatcher")
+        try document.publishes(OrderOutForDelivery.self, to: Kitchen.exchange, by: "delivery-service")
+        try document.subscribes(services.status, as: "status")
+        return document
+    }
+}
+
 /// Which tasks of each order are done (kept by the kitchen process).
 final class KitchenBoard: Sendable {
     private let done = Mutex<[String: Set<String>]>([:])

@@ -12,7 +12,7 @@ struct OrderEvents: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "order-events",
         abstract: "OrderPlaced fanned out to payment, inventory and notification services.",
-        subcommands: [Place.self, Payment.self, Inventory.self, Notification.self, Demo.self])
+        subcommands: [Place.self, Payment.self, Inventory.self, Notification.self, Demo.self, WriteAsyncAPI.self])
 }
 
 struct Place: AsyncParsableCommand {
@@ -26,14 +26,31 @@ struct Place: AsyncParsableCommand {
     @Option(help: "The first order's id; the next ones count up.")
     var firstOrderId = 1
 
+    @Option(help: "The envelope: amqp, cloudevents-binary or cloudevents-structured.")
+    var envelope = EventEnvelope.amqp
+
+    @Option(help: "The schema version of OrderPlaced to publish (1, as the seed, or 2).")
+    var schemaVersion = OrderPlaced.schemaVersion
+
     func run() async throws {
+        let (envelope, schemaVersion) = (self.envelope, self.schemaVersion)
+        guard (1...OrderPlaced.schemaVersion).contains(schemaVersion) else {
+            throw ValidationError("--schema-version must be 1 or \(OrderPlaced.schemaVersion)")
+        }
         try await withEventBus(options, name: "order-service") { bus in
             // Declared first, so that orders placed before a service ever ran wait in its queue.
             for service in OrderService.allCases { try await bus.declare(service.subscription(tally: Tally())) }
             for index in 0..<count {
                 let order = OrderPlaced(orderId: "\(firstOrderId + index)", userId: "\(456 + index % 10)", amount: 100 + index)
-                let sent = try await bus.publish(order, to: OrderService.exchange)
-                print(" [order] placed orderId=\(order.orderId) messageId=\(sent.messageID)")
+                let sent =
+                    if schemaVersion == 1 {
+                        try await bus.publish(
+                            OrderPlacedV1(orderId: order.orderId, userId: order.userId, amount: order.amount),
+                            to: OrderService.exchange, envelope: envelope)
+                    } else {
+                        try await bus.publish(order, to: OrderService.exchange, envelope: envelope)
+                    }
+                print(" [order] placed orderId=\(order.orderId) messageId=\(sent.messageID) envelope=\(envelope.rawValue) v\(schemaVersion)")
             }
         }
     }
@@ -131,5 +148,15 @@ struct Demo: AsyncParsableCommand {
         let batch = range.map { OrderPlaced(orderId: "\(runID)-\($0 + 1)", userId: "\(456 + $0 % 10)", amount: 100 + $0) }
         try await bus.publish(batch, to: OrderService.exchange)
         for order in batch { print(" [order] placed orderId=\(order.orderId)") }
+    }
+}
+
+/// Writes the system's AsyncAPI 3.0 document.
+struct WriteAsyncAPI: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "asyncapi", abstract: "Write the system's AsyncAPI 3.0 document (JSON) to stdout.")
+
+    func run() throws {
+        print(try OrderService.contract().jsonText())
     }
 }

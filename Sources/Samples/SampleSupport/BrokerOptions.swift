@@ -3,6 +3,7 @@
 #endif
 public import AMQPClient
 public import ArgumentParser
+public import AMQPEvents
 import Foundation
 
 /// The options every sample takes to reach the broker.
@@ -46,3 +47,6 @@ public struct BrokerOptions: ParsableArguments, Sendable {
 public func lineBufferStandardOutput() {
     setvbuf(stdout, nil, _IOLBF, 0)
 }
+
+/// `--envelope amqp|cloudevents-binary|cloudevents-structured`.
+extension EventEnvelope: ExpressibleByArgument {}
