@@ -102,3 +102,30 @@ struct ContractTests {
         }
     }
 }
+
+extension ContractTests {
+    @Test("the orders order-events publishes, in v1 and v2 and in every envelope, conform to their schemas")
+    func orderEventsConform() async throws {
+        let document = try OrderService.contract().json
+        try await EventTestHarness.withHarness { harness in
+            let tally = Tally()
+            try await harness.run(OrderService.allCases.map { $0.subscription(tally: tally) }) {
+                for envelope in EventEnvelope.allCases {
+                    try await harness.bus.publish(
+                        OrderPlaced(orderId: "v2-\(envelope)", userId: "u", amount: 1, currency: "EUR"), to: OrderService.exchange,
+                        envelope: envelope)
+                    try await harness.bus.publish(
+                        OrderPlacedV1(orderId: "v1-\(envelope)", userId: "u", amount: 1), to: OrderService.exchange, envelope: envelope)
+                }
+                try await harness.waitUntilHandled(3 * 2 * EventEnvelope.allCases.count)
+            }
+            #expect(harness.handled.allSatisfy { $0.outcome == .succeeded })
+            #expect(tally.counts == ["payment": 6, "inventory": 6, "notification": 6], "every service read every version in every envelope")
+            for published in harness.published {
+                let schema = try #require(AsyncAPIRules.payloadSchema(of: published.type, version: published.metadata.schemaVersion, in: document))
+                #expect(EventSchema.problems(of: try JSONValue(parsing: published.body), against: schema) == [])
+                #expect(!EventSchema.problems(of: ["orderId": 7], against: schema).isEmpty)
+            }
+        }
+    }
+}

@@ -34,9 +34,11 @@ public struct ParkedMessage: Sendable, CustomStringConvertible {
             if case .timestamp(let value) = headers[key] { return value }
             return nil
         }
-        messageID = delivery.properties.messageID
-        type = delivery.properties.type
-        schemaVersion = headers[EnvelopeHeader.schemaVersion]?.integerValue
+        // A CloudEvent from another producer names itself in its envelope, not in AMQP properties.
+        let envelope = try? ReceivedEnvelope.read(delivery.properties, body: delivery.body).get().metadata
+        messageID = delivery.properties.messageID ?? envelope?.messageID
+        type = delivery.properties.type ?? envelope?.type
+        schemaVersion = headers[EnvelopeHeader.schemaVersion]?.integerValue ?? envelope?.schemaVersion
         reason = text(EnvelopeHeader.parkedReason)
         error = text(EnvelopeHeader.parkedError)
         attempts = headers[EnvelopeHeader.attempts]?.integerValue
