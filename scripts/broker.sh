@@ -6,6 +6,11 @@
 #                              else a RabbitMQ node from Debian's rabbitmq-server package,
 #                              bound to 127.0.0.1, with its data under .broker/
 #                              (the package is installed when missing and we are root).
+#   scripts/broker.sh start --own
+#                              always a node of this script's own from Debian's package (never a
+#                              broker that runs already, never Docker): what the tests use, so
+#                              that they never touch a developer's broker. Fails if something
+#                              else holds the port.
 #   scripts/broker.sh stop     stops the broker only if this script started it.
 #   scripts/broker.sh status   exits 0 when a broker accepts AMQP connections.
 #   scripts/broker.sh ctl ...  runs rabbitmqctl against the broker this script started.
@@ -16,18 +21,19 @@
 # certificate (optional), and accepts SASL EXTERNAL for the user of .broker/tls/client.pem.
 #
 # Environment: AMQP_PORT (default 5672), AMQPS_PORT (default 5671), BROKER_START_TIMEOUT seconds
-# (default 90).
+# (default 90), BROKER_STATE (the node's directory, default .broker), BROKER_NODE (its name,
+# default amqp-swift@localhost), BROKER_DIST_PORT (Erlang distribution, default AMQP_PORT + 20000).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-state="$root/.broker"
+state="${BROKER_STATE:-$root/.broker}"
 port="${AMQP_PORT:-5672}"
 tls_port="${AMQPS_PORT:-5671}"
 tls="$state/tls"
 # The user RabbitMQ takes from the client certificate's common name (SASL EXTERNAL).
 client_user="amqp-swift-client"
 timeout_s="${BROKER_START_TIMEOUT:-90}"
-node="amqp-swift@localhost"
+node="${BROKER_NODE:-amqp-swift@localhost}"
 # shellcheck source=rabbitmq-node-env.sh
 source "$root/scripts/rabbitmq-node-env.sh"
 
@@ -127,7 +133,7 @@ CA
     chmod 644 ./*.key  # the broker runs as this user; the keys are for tests only
     chmod 600 client.key  # only the client reads it (the client warns about a key others can read)
   )
-  log "made test certificates in .broker/tls"
+  log "made test certificates in $tls"
 }
 
 start_local() {
@@ -153,7 +159,7 @@ log.file.level = info
 CONF
   local_env
   # Debian's package may have started its own node through the init system; it would hold the port.
-  log "starting a local RabbitMQ node ($node) on 127.0.0.1:$port, data in .broker/"
+  log "starting a local RabbitMQ node ($node) on 127.0.0.1:$port (TLS $tls_port), data in $state"
   /usr/lib/rabbitmq/bin/rabbitmq-server -detached
   echo local >"$state/started-by"
   wait_for_amqp
@@ -181,6 +187,19 @@ start_docker() {
 
 case "${1:-}" in
   start)
+    if [[ "${2:-}" == "--own" ]]; then
+      if [[ "$(cat "$state/started-by" 2>/dev/null || true)" == local ]] && amqp_answers; then
+        log "reusing this script's own node on 127.0.0.1:$port"
+        exit 0
+      fi
+      if amqp_answers || (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        log "127.0.0.1:$port is taken by something this script did not start; set AMQP_PORT to a free port"
+        exit 1
+      fi
+      start_local
+      log "RabbitMQ is ready on amqp://guest:guest@127.0.0.1:$port/"
+      exit 0
+    fi
     if amqp_answers; then
       log "reusing the broker that answers on 127.0.0.1:$port"
       exit 0

@@ -12,7 +12,5 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 "$venv/bin/pip" install -q --disable-pip-version-check \
   'cloudevents==2.2.0' 'pika==1.3.2' 'jsonschema==4.26.0' 'asyncapi-python[codegen]==0.3.1'
-swift build --product order-events
-swift build --product food-delivery
-swift build --product bookstore
-"$venv/bin/python" Tests/Interop/cloudevents_interop.py "$(swift build --show-bin-path)" "$url"
+swift build --package-path Examples
+"$venv/bin/python" Tests/Interop/cloudevents_interop.py "$(swift build --package-path Examples --show-bin-path)" "$url"

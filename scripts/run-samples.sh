@@ -11,12 +11,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 count="${COUNT:-3}"
 scripts/broker.sh start
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:${AMQP_PORT:-5672}/}"
-swift build --product user-events-producer
-swift build --product user-events-consumer
-swift build --product order-events
-swift build --product food-delivery
-swift build --product bookstore
-bin="$(swift build --show-bin-path)"
+# The samples are a package of their own (Examples/), on the libraries of this one.
+swift build --package-path Examples
+bin="$(swift build --package-path Examples --show-bin-path)"
 
 out="$(mktemp)"
 trap 'rm -f "$out" "${sent:-}"; [[ -n "${consumer_pid:-}" ]] && kill "$consumer_pid" 2>/dev/null || true' EXIT

@@ -1,3 +1,4 @@
+#if SQLite
 public import AMQPEvents
 import AMQPClient
 import Logging
@@ -92,3 +93,4 @@ public final class OutboxRelay: Service, Sendable {
         }
     }
 }
+#endif

@@ -1,3 +1,4 @@
+#if SQLite
 public import AMQPEvents
 public import Foundation
 public import GRDB
@@ -217,3 +218,4 @@ public final class SQLiteEventStore: DeduplicationStore, Sendable {
         }
     }
 }
+#endif

@@ -93,7 +93,7 @@ func timeToRecover(_ watcher: EventWatcher, since start: ContinuousClock.Instant
 }
 
 /// Needs `scripts/cluster.sh start`; `scripts/test.sh --cluster` runs it with AMQP_CLUSTER_TESTS=1.
-@Suite("Cluster: failover across three nodes", .serialized, .enabled(if: ProcessInfo.processInfo.environment["AMQP_CLUSTER_TESTS"] == "1"))
+@Suite("Cluster: failover across three nodes", .serialized, .enabled(if: ProcessInfo.processInfo.environment["AMQP_CLUSTER_TESTS"] == "1", "needs the three-node cluster: scripts/test.sh --cluster"))
 struct ClusterTests {
     @Test("30 connections with shuffled endpoints spread over the three nodes")
     func shuffledEndpoints() async throws {

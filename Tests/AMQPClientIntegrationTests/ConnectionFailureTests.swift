@@ -30,7 +30,7 @@ struct ConnectionFailureTests {
     }
 
     @Test("a silent peer (black-holed connection) is declared dead within about two heartbeats, also over TLS",
-          arguments: [false, true])
+          arguments: Requirements.tlsVariants)
     func blackHoleDetected(tls: Bool) async throws {
         let (proxy, connection) = try await Self.connectThroughProxy(heartbeat: .seconds(2), tls: tls)
         defer { proxy.stop() }
@@ -58,7 +58,7 @@ struct ConnectionFailureTests {
 
     @Test(
         "a broker that stops reading is declared dead within about two heartbeats, even while a write is blocked, also over TLS",
-        arguments: [false, true])
+        arguments: Requirements.tlsVariants)
     func frozenPeerDetected(tls: Bool) async throws {
         let (proxy, connection) = try await Self.connectThroughProxy(heartbeat: .seconds(2), tls: tls)
         defer { proxy.stop() }
@@ -258,7 +258,8 @@ struct LosslessTests {
 
     @Test(
         "with automatic recovery, 20,000 confirmed persistent publishes survive two proxy cuts and a broker-side close: 0 lost",
-        arguments: LosslessVariant.allCases)
+        .enabled(if: Requirements.met(Requirements.brokerControl), "needs rabbitmqctl on the test broker: scripts/test.sh"),
+        arguments: LosslessVariant.allCases.filter { $0 != .tls || Requirements.met(Requirements.tlsListener) })
     func recoveryLosesNothing(variant: LosslessVariant) async throws {
         let total = 20_000
         let onIOExecutors = variant == .onIOExecutors

@@ -2,7 +2,6 @@ import AMQPClient
 import Foundation
 import Synchronization
 import Testing
-import UserEvents
 
 extension RunAloneTests {
     /// Restarts RabbitMQ's application on the test node: every connection is closed (320), the
@@ -103,12 +102,14 @@ extension RunAloneTests {
         }
     }
 
-    @Test("the user_events samples exchange every event across a broker restart")
+    @Test(
+        "the user_events samples exchange every event across a broker restart",
+        .enabled(if: Requirements.met(SampleTests.samplesBuilt), "needs the samples built: swift build --package-path Examples"))
     func samplesRideOutRestart() async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()
-        try await channel.declareQueue(UserEvent.queue, durable: true)
-        try await channel.purgeQueue(UserEvent.queue)
+        try await channel.declareQueue("user_events", durable: true)
+        try await channel.purgeQueue("user_events")
         await connection.close()
 
         let count = 20

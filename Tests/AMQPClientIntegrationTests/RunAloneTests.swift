@@ -23,7 +23,7 @@ func waitUntil(_ connection: AMQPConnection, isBlocked: Bool) async throws {
 /// broker (a memory alarm, a restart) would disturb every other test, and the soak test measures
 /// the process's memory. scripts/test.sh runs this suite after the others, one test at a time
 /// (`AMQP_RUN_ALONE_TESTS=1 swift test --filter RunAloneTests`).
-@Suite("Run alone: broker-wide faults and the soak test", .serialized, .enabled(if: ProcessInfo.processInfo.environment["AMQP_RUN_ALONE_TESTS"] == "1"))
+@Suite("Run alone: broker-wide faults and the soak test", .serialized, .enabled(if: ProcessInfo.processInfo.environment["AMQP_RUN_ALONE_TESTS"] == "1", "run alone by scripts/test.sh: they restart the broker's app and set its memory alarm"))
 struct RunAloneTests {
     @Test("a memory alarm blocks publishing without wedging the connection; nothing is lost; metrics show the time blocked")
     func memoryAlarm() async throws {

@@ -5,7 +5,7 @@ import Testing
 
 /// TLS against the broker's TLS listener (`scripts/broker.sh` sets it up with test certificates),
 /// and against a small TLS server for the certificates a client must refuse.
-@Suite("TLS")
+@Suite("TLS", .enabled(if: Requirements.met(Requirements.tlsListener), "needs a TLS listener and its test CA: scripts/test.sh starts one"))
 struct TLSTests {
     @Test("over TLS: connect, publish with confirms, consume; the same by IP address (checked against the IP SAN)",
           arguments: ["localhost", "127.0.0.1"])

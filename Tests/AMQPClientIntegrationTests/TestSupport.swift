@@ -315,3 +315,23 @@ struct RecordingLogHandler: LogHandler {
         lines.append(Line(level: event.level, message: event.message.description, metadata: merged))
     }
 }
+
+/// What some tests need beyond a broker that answers on `$AMQP_URL`. `swift test` alone, against
+/// any broker, skips such a test and says why in one line; `scripts/test.sh` provides all of it
+/// and sets `AMQP_REQUIRE_ALL=1`, so that a missing piece fails the test instead of skipping it.
+enum Requirements {
+    static let enforced = ProcessInfo.processInfo.environment["AMQP_REQUIRE_ALL"] == "1"
+
+    /// `true` when the requirement holds, or when nothing may be skipped.
+    static func met(_ condition: @autoclosure () -> Bool) -> Bool { enforced || condition() }
+
+    /// The test CA of `scripts/broker.sh`'s TLS listener (`$AMQP_TLS_DIR` or `.broker/tls`).
+    static var tlsListener: Bool { FileManager.default.fileExists(atPath: TestBroker.tlsFile("ca.pem")) }
+
+    /// `rabbitmqctl` on the test broker, through `scripts/broker.sh ctl` (a node the script started).
+    static var brokerControl: Bool { ProcessInfo.processInfo.environment["AMQP_BROKER_CONTROL"] == "1" }
+
+    /// The TLS variants of a parameterized test: both where a TLS listener is, else plain only
+    /// (the TLS suite's skip says why).
+    static var tlsVariants: [Bool] { met(tlsListener) ? [false, true] : [false] }
+}

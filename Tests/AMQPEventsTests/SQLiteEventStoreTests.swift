@@ -1,3 +1,4 @@
+#if SQLite
 import AMQPClient
 import AMQPEvents
 @testable import AMQPEventsSQLite
@@ -80,3 +81,4 @@ struct SQLiteEventStoreTests {
         #expect(try await store.pendingCount() == 2)
     }
 }
+#endif

@@ -9,9 +9,10 @@ extension Logger.MetadataValue {
     }
 }
 
-/// Escapes text that came from the broker or the network before a person sees it, in a log line
-/// or an error's description. `package`: the samples and tools print message fields with it too.
-package enum LogText {
+/// Escapes text that came from the broker or the network before a person sees it, in a log line,
+/// an error's description or a terminal. An application that prints what a message says (its
+/// body, routing key, headers) escapes it with ``escaped(_:limit:)``, as the client's own logs do.
+public enum LogText {
     package static let limit = 256
 
     /// `value` as text from the broker or a message, fit for a log line (``bounded(_:)``). An
@@ -30,7 +31,7 @@ package enum LogText {
     /// included), CR and LF, C1 controls, line and paragraph separators, and the bidi controls
     /// that reorder what is shown (U+202E). Backslashes are doubled, so that an escape cannot be
     /// forged. Cut after `limit` Unicode scalars (then ends in `…`); `nil` keeps the whole text.
-    package static func escaped(_ text: String, limit: Int?) -> String {
+    public static func escaped(_ text: String, limit: Int?) -> String {
         var result = ""
         var count = 0
         for scalar in text.unicodeScalars {

@@ -2,7 +2,6 @@
 @preconcurrency import Glibc
 #endif
 import AMQPClient
-import ArgumentParser
 import Foundation
 
 /// A small client for the hostile-broker tests: it connects (without recovery), consumes from
@@ -14,24 +13,62 @@ import Foundation
 /// `probe: closed`) and `probe: maxrss_kib=<peak>`. When the connection outlived the consumer,
 /// `probe: ended <seconds> s after consuming` comes before those, timed by the probe itself.
 @main
-struct AMQPProbe: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "amqp-probe", abstract: "Connect, consume, and report how the connection ended.")
-
-    @Option(help: "The broker's AMQP URI.")
+struct AMQPProbe {
+    /// The broker's AMQP URI (`--url`).
     var url: String
-
-    @Option(help: "The queue to consume from.")
+    /// The queue to consume from (`--queue`, default `probe`).
     var queue = "probe"
-
-    @Option(help: "Consume but never take a delivery: wait this many seconds, report the peak memory, and exit.")
+    /// Consume but never take a delivery: wait this many seconds, report the peak memory, and
+    /// exit (`--hold-seconds`).
     var holdSeconds: Double?
-
-    @Option(help: "Report the peak memory and exit after this many deliveries.")
+    /// Report the peak memory and exit after this many deliveries (`--exit-after`).
     var exitAfter: Int?
-
-    @Option(help: "The connection's writeTimeout, in seconds (default: the client's).")
+    /// The connection's writeTimeout, in seconds (`--write-timeout`; default: the client's).
     var writeTimeout: Double?
+
+    static let usage = "usage: amqp-probe --url URI [--queue NAME] [--hold-seconds S] [--exit-after N] [--write-timeout S]"
+
+    static func main() async {
+        do {
+            try await parse(Array(CommandLine.arguments.dropFirst())).run()
+        } catch let error as UsageError {
+            FileHandle.standardError.write(Data("\(error.message)\n\(usage)\n".utf8))
+            exit(64)
+        } catch {
+            FileHandle.standardError.write(Data("amqp-probe: \(error)\n".utf8))
+            exit(1)
+        }
+    }
+
+    struct UsageError: Error {
+        var message: String
+    }
+
+    /// The options, as `--name value` pairs. (The probe has no dependency beyond the client: a
+    /// package that depends on this one resolves nothing for it.)
+    static func parse(_ arguments: [String]) throws(UsageError) -> AMQPProbe {
+        var url: String?
+        var probe = AMQPProbe(url: "")
+        var rest = arguments[...]
+        while let name = rest.popFirst() {
+            guard let value = rest.popFirst() else { throw UsageError(message: "\(name) needs a value") }
+            func number() throws(UsageError) -> Double {
+                guard let number = Double(value) else { throw UsageError(message: "\(name) takes a number, not \(value)") }
+                return number
+            }
+            switch name {
+            case "--url": url = value
+            case "--queue": probe.queue = value
+            case "--hold-seconds": probe.holdSeconds = try number()
+            case "--exit-after": probe.exitAfter = Int(try number())
+            case "--write-timeout": probe.writeTimeout = try number()
+            default: throw UsageError(message: "unknown option \(name)")
+            }
+        }
+        guard let url else { throw UsageError(message: "--url is required") }
+        probe.url = url
+        return probe
+    }
 
     func run() async throws {
         lineBufferStandardOutput()

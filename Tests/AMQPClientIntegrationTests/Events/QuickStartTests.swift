@@ -1,5 +1,6 @@
 import AMQPClient
 import AMQPEvents
+import AMQPEventsTesting
 import Foundation
 import Testing
 
@@ -18,8 +19,41 @@ func readmeQuickStart() async throws {
     try await bus.run(payments)      // handles events until cancelled or shut down gracefully
 }
 
+// The README's test-harness lines, with the quick start's subscription.
+func readmeHarness() async throws {
+    let payments = EventSubscription.publishSubscribe(exchange: "orders", service: "payment")
+        .on(OrderPlaced.self) { order, _ in print("charging", order.amount, "for order", order.orderId) }
+    try await EventTestHarness.withHarness { harness in
+        try await harness.run([payments]) {
+            try await harness.bus.publish(OrderPlaced(orderId: "1", userId: "u", amount: 5), to: "orders")
+            try await harness.waitUntilHandled(1)
+        }
+        #expect(harness.handled.map(\.outcome) == [.succeeded])
+    }
+}
+
+/// The lines of the README's code block after `marker`, trimmed.
+func readmeBlock(after marker: String) throws -> [String] {
+    let readme = try String(
+        contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("README.md"),
+        encoding: .utf8)
+    let start = try #require(readme.range(of: marker))
+    let block = readme[start.upperBound...].split(separator: "```")[1]
+    return block.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && $0 != "swift" }
+}
+
 @Suite("README")
 struct QuickStartTests {
+    @Test("the README's test-harness lines are this file's code, and they run without a broker")
+    func harness() async throws {
+        let source = Set(try String(contentsOfFile: #filePath, encoding: .utf8).split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) })
+        let lines = try readmeBlock(after: "<!-- quick-start-harness")
+        #expect(lines.count >= 6)
+        for line in lines { #expect(source.contains(line), "README line not in the test: \(line)") }
+        try await readmeHarness()
+    }
+
     @Test("the typed-events quick start in the README is this file's code, and it runs: the order is handled")
     func quickStart() async throws {
         let source = try String(contentsOfFile: #filePath, encoding: .utf8)

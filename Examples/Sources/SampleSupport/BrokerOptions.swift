@@ -49,4 +49,4 @@ public func lineBufferStandardOutput() {
 }
 
 /// `--envelope amqp|cloudevents-binary|cloudevents-structured`.
-extension EventEnvelope: ExpressibleByArgument {}
+extension EventEnvelope: @retroactive ExpressibleByArgument {}
