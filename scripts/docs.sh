@@ -28,6 +28,7 @@ graph = json.load(open(sys.argv[1]))
 # not synthesized), and without a doc comment.
 missing = [s["pathComponents"] for s in graph["symbols"]
            if not s.get("docComment") and "/Sources/" in s.get("location", {}).get("uri", "")
+           and "/.build/" not in s["location"]["uri"]
            and s["kind"]["identifier"] != "swift.extension"
            and not any(p.startswith("_") for p in s["pathComponents"])]
 for path in missing[:200]:

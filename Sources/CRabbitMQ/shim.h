@@ -121,15 +121,32 @@ static inline amqp_rpc_reply_t camqp_login_external(amqp_connection_state_t stat
 #include <errno.h>
 #include <pthread.h>
 #include <sys/socket.h>
-#ifndef MSG_NOSIGNAL
-#define MSG_NOSIGNAL 0
+// Darwin has no MSG_NOSIGNAL: there the socket itself is told not to raise SIGPIPE
+// (camqp_socket_no_sigpipe, SO_NOSIGPIPE), and the flag is 0.
+#ifdef MSG_NOSIGNAL
+#define CAMQP_NOSIGNAL MSG_NOSIGNAL
+#else
+#define CAMQP_NOSIGNAL 0
 #endif
+
+// The flag for send(2) that keeps a write to a closed connection from raising SIGPIPE.
+static inline int camqp_nosignal_flag(void) { return CAMQP_NOSIGNAL; }
+
+// Where send(2) has no such flag, sets SO_NOSIGPIPE on the socket; elsewhere does nothing.
+static inline void camqp_socket_no_sigpipe(int fd) {
+#ifdef SO_NOSIGPIPE
+    int on = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof(on));
+#else
+    (void)fd;
+#endif
+}
 
 static inline int camqp_bio_write(BIO *bio, const char *data, int length) {
     int fd = -1;
     BIO_get_fd(bio, &fd);
     BIO_clear_retry_flags(bio);
-    ssize_t sent = send(fd, data, (size_t)length, MSG_NOSIGNAL);
+    ssize_t sent = send(fd, data, (size_t)length, CAMQP_NOSIGNAL);
     if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
         BIO_set_retry_write(bio);
     }

@@ -13,8 +13,7 @@ struct Usage {
     }
 
     static func processCPUTime() -> Duration {
-        var usage = rusage()
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        let usage = selfUsage()
         func duration(_ time: timeval) -> Duration { .seconds(Int64(time.tv_sec)) + .microseconds(Int64(time.tv_usec)) }
         return duration(usage.ru_utime) + duration(usage.ru_stime)
     }
@@ -31,10 +30,24 @@ enum Memory {
 
     /// Peak resident set size of the process so far, in MiB.
     static func peakResidentMiB() -> Double {
-        var usage = rusage()
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-        return Double(usage.ru_maxrss) / 1024
+        // ru_maxrss is in KiB on Linux, in bytes on Darwin.
+        #if canImport(Darwin)
+        Double(selfUsage().ru_maxrss) / 1_048_576
+        #else
+        Double(selfUsage().ru_maxrss) / 1024
+        #endif
     }
+}
+
+/// getrusage(RUSAGE_SELF), whose "who" argument Glibc and Darwin type differently.
+func selfUsage() -> rusage {
+    var usage = rusage()
+    #if canImport(Glibc)
+    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+    #else
+    getrusage(RUSAGE_SELF, &usage)
+    #endif
+    return usage
 }
 
 extension Duration {

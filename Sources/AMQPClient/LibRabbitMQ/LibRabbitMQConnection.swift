@@ -75,7 +75,10 @@ final class LibRabbitMQConnection {
         let bridge = SocketBridge(
             limits: .init(frameMax: Int(configuration.frameMax), maximumMessageSize: UInt64(configuration.maximumMessageSize)),
             tls: tls)
-        bridge.socketOpened = { blockingOn($0) }
+        bridge.socketOpened = { socket in
+            camqp_socket_no_sigpipe(socket)  // Darwin: its sends cannot say MSG_NOSIGNAL
+            blockingOn(socket)
+        }
         bridge.install(on: socket)
         func fail(_ error: AMQPError) -> AMQPError {
             blockingOn(nil)

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CRabbitMQ
 
 /// Where the client's own writes go: straight to the socket, or through the connection's TLS
 /// session on it.
@@ -57,5 +58,5 @@ enum Transport: Sendable, Equatable {
 /// `send(2)` without waiting and without SIGPIPE. (A free function: inside `Transport`, `send`
 /// names the method.)
 private func sendNow(_ socket: Int32, _ bytes: UnsafeRawBufferPointer) -> Int {
-    send(socket, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+    send(socket, bytes.baseAddress, bytes.count, camqp_nosignal_flag() | Int32(MSG_DONTWAIT))
 }

@@ -139,7 +139,11 @@ struct AMQPProbe {
             return kib
         }
         var usage = rusage()
+        #if canImport(Glibc)
         getrusage(RUSAGE_SELF.rawValue, &usage)
+        #else
+        getrusage(RUSAGE_SELF, &usage)
+        #endif
         return usage.ru_maxrss
     }
 }
