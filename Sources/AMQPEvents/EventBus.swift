@@ -2,7 +2,7 @@ public import AMQPClient
 public import Logging
 import Synchronization
 
-/// Typed events over one ``AMQPConnection``: publish/subscribe, work queues, transient broadcast
+/// Typed events over one `AMQPConnection`: publish/subscribe, work queues, transient broadcast
 /// and request/reply, with lossless defaults.
 ///
 /// ```swift
@@ -21,6 +21,7 @@ import Synchronization
 /// Every subscription has a channel of its own; what it declares is recorded by the connection,
 /// which declares it again when it recovers.
 public final class EventBus: Sendable {
+    /// How a bus publishes, encodes and handles events.
     public struct Configuration: Sendable {
         /// The `app_id` of the events this service emits.
         public var appID: String?
@@ -44,6 +45,7 @@ public final class EventBus: Sendable {
         /// `/<appID>` unless set.
         public var source: String?
 
+        /// Bus settings; every one left out keeps its default.
         public init(
             appID: String? = nil, coder: any EventCoder = JSONEventCoder(), publishAttempts: Int = 5,
             requestTimeout: Duration = .seconds(10), middleware: [any EventMiddleware] = [],
@@ -60,8 +62,11 @@ public final class EventBus: Sendable {
         }
     }
 
+    /// The connection the bus publishes and consumes on.
     public let connection: AMQPConnection
+    /// The configuration the bus was created with.
     public let configuration: Configuration
+    /// Where the bus and its subscriptions log.
     public let logger: Logger
     /// The channel events are published on, in confirm mode.
     let publishing: OpenedOnFirstUse<AMQPChannel>
@@ -72,6 +77,8 @@ public final class EventBus: Sendable {
     /// Message ids of the events it publishes.
     let messageIDs = MessageIDGenerator()
 
+    /// A bus on `connection`. It opens its channels on first use; the connection stays the
+    /// application's to close.
     public init(
         connection: AMQPConnection, configuration: Configuration = Configuration(),
         logger: Logger = Logger(label: "amqp-events")

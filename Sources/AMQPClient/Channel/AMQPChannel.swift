@@ -50,8 +50,13 @@ public final class AMQPChannel: Sendable {
     /// Declares an exchange, creating it unless it exists with the same settings.
     ///
     /// - Parameters:
-    ///   - passive: only check that the exchange exists (`404 NOT_FOUND` if not); nothing is created.
+    ///   - name: the exchange's name.
+    ///   - type: how the exchange routes messages to its bindings.
+    ///   - durable: the exchange survives a broker restart.
+    ///   - autoDelete: the exchange is deleted when its last binding is removed.
     ///   - internal: the exchange accepts messages only from other exchanges, never from publishers.
+    ///   - passive: only check that the exchange exists (`404 NOT_FOUND` if not); nothing is created.
+    ///   - arguments: optional exchange arguments, such as `alternate-exchange`.
     public func declareExchange(
         _ name: String,
         type: AMQPExchangeType = .direct,
@@ -165,6 +170,7 @@ public final class AMQPChannel: Sendable {
     /// Deletes a queue and its messages. Returns how many messages it held.
     ///
     /// - Parameters:
+    ///   - name: the queue to delete.
     ///   - ifUnused: fail (`406`) while the queue has consumers.
     ///   - ifEmpty: fail (`406`) while the queue holds messages.
     @discardableResult
@@ -180,8 +186,8 @@ public final class AMQPChannel: Sendable {
     // MARK: Publishing
 
     /// Puts the channel in confirm mode: from now on the broker acknowledges every message
-    /// published on it, and ``publish(_:exchange:routingKey:mandatory:properties:)`` returns a
-    /// confirmation to await. Confirm mode cannot be turned off.
+    /// published on it, and ``publish(_:exchange:routingKey:mandatory:properties:)-([UInt8],_,_,_,_)``
+    /// returns a confirmation to await. Confirm mode cannot be turned off.
     public func enablePublisherConfirms() async throws(AMQPError) {
         // Set first: publishes from other tasks that follow confirm.select on the wire must be tracked.
         state.withLock { $0.confirmMode = true }
@@ -278,6 +284,7 @@ public final class AMQPChannel: Sendable {
     /// Starts a consumer on `queue`. Iterate the result to receive deliveries.
     ///
     /// - Parameters:
+    ///   - queue: the queue to consume from.
     ///   - consumerTag: identifies the consumer on this channel; generated when empty.
     ///   - noAck: the broker considers each message handled as soon as it is sent (faster; a
     ///     crash loses what was in flight). Deliveries of such a consumer must not be acknowledged.
@@ -300,9 +307,13 @@ public final class AMQPChannel: Sendable {
     /// ``AMQPDelivery/streamOffset``; when the connection recovers, the consumer resumes after the
     /// last delivery the application took, not from `offset` again.
     ///
-    /// - Parameter filter: only messages published with one of these
-    ///   ``AMQPProperties/streamFilterValue``s (RabbitMQ 3.13 or newer). The broker's filter lets
-    ///   some others through; the consumer drops them.
+    /// - Parameters:
+    ///   - queue: the stream to read.
+    ///   - offset: where to start reading.
+    ///   - filter: only messages published with one of these
+    ///     ``AMQPProperties/streamFilterValue``s (RabbitMQ 3.13 or newer). The broker's filter lets
+    ///     some others through; the consumer drops them.
+    ///   - consumerTag: identifies the consumer on this channel; generated when empty.
     public func consume(
         stream queue: String, from offset: AMQPStreamOffset, filter: Set<String>? = nil, consumerTag: String = ""
     ) async throws(AMQPError) -> AMQPConsumer {

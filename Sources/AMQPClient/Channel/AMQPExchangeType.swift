@@ -1,8 +1,10 @@
 /// The routing algorithm of an exchange. Plugins add more (for example
 /// `x-delayed-message`, `x-consistent-hash`): create those with ``init(_:)``.
 public struct AMQPExchangeType: Sendable, Hashable, ExpressibleByStringLiteral, CustomStringConvertible {
+    /// The type's name as the broker knows it: `direct`, `fanout`, `topic`, `headers` or a plugin's.
     public var name: String
 
+    /// The exchange type called `name`.
     public init(_ name: String) { self.name = name }
     public init(stringLiteral value: String) { self.name = value }
 

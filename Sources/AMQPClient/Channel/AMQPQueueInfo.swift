@@ -7,6 +7,7 @@ public struct AMQPQueueInfo: Sendable, Hashable {
     /// Active consumers.
     public var consumerCount: UInt32
 
+    /// What the broker reported about queue `name`.
     public init(name: String, messageCount: UInt32, consumerCount: UInt32) {
         self.name = name
         self.messageCount = messageCount

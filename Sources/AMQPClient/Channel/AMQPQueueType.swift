@@ -10,10 +10,14 @@ public import Foundation
 ///
 /// Quorum queues and streams are always durable, never exclusive nor auto-delete.
 public enum AMQPQueueType: Sendable, Hashable {
+    /// A queue on one node (`x-queue-type: classic`).
     case classic
+    /// A replicated queue (`x-queue-type: quorum`), with its options.
     case quorum(Quorum = Quorum())
+    /// An append-only log (`x-queue-type: stream`), with its retention and placement options.
     case stream(Stream = Stream())
 
+    /// The options of a quorum queue; `nil` and `false` leave RabbitMQ's defaults.
     public struct Quorum: Sendable, Hashable {
         /// How many times a message may be delivered (and returned) before it is dropped or
         /// dead-lettered (`x-delivery-limit`). RabbitMQ 4 defaults to 20; 3.x to unlimited.
@@ -27,6 +31,7 @@ public enum AMQPQueueType: Sendable, Hashable {
         /// On how many nodes it starts (`x-quorum-initial-group-size`); all of them by default.
         public var initialGroupSize: Int?
 
+        /// Quorum queue options; every one left out keeps RabbitMQ's default.
         public init(
             deliveryLimit: Int? = nil, atLeastOnceDeadLettering: Bool = false, singleActiveConsumer: Bool = false,
             initialGroupSize: Int? = nil
@@ -38,6 +43,7 @@ public enum AMQPQueueType: Sendable, Hashable {
         }
     }
 
+    /// The options of a stream; `nil` leaves RabbitMQ's defaults.
     public struct Stream: Sendable, Hashable {
         /// How long messages are kept (`x-max-age`, as RabbitMQ writes it: `7D`, `12h`, `30m`, `90s`).
         public var maximumAge: String?
@@ -48,6 +54,7 @@ public enum AMQPQueueType: Sendable, Hashable {
         /// On how many nodes it starts (`x-initial-cluster-size`).
         public var initialClusterSize: Int?
 
+        /// Stream options; every one left out keeps RabbitMQ's default.
         public init(
             maximumAge: String? = nil, maximumLengthBytes: Int? = nil, segmentSizeBytes: Int? = nil,
             initialClusterSize: Int? = nil

@@ -3,10 +3,15 @@ extension AMQPConnection {
     /// ``init(host:port:virtualHost:username:password:)`` or from an AMQP URI with
     /// ``init(url:)``.
     public struct Configuration: Sendable, Hashable, CustomStringConvertible {
+        /// The broker's host name or IP address. Default: `localhost`.
         public var host: String
+        /// The broker's TCP port. Default: 5672.
         public var port: Int
+        /// The virtual host to open the connection on. Default: `/`.
         public var virtualHost: String
+        /// The user to log in as. Default: `guest`.
         public var username: String
+        /// The user's password. Default: `guest`.
         public var password: String
         /// The heartbeat interval the client asks for; the broker may lower it. `.zero` disables
         /// heartbeats. Default: 60 seconds.
@@ -71,6 +76,8 @@ extension AMQPConnection {
         /// reconnects and restores its channels, topology and consumers. See ``Recovery``.
         public var recovery: Recovery
 
+        /// A broker at `host` and `port`, logged in to `virtualHost` as `username`; every other
+        /// option keeps its default.
         public init(
             host: String = "localhost",
             port: Int = 5672,

@@ -25,6 +25,7 @@ extension AMQPConnection.Configuration {
         /// deliveries. Default: 8.
         public var flowingBatch: Int
 
+        /// Batching settings; every one left out keeps its default.
         public init(maximumDelay: Duration = .microseconds(250), maximumCount: Int = 64, flowingBatch: Int = 8) {
             self.maximumDelay = maximumDelay
             self.maximumCount = maximumCount

@@ -1,9 +1,12 @@
 extension AMQPConnection.Configuration {
     /// The address of one broker.
     public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
+        /// The broker's host name or IP address.
         public var host: String
+        /// The broker's TCP port.
         public var port: Int
 
+        /// A broker at `host` and `port`.
         public init(host: String, port: Int = 5672) {
             self.host = host
             self.port = port
@@ -28,7 +31,8 @@ extension AMQPConnection.Configuration {
     /// ``republishUnconfirmed`` is set. Deliveries received before the loss are redelivered by
     /// the broker; settling one of them afterwards does nothing.
     ///
-    /// A failed first ``AMQPConnection/connect(to:logger:)`` is not retried: it throws.
+    /// A failed first ``AMQPConnection/connect(to:logger:tracer:metricsFactory:)`` is not retried:
+    /// it throws.
     public struct Recovery: Sendable, Hashable {
         /// Whether to recover at all. Default: `true`.
         public var isEnabled: Bool
@@ -58,6 +62,7 @@ extension AMQPConnection.Configuration {
         /// message's body until it is confirmed. Default: `false`.
         public var republishUnconfirmed: Bool
 
+        /// Recovery settings; every one left out keeps its default.
         public init(
             isEnabled: Bool = true,
             initialDelay: Duration = .milliseconds(500),

@@ -27,6 +27,7 @@ extension AMQPConnection.Configuration {
         /// Default: `true`.
         public var sendsServerName: Bool
 
+        /// TLS settings; every one left out keeps its default.
         public init(
             caCertificateFile: String? = nil,
             certificateFile: String? = nil,

@@ -53,6 +53,8 @@ public final class AMQPConnection: Sendable {
     /// ``AMQPError/Code/accessRefused`` when it cannot.
     ///
     /// - Parameters:
+    ///   - configuration: the broker to connect to and how.
+    ///   - logger: where the connection logs; every line carries the connection's name.
     ///   - tracer: where the connection's spans go (see <doc:Observability>); `nil` takes the
     ///     tracer bootstrapped with `InstrumentationSystem` when the connection opens. With none,
     ///     tracing costs nothing.

@@ -10,6 +10,7 @@
 public final class AMQPDelivery: Sendable {
     /// The message body.
     public let body: [UInt8]
+    /// The properties the message was published with: content type, headers, correlation id and the rest.
     public let properties: AMQPProperties
     /// Identifies the delivery on its channel; what ack, nack and reject refer to.
     public let deliveryTag: UInt64
@@ -17,6 +18,7 @@ public final class AMQPDelivery: Sendable {
     public let redelivered: Bool
     /// The exchange the message was published to (`""` for the default exchange).
     public let exchange: String
+    /// The routing key the message was published with.
     public let routingKey: String
     /// The consumer the message was delivered to; `nil` for ``AMQPChannel/get(from:noAck:)``.
     public let consumerTag: String?

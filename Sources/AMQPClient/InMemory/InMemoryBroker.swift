@@ -36,6 +36,7 @@ public final class InMemoryBroker: Sendable {
 
     let state: Mutex<BrokerState>
 
+    /// An empty broker, with only the default and `amq.*` exchanges, whose time runs by `clock`.
     public init(clock: Clock = .continuous) {
         let manualNow: ContinuousClock.Instant? = if case .manual(let start) = clock { start } else { nil }
         state = Mutex(BrokerState(manualNow: manualNow))

@@ -7,22 +7,28 @@
 /// ]
 /// ```
 public struct AMQPFieldTable: Sendable, Hashable {
+    /// The table's entries by key.
     public var values: [String: AMQPFieldValue]
 
+    /// A table of `values`; empty by default.
     public init(_ values: [String: AMQPFieldValue] = [:]) {
         self.values = values
     }
 
+    /// A table of key-value pairs. Despite the name, a key may repeat: the last value wins.
     public init(uniqueKeysWithValues elements: some Sequence<(String, AMQPFieldValue)>) {
         self.values = Dictionary(elements, uniquingKeysWith: { _, last in last })
     }
 
+    /// The value for `key`, or `nil` when the table has none; setting `nil` removes the entry.
     public subscript(key: String) -> AMQPFieldValue? {
         get { values[key] }
         set { values[key] = newValue }
     }
 
+    /// Whether the table has no entries.
     public var isEmpty: Bool { values.isEmpty }
+    /// The number of entries.
     public var count: Int { values.count }
 }
 

@@ -12,16 +12,27 @@ public import Foundation
 /// `1.5` (``double(_:)``), `[…]` (``array(_:)``), `[key: …]` (``table(_:)``) and
 /// `nil` (``void``).
 public enum AMQPFieldValue: Sendable, Hashable {
+    /// A boolean (AMQP type `t`).
     case bool(Bool)
+    /// A signed 8-bit integer (AMQP type `b`).
     case int8(Int8)
+    /// An unsigned 8-bit integer (AMQP type `B`).
     case uint8(UInt8)
+    /// A signed 16-bit integer (AMQP type `s`).
     case int16(Int16)
+    /// An unsigned 16-bit integer (AMQP type `u`).
     case uint16(UInt16)
+    /// A signed 32-bit integer (AMQP type `I`).
     case int32(Int32)
+    /// An unsigned 32-bit integer (AMQP type `i`).
     case uint32(UInt32)
+    /// A signed 64-bit integer (AMQP type `l`).
     case int64(Int64)
+    /// A 32-bit floating-point number (AMQP type `f`).
     case float(Float)
+    /// A 64-bit floating-point number (AMQP type `d`).
     case double(Double)
+    /// A decimal (AMQP type `D`).
     case decimal(AMQPDecimal)
     /// A long string (AMQP type `S`), UTF-8.
     case string(String)
@@ -29,7 +40,9 @@ public enum AMQPFieldValue: Sendable, Hashable {
     case bytes([UInt8])
     /// A timestamp with one-second resolution (AMQP type `T`); fractions of a second are dropped when sent.
     case timestamp(Date)
+    /// A nested field table (AMQP type `F`).
     case table(AMQPFieldTable)
+    /// An array of values, each of its own type (AMQP type `A`).
     case array([AMQPFieldValue])
     /// No value (AMQP type `V`).
     case void
@@ -37,9 +50,12 @@ public enum AMQPFieldValue: Sendable, Hashable {
 
 /// An AMQP decimal: `value × 10^-scale`.
 public struct AMQPDecimal: Sendable, Hashable {
+    /// How many of the digits of ``value`` come after the decimal point.
     public var scale: UInt8
+    /// The digits, as an integer.
     public var value: UInt32
 
+    /// The decimal `value × 10^-scale`.
     public init(scale: UInt8, value: UInt32) {
         self.scale = scale
         self.value = value

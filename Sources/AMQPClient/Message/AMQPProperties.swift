@@ -11,28 +11,40 @@ public import Foundation
 public struct AMQPProperties: Sendable, Hashable {
     /// Whether the broker writes a message to disk (on a durable queue) so that it survives a restart.
     public enum DeliveryMode: UInt8, Sendable, Hashable {
+        /// Kept in memory only; lost when the broker restarts.
         case transient = 1
+        /// Written to disk on a durable queue; survives a broker restart.
         case persistent = 2
     }
 
+    /// The body's MIME type, such as `application/json`.
     public var contentType: String?
+    /// The body's encoding, such as `gzip`.
     public var contentEncoding: String?
+    /// Application headers, and the broker's own (`x-death`, `x-stream-offset`).
     public var headers: AMQPFieldTable?
+    /// Whether the message survives a broker restart; `nil` is transient.
     public var deliveryMode: DeliveryMode?
     /// 0 to 9 on a priority queue.
     public var priority: UInt8?
+    /// Ties a reply to its request, or a message to others of the same conversation.
     public var correlationID: String?
+    /// Where a reply goes: a queue's name, or a direct reply-to address.
     public var replyTo: String?
     /// A per-message TTL in milliseconds, as a decimal string (AMQP's wire format).
     public var expiration: String?
+    /// The id the publisher gives the message; consumers use it to spot duplicates.
     public var messageID: String?
     /// One-second resolution; fractions of a second are dropped when sent.
     public var timestamp: Date?
+    /// The application's name for the kind of message, such as `OrderPlaced`.
     public var type: String?
     /// When set, RabbitMQ checks it equals the connection's user name.
     public var userID: String?
+    /// The application that published the message.
     public var appID: String?
 
+    /// Properties with the given values; every one left out is not sent.
     public init(
         contentType: String? = nil,
         contentEncoding: String? = nil,
@@ -63,7 +75,6 @@ public struct AMQPProperties: Sendable, Hashable {
         self.appID = appID
     }
 
-    /// `deliveryMode == .persistent`.
     /// The value a stream's consumers can filter on (`x-stream-filter-value`, RabbitMQ 3.13+).
     public var streamFilterValue: String? {
         get {
@@ -77,6 +88,7 @@ public struct AMQPProperties: Sendable, Hashable {
         }
     }
 
+    /// `deliveryMode == .persistent`.
     public var isPersistent: Bool { deliveryMode == .persistent }
 
     func validate() throws(AMQPError) {

@@ -103,6 +103,7 @@ public struct AMQPError: Error, Sendable, Hashable, CustomStringConvertible {
     /// librabbitmq's status code (a negative `amqp_status_enum` value), when the failure came from it.
     public var libraryStatus: Int32?
 
+    /// An error of kind `code`; the broker's and librabbitmq's details are `nil` unless given.
     public init(
         code: Code,
         message: String,

@@ -13,15 +13,20 @@
 /// Another team reads it to learn every event's shape and route, generates code from it, or
 /// validates messages against its schemas.
 public struct AsyncAPIDocument: Sendable {
+    /// The version of AsyncAPI it writes (the document's `asyncapi` field).
     public static let asyncAPIVersion = "3.0.0"
     /// The version of AsyncAPI's AMQP 0-9-1 bindings it writes.
     public static let amqpBindingVersion = "0.3.0"
 
+    /// The system's name (`info.title`).
     public var title: String
+    /// The version of the system's API, not of AsyncAPI (`info.version`).
     public var version: String
+    /// What the system does, if said (`info.description`).
     public var description: String?
     /// Where the broker is, for the `servers` section.
     public var host: String
+    /// The broker's virtual host, for the `servers` section and every channel's bindings.
     public var vhost: String
 
     private var channels: [String: [String: JSONValue]] = [:]
@@ -29,6 +34,7 @@ public struct AsyncAPIDocument: Sendable {
     private var messages: [String: JSONValue] = [:]
     private var schemas: [String: JSONValue] = [:]
 
+    /// An empty document of the system `title` at `version`, on a broker at `host` and `vhost`.
     public init(title: String, version: String, description: String? = nil, host: String = "localhost:5672", vhost: String = "/") {
         self.title = title
         self.version = version

@@ -23,8 +23,11 @@ import Foundation
 /// CloudEvents mode also carries the AMQP properties (`type`, `message_id`, …), so routing,
 /// deduplication and the parking lot work the same whatever the envelope.
 public enum EventEnvelope: String, Sendable, CaseIterable, Codable {
+    /// Attributes in the AMQP properties and a few headers; the body is the payload.
     case amqp
+    /// CloudEvents binary mode: attributes in `ce-` headers; the body is the payload.
     case cloudEventsBinary = "cloudevents-binary"
+    /// CloudEvents structured mode: the body is one JSON object of the attributes and the payload.
     case cloudEventsStructured = "cloudevents-structured"
 }
 

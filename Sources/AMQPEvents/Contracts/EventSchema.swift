@@ -10,6 +10,7 @@ import Foundation
 /// }
 /// ```
 public protocol EventSchemaProviding {
+    /// The type's JSON Schema, used wherever the type appears in an event.
     static var jsonSchema: JSONValue { get }
 }
 

@@ -4,19 +4,29 @@ import Foundation
 /// made of. Objects keep no order; ``jsonText(pretty:)`` writes their keys sorted, so a
 /// document is the same text every time.
 public enum JSONValue: Sendable, Hashable {
+    /// `null`.
     case null
+    /// `true` or `false`.
     case bool(Bool)
+    /// A number; whole ones are written without a fraction.
     case number(Double)
+    /// A string.
     case string(String)
+    /// An array.
     case array([JSONValue])
+    /// An object: its members by name.
     case object([String: JSONValue])
 
+    /// The member `key` of an object; `nil` when there is none or the value is not an object.
     public subscript(key: String) -> JSONValue? {
         if case .object(let members) = self { members[key] } else { nil }
     }
 
+    /// The string, when the value is one.
     public var stringValue: String? { if case .string(let value) = self { value } else { nil } }
+    /// The elements, when the value is an array.
     public var arrayValue: [JSONValue]? { if case .array(let value) = self { value } else { nil } }
+    /// The members, when the value is an object.
     public var objectValue: [String: JSONValue]? { if case .object(let value) = self { value } else { nil } }
 
     /// The JSON text (UTF-8), keys sorted.

@@ -4,7 +4,9 @@ import Foundation
 public protocol EventCoder: Sendable {
     /// The `content_type` of the messages it writes (`application/json`).
     var contentType: String { get }
+    /// The message body of `event`.
     func encode<Event: Encodable>(_ event: Event) throws -> [UInt8]
+    /// The event of type `type` a message body holds; throws when it holds none.
     func decode<Event: Decodable>(_ type: Event.Type, from body: [UInt8]) throws -> Event
 }
 
@@ -15,6 +17,7 @@ public struct JSONEventCoder: EventCoder {
     private let encoder: JSONEncoder
     private let decoder: JSONDecoder
 
+    /// A coder with ISO 8601 dates.
     public init() {
         encoder = JSONEncoder()
         encoder.dateEncodingStrategy = .iso8601
@@ -22,10 +25,12 @@ public struct JSONEventCoder: EventCoder {
         decoder.dateDecodingStrategy = .iso8601
     }
 
+    /// `event` as JSON.
     public func encode<Event: Encodable>(_ event: Event) throws -> [UInt8] {
         Array(try encoder.encode(event))
     }
 
+    /// The event of type `type` in the JSON `body`.
     public func decode<Event: Decodable>(_ type: Event.Type, from body: [UInt8]) throws -> Event {
         try decoder.decode(type, from: Data(body))
     }

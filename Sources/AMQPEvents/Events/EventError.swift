@@ -3,6 +3,8 @@ public import AMQPClient
 /// The one error type of `AMQPEvents`. Match on ``code``; a failure of the client underneath is in
 /// ``underlying``.
 public struct EventError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// What kind of failure this is. New codes may be added in later releases, so `switch` over
+    /// it with a `default` case.
     public struct Code: Sendable, Hashable, CustomStringConvertible {
         private let name: String
         private init(_ name: String) { self.name = name }
@@ -38,6 +40,7 @@ public struct EventError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let closed = Code("closed")
     }
 
+    /// What kind of failure this is.
     public var code: Code
     /// A readable explanation. It may quote the broker, a message or a responder's error
     /// unescaped: print ``description`` rather than this.
@@ -45,6 +48,7 @@ public struct EventError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The client's error, when one caused this.
     public var underlying: AMQPError?
 
+    /// An error of kind `code`, caused by the client's `underlying` error if there is one.
     public init(code: Code, message: String, underlying: AMQPError? = nil) {
         self.code = code
         self.message = message
@@ -52,7 +56,7 @@ public struct EventError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The error for a person, fit for a terminal: the message escaped (and bounded) as
-    /// ``AMQPError``'s description escapes the broker's text, so that neither the broker nor a
+    /// `AMQPError`'s description escapes the broker's text, so that neither the broker nor a
     /// message can drive the terminal or forge lines.
     public var description: String {
         var text = "EventError.\(code): \(LogText.escaped(message, limit: 1024))"

@@ -31,6 +31,8 @@ public struct EventMetadata: Sendable, Hashable {
     /// The envelope it arrived in (see ``EventEnvelope``).
     public var envelope: EventEnvelope = .amqp
 
+    /// The envelope of an event of type `type`: a fresh message id and the current time unless
+    /// given, schema version 1, in our envelope.
     public init(
         type: String, messageID: String = UUID().uuidString, timestamp: Date? = Date(), correlationID: String? = nil,
         causationID: String? = nil, schemaVersion: Int = 1, appID: String? = nil, headers: AMQPFieldTable = [:],

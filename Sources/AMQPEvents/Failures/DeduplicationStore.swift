@@ -28,10 +28,13 @@ public final class InMemoryDeduplicationStore: DeduplicationStore {
         var start = 0
     }
 
+    /// The most ids it keeps, over all subscribers; past it, the oldest are forgotten first.
     public let maximumCount: Int
+    /// How long it remembers an id.
     public let maximumAge: Duration
     private let state = Mutex(State())
 
+    /// A store that keeps at most `maximumCount` ids (at least 1), each for `maximumAge`.
     public init(maximumCount: Int = 100_000, maximumAge: Duration = .seconds(24 * 3600)) {
         self.maximumCount = max(1, maximumCount)
         self.maximumAge = maximumAge

@@ -12,16 +12,25 @@ public struct ParkedMessage: Sendable, CustomStringConvertible {
     /// `decodingFailed`, `unknownEventType`, `retriesExhausted`, `nonRetryable`, or `nil` when the
     /// broker dead-lettered it without a reason (see its `x-death` header).
     public var reason: String?
+    /// The error that parked it, as text (the `x-parked-error` header, at most 1000 characters),
+    /// unescaped: print ``description`` rather than this.
     public var error: String?
     /// Handler calls it had.
     public var attempts: Int?
     /// How many times the broker dead-lettered it (its `x-death` header), when it did.
     public var deadLetterCount: Int?
+    /// When its handler first failed (the `x-first-failure-at` header); `nil` when no handler call
+    /// failed, as for a body that did not decode.
     public var firstFailureAt: Date?
+    /// When it was parked (the `x-parked-at` header); `nil` when the broker dead-lettered it.
     public var parkedAt: Date?
+    /// The exchange it was first published to (the `x-original-exchange` header), if known.
     public var originalExchange: String?
+    /// The routing key it was first published with (the `x-original-routing-key` header), if known.
     public var originalRoutingKey: String?
+    /// The message body, as published.
     public var body: [UInt8]
+    /// The message's properties, with every header the retries and the parking added.
     public var properties: AMQPProperties
 
     init(_ delivery: AMQPDelivery) {

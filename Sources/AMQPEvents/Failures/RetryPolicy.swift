@@ -20,6 +20,8 @@ public struct RetryPolicy: Sendable, Hashable {
     /// failed together do not all come back together.
     public var jitter: Double
 
+    /// A policy of `immediateRetries` (at least 0), then one delayed retry per element of
+    /// `delays`; `jitter` is kept within 0...0.9.
     public init(immediateRetries: Int = 2, delays: [Duration] = [], jitter: Double = 0.2) {
         self.immediateRetries = max(0, immediateRetries)
         self.delays = delays
@@ -66,7 +68,9 @@ public protocol NonRetryableError: Error {}
 
 /// Wraps an error to say that retrying cannot fix it.
 public struct DoNotRetry: NonRetryableError, CustomStringConvertible {
+    /// The error that retrying cannot fix.
     public var underlying: any Error
+    /// Marks `underlying` as an error that retrying cannot fix.
     public init(_ underlying: any Error) { self.underlying = underlying }
     public var description: String { "\(underlying)" }
 }

@@ -12,6 +12,7 @@ public struct IncomingEvent: Sendable {
     /// The delivery it came in, for the processing span.
     let delivery: AMQPDelivery
 
+    /// The event's envelope: its type, message id, headers and the rest (the context's).
     public var metadata: EventMetadata { context.metadata }
 }
 
@@ -40,6 +41,12 @@ public struct IncomingEvent: Sendable {
 /// and the handler. So a middleware sees an event once however often its handler is retried
 /// in place, and a delayed retry (a new delivery) passes it again.
 public protocol EventMiddleware: Sendable {
+    /// Runs around the rest of the pipeline for one event.
+    ///
+    /// - Parameters:
+    ///   - event: the event, its context and its undecoded body.
+    ///   - next: the rest of the pipeline; call it with `event` to go on, or not at all to settle
+    ///     the event as handled.
     func handle(_ event: IncomingEvent, next: @escaping @Sendable (IncomingEvent) async throws -> Void) async throws
 }
 

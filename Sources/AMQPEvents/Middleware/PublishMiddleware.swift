@@ -6,15 +6,17 @@ public struct OutgoingEvent: Sendable {
     public var body: [UInt8]
     /// Where it goes: the exchange (`""` for a work queue or a request) and the routing key.
     public let exchange: String
+    /// The routing key it is published with.
     public let routingKey: String
     /// The envelope it is published in.
     public var envelope: EventEnvelope
 }
 
-/// Code that runs around every publish of the bus: `publish`, `send`, ``EventBus/publish(encoded:metadata:to:routingKey:mandatory:)``
-/// (an outbox relay) and requests. It sees the events of one call (one, or a batch), may change
-/// their envelopes and bodies, refuse them by throwing, or time the call: `next` returns once
-/// the broker has confirmed every event (for a request, once it is sent).
+/// Code that runs around every publish of the bus: `publish`, `send`,
+/// ``EventBus/publish(encoded:metadata:to:routingKey:mandatory:envelope:)`` (an outbox relay)
+/// and requests. It sees the events of one call (one, or a batch), may change their envelopes
+/// and bodies, refuse them by throwing, or time the call: `next` returns once the broker has
+/// confirmed every event (for a request, once it is sent).
 ///
 /// ```swift
 /// /// Stamps every event this service emits with the tenant of the task that emits it.
@@ -31,6 +33,12 @@ public struct OutgoingEvent: Sendable {
 /// ``EventError`` it throws, as it is); nothing is published then. What the bus sends for its
 /// own work (retries, parking, replies) does not pass through it.
 public protocol PublishMiddleware: Sendable {
+    /// Runs around the publish of one call's events.
+    ///
+    /// - Parameters:
+    ///   - events: the events of the call, one or a batch.
+    ///   - next: publishes the events it is given, changed or not; returns once the broker has
+    ///     confirmed them all.
     func publish(_ events: [OutgoingEvent], next: @escaping @Sendable ([OutgoingEvent]) async throws -> Void) async throws
 }
 

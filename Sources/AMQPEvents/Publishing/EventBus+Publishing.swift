@@ -6,6 +6,7 @@ extension EventBus {
     /// its type as the routing key. Returns its envelope once the broker has confirmed it.
     ///
     /// - Parameters:
+    ///   - event: the event to publish.
     ///   - exchange: the domain (`orders`).
     ///   - routingKey: the type name unless given.
     ///   - correlationID: the handled event's, inside a handler; else this event's message id.

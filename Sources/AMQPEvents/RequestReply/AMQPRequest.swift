@@ -9,5 +9,6 @@
 /// let driver = try await bus.request(FindDriver(orderId: "42"), to: "dispatcher")
 /// ```
 public protocol AMQPRequest: AMQPEvent {
+    /// The event the responder replies with.
     associatedtype Response: AMQPEvent
 }

@@ -25,10 +25,14 @@ public import ServiceLifecycle
 /// batch), and only then do the bus and the connection close. Cancelling the task stops them at
 /// once instead; unsettled messages go back to their queues with the connection.
 public struct EventService: Service {
+    /// What the service connects to, and how its bus publishes and handles events.
     public struct Configuration: Sendable {
+        /// The broker to connect to, and how.
         public var connection: AMQPConnection.Configuration
+        /// The configuration of the service's ``EventBus``.
         public var bus: EventBus.Configuration
 
+        /// The broker to connect to, and the bus's configuration (the default unless given).
         public init(connection: AMQPConnection.Configuration, bus: EventBus.Configuration = .init()) {
             self.connection = connection
             self.bus = bus
@@ -37,9 +41,11 @@ public struct EventService: Service {
 
     /// What the service runs, collected by the set-up closure.
     public struct Parts: Sendable {
+        /// The subscriptions the service handles, in the order they were added.
         public private(set) var subscriptions: [EventSubscription] = []
         private(set) var services: [any Service] = []
 
+        /// No parts yet.
         public init() {}
 
         /// Handles a subscription's events.
@@ -81,11 +87,18 @@ public struct EventService: Service {
         }
     }
 
+    /// The configuration the service was created with.
     public let configuration: Configuration
+    /// Where the service, its connection and its bus log.
     public let logger: Logger
     private let setUp: @Sendable (EventBus, inout Parts) async throws -> Void
 
-    /// - Parameter setUp: Called once connected, with the bus, to list what the service runs.
+    /// A service that connects when it runs, and lists its parts with `setUp`.
+    ///
+    /// - Parameters:
+    ///   - configuration: the connection and bus settings.
+    ///   - logger: where the service, its connection and its bus log.
+    ///   - setUp: Called once connected, with the bus, to list what the service runs.
     public init(
         configuration: Configuration, logger: Logger = Logger(label: "amqp-events"),
         _ setUp: @escaping @Sendable (EventBus, inout Parts) async throws -> Void

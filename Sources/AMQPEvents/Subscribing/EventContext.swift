@@ -9,8 +9,9 @@ public struct EventContext: Sendable {
     public let redelivered: Bool
     /// The queue it came from.
     public let queue: String
-    /// The exchange and routing key it was published with.
+    /// The exchange it was published to.
     public let exchange: String
+    /// The routing key it was published with.
     public let routingKey: String
     /// The bus it came in on.
     public let bus: EventBus
@@ -24,7 +25,7 @@ public struct EventContext: Sendable {
     @TaskLocal public static var current: EventContext?
 
     /// A context for calling a handler directly, in a unit test: the handler sees `metadata` and
-    /// publishes through `bus` (one on an ``AMQPClient/InMemoryBroker`` needs no RabbitMQ).
+    /// publishes through `bus` (one on an `InMemoryBroker` needs no RabbitMQ).
     public init(
         metadata: EventMetadata, queue: String, bus: EventBus, exchange: String = "", routingKey: String = "",
         redelivered: Bool = false, retryAttempt: Int = 0, deliveryCount: Int? = nil

@@ -90,10 +90,13 @@ public struct EventStream<Event: AMQPEvent>: AsyncSequence, Sendable {
 
 /// An event taken from an ``EventStream``; acknowledge it once handled.
 public struct ReceivedEvent<Event: AMQPEvent>: Sendable {
+    /// The decoded event.
     public let event: Event
+    /// Where and how it came in: envelope, queue, retry count, the bus.
     public let context: EventContext
     let delivery: AMQPDelivery
 
+    /// The event's envelope (the context's).
     public var metadata: EventMetadata { context.metadata }
 
     /// The event was handled: the broker forgets it.
@@ -102,7 +105,7 @@ public struct ReceivedEvent<Event: AMQPEvent>: Sendable {
     }
 
     /// The event could not be handled: back to its queue (`requeue: true`, for another try), or
-    /// to the parking lot (`false`), with the same meaning as ``AMQPDelivery/reject(requeue:)``.
+    /// to the parking lot (`false`), with the same meaning as `AMQPDelivery.reject(requeue:)`.
     public func reject(requeue: Bool) async throws(EventError) {
         do {
             try await delivery.reject(requeue: requeue)

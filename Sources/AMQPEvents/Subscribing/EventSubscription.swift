@@ -21,6 +21,7 @@ import AMQPClient
 /// forever. (A transient broadcast subscriber has no parking lot: it logs and drops.) See the
 /// *Handling failures* article.
 public struct EventSubscription: Sendable {
+    /// Where a subscription's events come from, and who else gets them.
     public enum Kind: Sendable, Hashable {
         /// A durable queue per service (`orders.payment`) bound to the domain's durable topic
         /// exchange by the types it handles: every service gets every event, and catches up on
@@ -33,6 +34,7 @@ public struct EventSubscription: Sendable {
         case broadcast(exchange: String)
     }
 
+    /// Where its events come from.
     public var kind: Kind
     /// How many events are handled at once. 1 (the default) keeps the queue's order.
     public var concurrency: Int
@@ -58,22 +60,29 @@ public struct EventSubscription: Sendable {
     /// Upcasts that could not be registered, reported by ``validate()``.
     var invalidUpcasts: [String] = []
 
+    /// A subscription of `kind`, with no handlers yet; add them with ``on(_:_:)``.
     public init(_ kind: Kind, concurrency: Int = 1, prefetch: UInt16? = nil) {
         self.kind = kind
         self.concurrency = concurrency
         self.prefetch = prefetch
     }
 
+    /// `service`'s own durable queue, bound to the domain's topic exchange `exchange` (see
+    /// ``Kind/publishSubscribe(exchange:service:)``).
     public static func publishSubscribe(
         exchange: String, service: String, concurrency: Int = 1, prefetch: UInt16? = nil
     ) -> EventSubscription {
         EventSubscription(.publishSubscribe(exchange: exchange, service: service), concurrency: concurrency, prefetch: prefetch)
     }
 
+    /// The durable work queue `queue`, shared with competing consumers (see
+    /// ``Kind/workQueue(queue:)``).
     public static func workQueue(_ queue: String, concurrency: Int = 1, prefetch: UInt16? = nil) -> EventSubscription {
         EventSubscription(.workQueue(queue: queue), concurrency: concurrency, prefetch: prefetch)
     }
 
+    /// A queue of this subscriber's own, bound to the domain's exchange `exchange` while it runs
+    /// (see ``Kind/broadcast(exchange:)``).
     public static func broadcast(exchange: String, concurrency: Int = 1, prefetch: UInt16? = nil) -> EventSubscription {
         EventSubscription(.broadcast(exchange: exchange), concurrency: concurrency, prefetch: prefetch)
     }
