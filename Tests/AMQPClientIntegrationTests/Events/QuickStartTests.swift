@@ -4,14 +4,15 @@ import AMQPEventsTesting
 import Foundation
 import Testing
 
-// The README's typed-events quick start, line for line (the test below checks that they match).
+// The README's typed-events quick start, line for line but for the broker's URL, which is the
+// test broker's (the test below checks that they match).
 struct OrderPlaced: AMQPEvent {
     static let eventType = "OrderPlaced"
     var orderId: String, userId: String, amount: Int
 }
 
 func readmeQuickStart() async throws {
-    let bus = EventBus(connection: try await AMQPConnection.connect(url: "amqp://guest:guest@localhost:5672/"))
+    let bus = EventBus(connection: try await AMQPConnection.connect(url: TestBroker.url))
     let payments = EventSubscription.publishSubscribe(exchange: "orders", service: "payment")
         .on(OrderPlaced.self) { order, _ in print("charging", order.amount, "for order", order.orderId) }
     try await bus.declare(payments)  // queue orders.payment, bound to exchange orders by event type
@@ -56,7 +57,9 @@ struct QuickStartTests {
 
     @Test("the typed-events quick start in the README is this file's code, and it runs: the order is handled")
     func quickStart() async throws {
+        // The README connects to localhost:5672; the test, to the test broker.
         let source = try String(contentsOfFile: #filePath, encoding: .utf8)
+            .replacingOccurrences(of: "url: TestBroker.url", with: #"url: "amqp://guest:guest@localhost:5672/""#)
         let readme = try String(
             contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
                 .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("README.md"),
