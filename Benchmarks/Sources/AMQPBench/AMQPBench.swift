@@ -36,6 +36,9 @@ struct AMQPBench: AsyncParsableCommand {
     @Option(help: "Also write the results as JSON to this file.")
     var json: String?
 
+    @Option(help: "Full runs of the whole bench: the report gives each row's median ratio over the runs and its spread (min-max), so that a claim comes with its noise.")
+    var `repeat`: Int = 1
+
     @Flag(help: "A quick run that only checks every workload works (a few thousand messages).")
     var smoke = false
 
@@ -87,13 +90,23 @@ struct AMQPBench: AsyncParsableCommand {
         if !noTLS && !FileManager.default.fileExists(atPath: tlsCA) {
             throw ValidationError("no CA file at \(tlsCA) for the tls- workloads: run scripts/broker.sh start, pass --tls-ca, or --no-tls")
         }
+        guard `repeat` >= 1 else { throw ValidationError("--repeat must be at least 1") }
         let bench = Bench(configuration: configuration, options: options)
-        let report = try await bench.runAll()
-        print(report.table())
+        var runs: [Report] = []
+        for run in 1...`repeat` {
+            let report = try await bench.runAll()
+            if `repeat` > 1 { print("run \(run) of \(`repeat`):") }
+            print(report.table())
+            runs.append(report)
+        }
+        if `repeat` > 1 {
+            print("\nover \(`repeat`) runs (median of each run's ratio, and their spread):")
+            print(Report.spreadTable(runs))
+        }
         if let json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try encoder.encode(report.rows).write(to: URL(fileURLWithPath: json))
+            try encoder.encode(runs.flatMap(\.rows)).write(to: URL(fileURLWithPath: json))
             print("wrote \(json)")
         }
     }

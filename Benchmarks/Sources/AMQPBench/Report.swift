@@ -65,6 +65,22 @@ struct Report {
         return lines.joined(separator: "\n")
     }
 
+    /// Each row's ratio over several full runs: the median and the lowest and highest.
+    static func spreadTable(_ runs: [Report]) -> String {
+        var lines = ["| workload | metric | median SDK / raw C | min | max | runs |", "|---|---|---:|---:|---:|---:|"]
+        guard let first = runs.first else { return lines.joined(separator: "\n") }
+        for row in first.rows {
+            let ratios = runs.compactMap { run in
+                run.rows.first { $0.workload == row.workload && $0.metric == row.metric }?.ratio
+            }
+            guard let median = first.median(ratios), let low = ratios.min(), let high = ratios.max() else { continue }
+            lines.append(
+                "| \(row.workload) | \(row.metric) | \(String(format: "%.2f", median)) | \(String(format: "%.2f", low)) | "
+                    + "\(String(format: "%.2f", high)) | \(ratios.count) |")
+        }
+        return lines.joined(separator: "\n")
+    }
+
     /// `nil` for a side that did not run.
     private func median(_ values: [Double]) -> Double? {
         let sorted = values.sorted()
