@@ -131,7 +131,7 @@ struct HostileBrokerTests {
         defer { broker.stop() }
 
         let probe = Process()
-        probe.executableURL = try SampleTests.executable("amqp-probe")
+        probe.executableURL = try SampleTests.executable("AMQPProbe")
         probe.arguments = ["--url", "amqp://guest:guest@127.0.0.1:\(broker.port)/"] + arguments
         if measuringMemory {
             var environment = ProcessInfo.processInfo.environment

@@ -110,7 +110,7 @@ struct TLSTests {
             "tls_server.py", TestBroker.tlsFile("server.pem"), TestBroker.tlsFile("server.key"), "--max-version", "1.1")
         defer { server.stop() }
         let probe = Process()
-        probe.executableURL = try SampleTests.executable("amqp-probe")
+        probe.executableURL = try SampleTests.executable("AMQPProbe")
         probe.arguments = ["--url", "amqps://guest:guest@localhost:\(server.port)/?cacertfile=\(TestBroker.tlsFile("ca.pem"))"]
         probe.environment = ProcessInfo.processInfo.environment.merging(["OPENSSL_CONF": FakePeer.file("openssl-legacy-tls.cnf")]) { $1 }
         let probeOutput = Pipe()
