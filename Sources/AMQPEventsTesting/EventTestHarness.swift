@@ -157,26 +157,18 @@ public final class EventTestHarness: Sendable {
 
     /// Waits until `count` handler calls have ended (bounded by `limit` of real time).
     public func waitUntilHandled(_ count: Int, within limit: Duration = .seconds(5)) async throws {
-        let deadline = ContinuousClock.now + limit
-        while handled.count < count {
-            guard ContinuousClock.now < deadline else {
-                throw EventError(
-                    code: .timedOut, message: "\(handled.count) of \(count) handler calls ended within \(limit)")
-            }
-            await Task.yield()
-            try Task.checkCancellation()
-        }
+        try await waitUntil("\(count) handler calls ended (\(handled.count) so far)", within: limit) { handled.count >= count }
     }
 
     /// Waits until `condition` holds (bounded by `limit` of real time), checking it as the
     /// handlers run; `what` names it in the timeout's error.
     public func waitUntil(
-        _ what: String, within limit: Duration = .seconds(5), _ condition: () throws -> Bool
+        _ what: @autoclosure () -> String, within limit: Duration = .seconds(5), _ condition: () async throws -> Bool
     ) async throws {
         let deadline = ContinuousClock.now + limit
-        while try !condition() {
+        while try await !condition() {
             guard ContinuousClock.now < deadline else {
-                throw EventError(code: .timedOut, message: "not within \(limit): \(what)")
+                throw EventError(code: .timedOut, message: "not within \(limit): \(what())")
             }
             await Task.yield()
             try Task.checkCancellation()
@@ -186,14 +178,7 @@ public final class EventTestHarness: Sendable {
     /// Waits until nothing is in flight (see ``AMQPClient/InMemoryBroker/isIdle``): a failed
     /// call's delayed retry, say, has reached its delay queue.
     public func waitUntilIdle(within limit: Duration = .seconds(5)) async throws {
-        let deadline = ContinuousClock.now + limit
-        while !broker.isIdle {
-            guard ContinuousClock.now < deadline else {
-                throw EventError(code: .timedOut, message: "the broker still had messages in flight after \(limit)")
-            }
-            await Task.yield()
-            try Task.checkCancellation()
-        }
+        try await waitUntil("nothing in flight on the broker", within: limit) { broker.isIdle }
     }
 
     /// Once nothing is in flight, moves the broker's clock: what falls due (a delayed retry)
@@ -213,16 +198,12 @@ public final class EventTestHarness: Sendable {
     public func waitUntilParked(_ count: Int, in queue: String, within limit: Duration = .seconds(5)) async throws
         -> [ParkedMessage]
     {
-        let deadline = ContinuousClock.now + limit
-        while true {
-            let parked = try await self.parked(in: queue)
-            if parked.count >= count { return parked }
-            guard ContinuousClock.now < deadline else {
-                throw EventError(code: .timedOut, message: "\(parked.count) of \(count) parked in \(queue) within \(limit)")
-            }
-            await Task.yield()
-            try Task.checkCancellation()
+        var parked: [ParkedMessage] = []
+        try await waitUntil("\(count) parked in \(queue) (\(parked.count) so far)", within: limit) {
+            parked = try await self.parked(in: queue)
+            return parked.count >= count
         }
+        return parked
     }
 }
 

@@ -39,6 +39,18 @@ enum CloudEvents {
     static let mediaTypePrefix = "application/cloudevents"
     /// The context attributes besides the extensions, which every event has.
     static let specVersionAttribute = "specversion"
+
+    /// Whether a content type names a CloudEvents format (`application/cloudevents…`, any case).
+    /// Asked of every delivery: compares bytes, allocating nothing.
+    static func isCloudEventsMediaType(_ contentType: String) -> Bool {
+        var type = contentType.utf8.makeIterator()
+        for expected in mediaTypePrefix.utf8 {
+            guard let byte = type.next() else { return false }
+            let lowered = (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte | 0x20 : byte
+            guard lowered == expected else { return false }
+        }
+        return true
+    }
 }
 
 extension EventEnvelope {
@@ -109,7 +121,7 @@ struct ReceivedEnvelope {
     /// Reads the envelope of `delivery`: a structured CloudEvent by its content type, a binary one
     /// by its `ce-specversion` header, else ours. `nil` with why, when it names no valid event.
     static func read(_ properties: AMQPProperties, body: [UInt8]) -> Result<ReceivedEnvelope, EventError> {
-        if let contentType = properties.contentType, contentType.lowercased().hasPrefix(CloudEvents.mediaTypePrefix) {
+        if let contentType = properties.contentType, CloudEvents.isCloudEventsMediaType(contentType) {
             return structured(properties, body: body, contentType: contentType)
         }
         if let headers = properties.headers, headers[CloudEvents.headerPrefix + CloudEvents.specVersionAttribute] != nil {
@@ -168,10 +180,9 @@ struct ReceivedEnvelope {
         } else if !wrapped {
             payload = []
         }
-        var headers = properties.headers ?? [:]
-        headers.values.removeValue(forKey: EnvelopeHeader.schemaVersion)
-        headers.values.removeValue(forKey: EnvelopeHeader.causationID)
-        return envelope(attributes, properties: properties, headers: headers, body: payload, envelope: .cloudEventsStructured, wrapped: wrapped)
+        return envelope(
+            attributes, properties: properties, headers: properties.headers ?? [:], body: payload, envelope: .cloudEventsStructured,
+            wrapped: wrapped)
     }
 
     private static func envelope(

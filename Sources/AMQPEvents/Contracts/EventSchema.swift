@@ -28,7 +28,9 @@ public enum EventSchema {
     /// The type's schema (JSON Schema draft 7, which AsyncAPI's schema format extends).
     public static func of<T: Decodable>(_ type: T.Type) throws(EventError) -> JSONValue {
         do {
-            return try SchemaRecorder.schema(of: type, depth: 0)
+            // A type with a schema of its own needs no value: a recursive one is not decoded.
+            if let known = SchemaRecorder.knownSchema(of: type) { return known }
+            return try SchemaRecorder.record(type, depth: 0).1
         } catch let error as EventError {
             throw error
         } catch {
@@ -54,18 +56,6 @@ public enum EventSchema {
 enum SchemaRecorder {
     /// Nesting deeper than this is a recursive type: it needs ``EventSchemaProviding``.
     static let maximumDepth = 32
-
-    static func schema<T: Decodable>(of type: T.Type, depth: Int) throws -> JSONValue {
-        if let known = knownSchema(of: type) { return known }
-        guard depth < maximumDepth else {
-            throw EventError(
-                code: .invalidArgument,
-                message: "\(T.self) nests more than \(maximumDepth) levels (is it recursive?); conform it to EventSchemaProviding")
-        }
-        let node = Node()
-        _ = try T(from: RecordingDecoder(node: node, depth: depth))
-        return node.schema
-    }
 
     /// The schemas of the types the recorder does not decode: those with a JSON form of their own.
     static func knownSchema<T>(of type: T.Type) -> JSONValue? {
@@ -188,7 +178,8 @@ enum SchemaRecorder {
         }
         let node = Node()
         let value = try T(from: RecordingDecoder(node: node, depth: depth + 1))
-        return (value, node.schema)
+        // A type that gives its schema still needs a value for the type that holds it.
+        return (value, (type as? any EventSchemaProviding.Type)?.jsonSchema ?? node.schema)
     }
 
     /// The JSON primitives, with a placeholder each.

@@ -222,14 +222,24 @@ struct EventHandler: Sendable {
     let schema: @Sendable () throws -> JSONValue
     /// Readers of older versions, by version.
     var upcasts: [Int: Upcast] = [:]
+    /// Calls the handler with an event an upcast made (boxed: the upcast's type is erased).
     private let call: @Sendable (any Sendable, EventContext) async throws -> Void
-    private let readCurrent: @Sendable ([UInt8], Bool, any EventCoder) throws -> any Sendable
+    /// Decodes the current version and calls the handler, unboxed: the path of nearly every delivery.
+    private let handleCurrent: @Sendable ([UInt8], Bool, EventContext, any EventCoder) async throws -> Void
 
     init<Event: AMQPEvent>(type: Event.Type, _ handler: @escaping @Sendable (Event, EventContext) async throws -> Void) {
         eventType = Event.eventType
         schemaVersion = Event.schemaVersion
         schema = { try EventSchema.of(Event.self) }
-        readCurrent = { body, wrapped, coder in try Self.decode(Event.self, body, wrapped: wrapped, coder) }
+        handleCurrent = { body, wrapped, context, coder in
+            let event: Event
+            do {
+                event = try Self.decode(Event.self, body, wrapped: wrapped, coder)
+            } catch {
+                throw DecodingFailed(underlying: error)
+            }
+            try await handler(event, context)
+        }
         call = { event, context in try await handler(event as! Event, context) }
     }
 
@@ -243,17 +253,14 @@ struct EventHandler: Sendable {
         guard version <= schemaVersion else {
             throw UnsupportedVersion(type: eventType, version: version, newest: schemaVersion)
         }
+        // The current version, or an older one without an upcast: read as the current shape (a
+        // compatible change, such as a new optional field).
+        guard version < schemaVersion, let upcast = upcasts[version] else {
+            return try await handleCurrent(body, wrapped, context, coder)
+        }
         let event: any Sendable
         do {
-            if version < schemaVersion, let upcast = upcasts[version] {
-                event = try upcast.read(body, wrapped, coder)
-            } else {
-                // The current version, or an older one without an upcast: read as the current
-                // shape (a compatible change, such as a new optional field).
-                event = try readCurrent(body, wrapped, coder)
-            }
-        } catch let unsupported as UnsupportedVersion {
-            throw unsupported
+            event = try upcast.read(body, wrapped, coder)
         } catch {
             throw DecodingFailed(underlying: error)
         }

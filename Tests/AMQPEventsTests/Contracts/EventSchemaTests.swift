@@ -96,3 +96,25 @@ struct EventSchemaTests {
         #expect(problems.contains("$.parcels[0].weightGrams: expected integer, found string"))
     }
 }
+
+/// A type whose own schema is narrower than what decoding would learn.
+struct Money: Codable, EventSchemaProviding {
+    var text: String
+    static var jsonSchema: JSONValue { ["type": "string", "pattern": "^[0-9]+\\.[0-9]{2} [A-Z]{3}$"] }
+    init(from decoder: any Decoder) throws { text = try decoder.singleValueContainer().decode(String.self) }
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(text)
+    }
+}
+
+struct Invoice: Codable {
+    var total: Money
+}
+
+extension EventSchemaTests {
+    @Test("a nested type's own schema is used, not the one decoding would learn")
+    func nestedProvidedSchema() throws {
+        #expect(try EventSchema.of(Invoice.self)["properties"]?["total"] == Money.jsonSchema)
+    }
+}
