@@ -161,25 +161,19 @@ struct ReceivedEnvelope {
         guard format == CloudEvents.structuredContentType else {
             return invalid("the event format \(contentType) is not read here (only \(CloudEvents.structuredContentType))")
         }
-        guard case .object(let members) = (try? JSONValue(parsing: body)) else { return invalid("the body is not a JSON object") }
-        var attributes: [String: String] = [:]
-        for (name, value) in members where name != "data" && name != "data_base64" {
-            switch value {
-            case .string(let text): attributes[name] = text
-            case .number(let number): attributes[name] = number.rounded() == number ? String(Int64(number)) : String(number)
-            case .bool(let flag): attributes[name] = String(flag)
-            default: break
-            }
+        guard let top = try? JSONDecoder().decode(StructuredAttributes.self, from: Data(body)) else {
+            return invalid("the body is not a JSON object")
         }
         var payload = body
-        var wrapped = members["data"] != nil
-        if let encoded = members["data_base64"] {
-            guard case .string(let text) = encoded, let data = Data(base64Encoded: text) else { return invalid("data_base64 is not base64") }
+        var wrapped = top.hasData
+        if let encoded = top.dataBase64 {
+            guard let text = encoded, let data = Data(base64Encoded: text) else { return invalid("data_base64 is not base64") }
             payload = Array(data)
             wrapped = false
         } else if !wrapped {
             payload = []
         }
+        let attributes = top.attributes
         return envelope(
             attributes, properties: properties, headers: properties.headers ?? [:], body: payload, envelope: .cloudEventsStructured,
             wrapped: wrapped)
@@ -217,6 +211,43 @@ extension AMQPFieldValue {
         case .string(let value): value
         case .bytes(let bytes): String(validating: bytes, as: UTF8.self)
         default: nil
+        }
+    }
+}
+
+/// A structured CloudEvent's top-level members: its attributes as text, and whether it has `data`
+/// or `data_base64`. Only scalars are read; nested values (the data, an extension's object) are
+/// skipped, so a deeply nested body costs no more than its parse, which Foundation bounds.
+struct StructuredAttributes: Decodable {
+    struct Name: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    var attributes: [String: String] = [:]
+    var hasData = false
+    /// `nil`: no `data_base64`; `.some(nil)`: one that is not a string.
+    var dataBase64: String??
+
+    init(from decoder: any Decoder) throws {
+        let members = try decoder.container(keyedBy: Name.self)
+        for name in members.allKeys {
+            switch name.stringValue {
+            case "data": hasData = true
+            case "data_base64": dataBase64 = .some(try? members.decode(String.self, forKey: name))
+            default:
+                if let text = try? members.decode(String.self, forKey: name) {
+                    attributes[name.stringValue] = text
+                } else if let integer = try? members.decode(Int64.self, forKey: name) {
+                    attributes[name.stringValue] = String(integer)
+                } else if let number = try? members.decode(Double.self, forKey: name) {
+                    attributes[name.stringValue] = String(number)
+                } else if let flag = try? members.decode(Bool.self, forKey: name) {
+                    attributes[name.stringValue] = String(flag)
+                }
+            }
         }
     }
 }

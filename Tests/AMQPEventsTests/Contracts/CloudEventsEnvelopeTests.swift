@@ -91,6 +91,19 @@ struct CloudEventsEnvelopeTests {
         #expect(error.message.contains(why), "\(error.message)")
     }
 
+    @Test("a hostile structured CloudEvent: a number no integer holds and a deeply nested extension are read quickly, no crash")
+    func hostileStructured() throws {
+        let nested = String(repeating: #"{"a":"#, count: 500) + "1" + String(repeating: "}", count: 500)
+        let body = #"{"specversion":"1.0","id":"h","type":"t","source":"/s","huge":1e300,"deep":"# + nested + #","data":{"orderId":"9","cents":1}}"#
+        let started = ContinuousClock.now
+        let received = try ReceivedEnvelope.read(AMQPProperties(contentType: "application/cloudevents+json"), body: Array(body.utf8)).get()
+        let took = started.duration(to: .now)
+        print("a structured CloudEvent nested 500 deep read in \(took)")
+        #expect(received.metadata.messageID == "h")
+        #expect(try EventHandler.decode(Refund.self, received.body, wrapped: true, JSONEventCoder()) == Refund(orderId: "9", cents: 1))
+        #expect(took < .milliseconds(500), "reading a message's envelope must not cost seconds of CPU")
+    }
+
     @Test("a binary CloudEvent whose id header is a number is refused")
     func binaryHeaderNotText() {
         let properties = AMQPProperties(
