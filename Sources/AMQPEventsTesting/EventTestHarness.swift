@@ -157,13 +157,21 @@ public final class EventTestHarness: Sendable {
 
     /// Waits until `count` handler calls have ended (bounded by `limit` of real time).
     public func waitUntilHandled(_ count: Int, within limit: Duration = .seconds(5)) async throws {
-        try await waitUntil("\(count) handler calls ended (\(handled.count) so far)", within: limit) { handled.count >= count }
+        try await poll("\(count) handler calls ended (\(handled.count) so far)", within: limit) { handled.count >= count }
     }
 
     /// Waits until `condition` holds (bounded by `limit` of real time), checking it as the
     /// handlers run; `what` names it in the timeout's error.
     public func waitUntil(
-        _ what: @autoclosure () -> String, within limit: Duration = .seconds(5), _ condition: () async throws -> Bool
+        _ what: String, within limit: Duration = .seconds(5), _ condition: () throws -> Bool
+    ) async throws {
+        try await poll(what, within: limit, condition)
+    }
+
+    /// The harness's one bounded wait: checks `condition` between yields until it holds, or fails
+    /// with `what` (evaluated then, so it can say how far it got) once `limit` has passed.
+    private func poll(
+        _ what: @autoclosure () -> String, within limit: Duration, _ condition: () async throws -> Bool
     ) async throws {
         let deadline = ContinuousClock.now + limit
         while try await !condition() {
@@ -178,7 +186,7 @@ public final class EventTestHarness: Sendable {
     /// Waits until nothing is in flight (see ``AMQPClient/InMemoryBroker/isIdle``): a failed
     /// call's delayed retry, say, has reached its delay queue.
     public func waitUntilIdle(within limit: Duration = .seconds(5)) async throws {
-        try await waitUntil("nothing in flight on the broker", within: limit) { broker.isIdle }
+        try await poll("nothing in flight on the broker", within: limit) { broker.isIdle }
     }
 
     /// Once nothing is in flight, moves the broker's clock: what falls due (a delayed retry)
@@ -199,7 +207,7 @@ public final class EventTestHarness: Sendable {
         -> [ParkedMessage]
     {
         var parked: [ParkedMessage] = []
-        try await waitUntil("\(count) parked in \(queue) (\(parked.count) so far)", within: limit) {
+        try await poll("\(count) parked in \(queue) (\(parked.count) so far)", within: limit) {
             parked = try await self.parked(in: queue)
             return parked.count >= count
         }
