@@ -245,10 +245,10 @@ public final class AMQPChannel: Sendable {
         }
         do {
             try await core.submitPublish(
-                ref,
                 PublishRequest(
                     exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties, body: body,
-                    confirm: tracker))
+                    confirm: tracker),
+                on: self)
         } catch {
             tracker?.fail(error)  // never sent: gives its place back
             throw error
@@ -447,7 +447,7 @@ public final class AMQPChannel: Sendable {
 
     func settle(_ method: ClientMethod, generation: UInt32) throws(AMQPError) {
         if let error = closedError { throw error }
-        try core.submit(.settle(ref, generation: generation, method))
+        try core.submitSettlement(method, generation: generation, on: self)
     }
 
     var generation: UInt32 { currentGeneration.load(ordering: .acquiring) }

@@ -14,6 +14,9 @@ enum Command: Sendable {
     case stopConsumer(ChannelRef, ConsumerStream, requeue: [AMQPDelivery], ReplyContinuation?)
     case closeChannel(ChannelRef, ReplyContinuation)
     case closeConnection
+    /// Not work but a record: a task wrote this to the socket itself (see ``DirectWriter``), and
+    /// the I/O thread books it before it reads the broker's answer.
+    case wroteDirectly(ChannelRef, DirectWrite)
 
     /// Fails whatever waits on this command.
     func fail(_ error: AMQPError) {
@@ -28,7 +31,9 @@ enum Command: Sendable {
             continuation?.resume(throwing: error)
         case .publish(_, let request):
             request.confirm?.fail(error)  // never written: certainly not published
-        case .settle, .closeConnection: break
+        case .wroteDirectly(_, .publish(let request, _)):
+            request.confirm?.fail(.outcomeUnknown(error))  // written: the broker may have it
+        case .settle, .closeConnection, .wroteDirectly(_, .settlement): break
         }
     }
 
@@ -40,4 +45,13 @@ enum Command: Sendable {
         default: false
         }
     }
+}
+
+/// What a task wrote straight to the socket, for the I/O thread to book (see ``DirectWriter``).
+enum DirectWrite: Sendable {
+    /// A publish, written while the channel was in `generation` (see ``AMQPChannel/generation``):
+    /// if the connection was lost since, the broker's answer will never come.
+    case publish(PublishRequest, generation: UInt32)
+    /// An ack, nack or reject of a delivery from `generation`.
+    case settlement(ClientMethod, generation: UInt32)
 }

@@ -195,6 +195,8 @@ final class InMemoryConnection {
             for command in core.finish(error: .connectionClosedByApplication, byApplication: true) {
                 command.fail(.connectionClosedByApplication)
             }
+        case .wroteDirectly:
+            break  // an in-memory connection has no socket to write to directly
         }
     }
 

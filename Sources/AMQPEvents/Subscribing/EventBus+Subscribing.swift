@@ -76,7 +76,7 @@ extension EventBus {
         do {
             try await withGracefulShutdownHandler {
                 if concurrency == 1 {
-                    for try await delivery in consumer { await handle(delivery) }
+                    try await consumeOneAtATime(consumer, handle: handle)
                     return
                 }
                 try await withThrowingTaskGroup(of: Void.self) { group in
@@ -101,5 +101,50 @@ extension EventBus {
         } catch {
             throw EventError.broker("consuming from \(consumer.queue)", AMQPError.wrap(error))
         }
+    }
+
+    /// Hands each delivery to `handle` in order, on the connection's I/O thread while every
+    /// call is quick (see ``HandlerPlacement``), so that an event costs one thread wake-up.
+    private func consumeOneAtATime(
+        _ consumer: AMQPConsumer, handle: @escaping @Sendable (AMQPDelivery) async -> Void
+    ) async throws {
+        var placement = HandlerPlacement(quickLimit: configuration.quickHandlerLimit)
+        var deliveries = consumer.makeAsyncIterator()
+        let executor = connection.taskExecutor
+        while true {
+            let ended =
+                if placement.onConnectionThread {
+                    try await withTaskExecutorPreference(executor) {
+                        try await handleInPlace(from: &deliveries, placedBy: &placement, handle, queue: consumer.queue)
+                    }
+                } else {
+                    try await handleInPlace(from: &deliveries, placedBy: &placement, handle, queue: consumer.queue)
+                }
+            if ended { return }
+        }
+    }
+
+    /// Handles deliveries until the consumer ends (`true`) or the handler moves (`false`).
+    private func handleInPlace(
+        from deliveries: inout AMQPConsumer.AsyncIterator, placedBy placement: inout HandlerPlacement,
+        _ handle: @Sendable (AMQPDelivery) async -> Void, queue: String
+    ) async throws -> Bool {
+        while let delivery = try await deliveries.next() {
+            let start = ContinuousClock.now
+            await handle(delivery)
+            let elapsed = start.duration(to: .now)
+            switch placement.record(elapsed) {
+            case .stay:
+                continue
+            case .moveOff:
+                logger.debug(
+                    "a handler call took \(elapsed), longer than quickHandlerLimit: handling off the connection's thread",
+                    metadata: ["amqp.queue": "\(queue)"])
+                return false
+            case .moveOn:
+                return false
+            }
+        }
+        return true
     }
 }

@@ -1,0 +1,61 @@
+/// Where a subscription at concurrency 1 runs its handler: on the connection's I/O thread
+/// (``AMQPConnection/taskExecutor``) while every call is quick, else on the global executor.
+///
+/// On the I/O thread a delivery reaches the handler, and its ack the socket, without waking
+/// another thread: the thread that read the delivery runs the handler. That halves the thread
+/// hand-offs per event, but a call that takes long holds up every channel of the connection. So
+/// a call longer than `quickLimit` moves the handler off the thread; it comes back only after
+/// a run of quick calls, a run that doubles each time it moved off (a handler that is slow now
+/// and then ends up staying off).
+///
+/// A value: ``record(_:)`` takes one call's duration and says whether to move.
+struct HandlerPlacement: Equatable {
+    /// Calls at most this long count as quick.
+    let quickLimit: Duration
+    /// Whether the handler runs on the connection's I/O thread now.
+    private(set) var onConnectionThread: Bool
+    /// Quick calls needed in a row, off the thread, before it moves back.
+    private(set) var quickCallsToReturn: Int
+    /// Quick calls in a row since it moved off.
+    private var quickCallsOff = 0
+
+    /// The first run of quick calls that brings a handler back; it doubles each time it moves off.
+    static let firstReturnAfter = 1_000
+    /// Past this, a handler that moved off stays off.
+    static let maximumReturnAfter = 64_000
+
+    enum Decision: Equatable {
+        case stay
+        /// The call took longer than the limit: run the next ones off the I/O thread.
+        case moveOff
+        /// A run of quick calls: run the next ones on the I/O thread again.
+        case moveOn
+    }
+
+    /// A placement that starts on the I/O thread, or never uses it when `quickLimit` is `nil`.
+    init(quickLimit: Duration?) {
+        self.quickLimit = quickLimit ?? .zero
+        self.onConnectionThread = quickLimit != nil
+        self.quickCallsToReturn = quickLimit == nil ? .max : Self.firstReturnAfter / 2
+    }
+
+    /// Records how long one handler call took.
+    mutating func record(_ elapsed: Duration) -> Decision {
+        let quick = elapsed <= quickLimit
+        if onConnectionThread {
+            guard !quick else { return .stay }
+            onConnectionThread = false
+            quickCallsOff = 0
+            quickCallsToReturn = quickCallsToReturn >= Self.maximumReturnAfter ? .max : quickCallsToReturn * 2
+            return .moveOff
+        }
+        guard quick else {
+            quickCallsOff = 0
+            return .stay
+        }
+        quickCallsOff += 1
+        guard quickCallsOff >= quickCallsToReturn else { return .stay }
+        onConnectionThread = true
+        return .moveOn
+    }
+}
