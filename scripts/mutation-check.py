@@ -142,6 +142,8 @@ MUTATIONS = [
      "socketIsFree && channelAccepts()", "socketIsFree"),
     ("mailbox: records never wake the I/O thread", "Connection/MailboxState.swift",
      "leftRemainder || queuedRecords >= Self.recordsBeforeWake", "leftRemainder"),
+    ("mailbox: a publish goes direct on a channel that asked for confirms", "Connection/MailboxState.swift",
+     "&& blockedReason == nil && socketIsFree && withoutConfirms()", "&& blockedReason == nil && socketIsFree"),
     # Waiting and cancelling
     ("limiter: a cancelled waiter keeps the place passed to it", "Channel/UnconfirmedPublishLimiter.swift",
      "guard let next, !next.resume() else { return }", "guard let next else { return }\n            next.resume()\n            return"),

@@ -120,15 +120,13 @@ final class ConnectionCore: Sendable {
     func submitPublish(_ request: PublishRequest, on channel: AMQPChannel) async throws(AMQPError) {
         let limit = configuration.publishBufferLimit
         let now = ContinuousClock.now
-        let (action, generation) = try state.withLock { state throws(AMQPError) in
-            // The generation is read under the lock: it changes only while the I/O thread is
-            // awake, and a direct write happens only while it sleeps.
-            (try state.routePublish(channel.ref, request, at: now, bufferLimit: limit), channel.generation)
+        let action = try state.withLock { state throws(AMQPError) in
+            try state.routePublish(channel.ref, request, at: now, bufferLimit: limit) { !channel.isConfirmMode }
         }
         switch action {
         case .writeDirectly(let claim):
             let outcome = directWriter.write(request, channel: channel.id, claim: claim)
-            endDirectWrite(outcome, record: .wroteDirectly(channel.ref, .publish(request, generation: generation)))
+            endDirectWrite(outcome, record: nil)
             if case .failed(let status) = outcome { throw .unencodable(status) }
         case .queued(let wake, let waitForRoom):
             perform(wake)
@@ -155,15 +153,15 @@ final class ConnectionCore: Sendable {
         switch action {
         case .writeDirectly(let claim):
             let outcome = directWriter.write(method, channel: channel.id, claim: claim)
-            endDirectWrite(outcome, record: .wroteDirectly(channel.ref, .settlement(method, generation: generation)))
+            endDirectWrite(outcome, record: .settledDirectly(channel.ref, generation: generation, method))
             if case .failed(let status) = outcome { throw .unencodable(status) }
         case .queued(let wake):
             perform(wake)
         }
     }
 
-    /// Releases the socket after a direct write and leaves its record for the I/O thread.
-    private func endDirectWrite(_ outcome: DirectWriter.Outcome, record: Command) {
+    /// Releases the socket after a direct write and leaves its record, if any, for the I/O thread.
+    private func endDirectWrite(_ outcome: DirectWriter.Outcome, record: Command?) {
         let action = state.withLock { state in
             switch outcome {
             case .written: state.directWriteEnded(record, leftRemainder: false)

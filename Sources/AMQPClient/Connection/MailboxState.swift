@@ -8,12 +8,12 @@ import DequeModule
 ///
 /// ## Direct writes
 /// While the I/O thread sleeps in `poll` with nothing queued, a task may claim the socket and
-/// write a sporadic publish (confirmed or not) or a settlement itself (see ``DirectWriter``):
-/// waking the thread would cost a hand-off per message, which is most of a round trip's CPU.
-/// What the I/O thread must know about such a write (a confirm's sequence number, a settled
-/// delivery) goes into the mailbox as a record (``Command/wroteDirectly(_:_:)``) without waking
-/// it. The thread takes its commands before it reads frames, so it has every record before the
-/// broker's answer to that write: a confirm always finds its tracker.
+/// write a sporadic publish on a channel without confirms, or an ack, nack or reject, itself
+/// (see ``DirectWriter``): waking the thread would cost a hand-off per message. A settlement
+/// leaves a record in the mailbox (``Command/settledDirectly(_:generation:_:)``) without waking
+/// the thread, which books it before it reads another frame. A publish in confirm mode goes
+/// through the I/O thread: its sequence number is the I/O thread's, and measured, writing it
+/// directly cost more CPU than the wake-up it saved.
 struct MailboxState {
     typealias PublishWaiter = CancellableContinuation<Void>
     typealias CloseWaiter = CancellableContinuation<AMQPError?>
@@ -74,8 +74,8 @@ struct MailboxState {
     /// Larger bodies always go through the I/O thread: they are about throughput, and one that
     /// does not fit the socket buffer at once would leave most of itself for the I/O thread anyway.
     static let directPublishMaxBody = 16 * 1024
-    /// Records of direct writes wake the I/O thread once this many wait, so that a connection
-    /// with nothing to read does not keep messages (for republishing) without bound.
+    /// Records of direct writes wake the I/O thread once this many wait, so that they cannot
+    /// pile up on a connection with nothing to read.
     static let recordsBeforeWake = 64
 
     /// What a publish counts against ``AMQPConnection/Configuration/publishBufferLimit``.
@@ -117,23 +117,27 @@ struct MailboxState {
 
     enum PublishAction: Equatable {
         /// Encode and write it from the publishing task: the I/O thread sleeps with nothing
-        /// queued, so nothing can come before it. Call ``directWriteEnded(_:leftRemainder:)`` after.
+        /// queued, so nothing can come before it. Call ``directWriteEnded(_:leftRemainder:)``
+        /// after, without a record.
         case writeDirectly(DirectWriteClaim)
         /// Queued for the I/O thread; `waitForRoom`: the buffer is over its limit.
         case queued(WakeAction, waitForRoom: Bool)
     }
 
-    /// Routes a publish: straight to the socket when it is sporadic and small and the I/O thread
-    /// is idle; else through the I/O thread, which batches close publishes, holds them while the
-    /// broker blocks the connection and keeps them until a recovery is done.
+    /// Routes a publish: straight to the socket when it is sporadic and small, the I/O thread is
+    /// idle, and `withoutConfirms` (the channel never asked for confirm mode: asked under this
+    /// lock, since a `confirm.select` queued after it must also go out after this publish); else
+    /// through the I/O thread, which numbers confirms, batches close publishes, holds them while
+    /// the broker blocks the connection and keeps them until a recovery is done.
     mutating func routePublish(
-        _ channel: ChannelRef, _ request: PublishRequest, at now: ContinuousClock.Instant, bufferLimit: Int
+        _ channel: ChannelRef, _ request: PublishRequest, at now: ContinuousClock.Instant, bufferLimit: Int,
+        withoutConfirms: () -> Bool = { true }
     ) throws(AMQPError) -> PublishAction {
         if let refusal { throw refusal }
         let sporadic = now - lastPublishAt > Self.sporadicPublishGap
         lastPublishAt = now
-        if sporadic && request.body.count <= Self.directPublishMaxBody && blockedReason == nil,
-            let claim = claimSocket()
+        if sporadic && request.confirm == nil && request.body.count <= Self.directPublishMaxBody
+            && blockedReason == nil && socketIsFree && withoutConfirms(), let claim = claimSocket()
         {
             return .writeDirectly(claim)
         }

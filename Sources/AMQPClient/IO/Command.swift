@@ -14,9 +14,9 @@ enum Command: Sendable {
     case stopConsumer(ChannelRef, ConsumerStream, requeue: [AMQPDelivery], ReplyContinuation?)
     case closeChannel(ChannelRef, ReplyContinuation)
     case closeConnection
-    /// Not work but a record: a task wrote this to the socket itself (see ``DirectWriter``), and
-    /// the I/O thread books it before it reads the broker's answer.
-    case wroteDirectly(ChannelRef, DirectWrite)
+    /// Not work but a record: a task wrote this ack, nack or reject of a delivery from the
+    /// channel's `generation` to the socket itself (see ``DirectWriter``); the I/O thread books it.
+    case settledDirectly(ChannelRef, generation: UInt32, ClientMethod)
 
     /// Fails whatever waits on this command.
     func fail(_ error: AMQPError) {
@@ -31,9 +31,7 @@ enum Command: Sendable {
             continuation?.resume(throwing: error)
         case .publish(_, let request):
             request.confirm?.fail(error)  // never written: certainly not published
-        case .wroteDirectly(_, .publish(let request, _)):
-            request.confirm?.fail(.outcomeUnknown(error))  // written: the broker may have it
-        case .settle, .closeConnection, .wroteDirectly(_, .settlement): break
+        case .settle, .closeConnection, .settledDirectly: break
         }
     }
 
@@ -45,13 +43,4 @@ enum Command: Sendable {
         default: false
         }
     }
-}
-
-/// What a task wrote straight to the socket, for the I/O thread to book (see ``DirectWriter``).
-enum DirectWrite: Sendable {
-    /// A publish, written while the channel was in `generation` (see ``AMQPChannel/generation``):
-    /// if the connection was lost since, the broker's answer will never come.
-    case publish(PublishRequest, generation: UInt32)
-    /// An ack, nack or reject of a delivery from `generation`.
-    case settlement(ClientMethod, generation: UInt32)
 }

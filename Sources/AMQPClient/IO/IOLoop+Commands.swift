@@ -143,35 +143,14 @@ extension IOLoop {
             close(channel, because: nil)
         case .closeConnection:
             carryOut(machine.closeRequested(at: .now, brokerUnresponsive: brokerUnresponsive))
-        case .wroteDirectly(let ref, let write):
-            book(write, on: ref)
-        }
-    }
-
-    /// Books what a task wrote to the socket itself (see ``DirectWriter``), before the broker's
-    /// answer to it is read.
-    func book(_ write: DirectWrite, on ref: ChannelRef) {
-        let channel = channel(ref.id, epoch: ref.epoch)
-        switch write {
-        case .settlement(let method, let generation):
-            guard let channel, channel.acceptsSettlement(fromGeneration: generation) else { return }
+        case .settledDirectly(let ref, let generation, let method):
+            // A task wrote it itself (see ``DirectWriter``): only the bookkeeping is left. One
+            // from before a recovery went to the lost connection, and is forgotten with it.
+            guard let channel = channel(ref.id, epoch: ref.epoch), channel.acceptsSettlement(fromGeneration: generation)
+            else { return }
             lastSettlementAt = .now
             healthCounts.settled(method)
             channel.settlements.sent(method)
-        case .publish(let request, let generation):
-            guard let channel, channel.generation == generation else {
-                // Written on a connection that was lost before this record was read: no
-                // confirm will come for it, so it is published again or its outcome is unknown,
-                // as for the publishes that connection left unconfirmed.
-                if let channel, channel.lifecycle.isOpen, channel.confirms.keepsMessages, channel.confirms.isSelected {
-                    writePublish(request, on: channel)
-                } else {
-                    request.confirm?.fail(.outcomeUnknown(.connectionLost(.socketClosed)))
-                }
-                return
-            }
-            channel.confirms.published(request)
-            if core.metrics != nil { messageCounts.published(to: request.exchange) }
         }
     }
 

@@ -195,7 +195,7 @@ final class InMemoryConnection {
             for command in core.finish(error: .connectionClosedByApplication, byApplication: true) {
                 command.fail(.connectionClosedByApplication)
             }
-        case .wroteDirectly:
+        case .settledDirectly:
             break  // an in-memory connection has no socket to write to directly
         }
     }

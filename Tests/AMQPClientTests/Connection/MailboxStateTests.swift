@@ -28,54 +28,56 @@ struct MailboxStateTests {
     static let claim = DirectWriteClaim(transport: .plain(socket: 42), frameMax: 131_072)
     static let ack = ClientMethod.basicAck(deliveryTag: 1, multiple: false)
 
-    /// What a task leaves for the I/O thread after it wrote `request` itself.
-    static func record(_ request: PublishRequest) -> Command {
-        .wroteDirectly(channel, .publish(request, generation: 0))
-    }
+    /// What a task leaves for the I/O thread after it acked directly.
+    static let record = Command.settledDirectly(channel, generation: 0, ack)
 
-    @Test("a sporadic small publish goes straight to the socket while the I/O thread sleeps, confirmed or not")
+    @Test("a sporadic small publish goes straight to the socket while the I/O thread sleeps")
     func directPublish() throws {
-        for confirm in [false, true] {
-            var state = Self.idleOpenMailbox()
-            let request = Self.request(confirm: confirm)
-            let action = try state.routePublish(Self.channel, request, at: Self.later, bufferLimit: Self.limit)
-            #expect(action == .writeDirectly(Self.claim))
-            // While it writes, the I/O thread waits for it rather than touch the socket.
-            let decision2 = state.ioThreadWoke()
-            #expect(decision2 == .waitForDirectWrite)
-            let decision3 = state.directWriteEnded(Self.record(request), leftRemainder: true)
-            #expect(decision3 == .wakeIOThread)
-            let decision4 = state.ioThreadWoke()
-            #expect(decision4 == .awake(flushRemainder: true))
-            let decision5 = state.ioThreadWoke()
-            #expect(decision5 == .awake(flushRemainder: false))
-            // The record waits for the I/O thread, which books it before it reads the confirm.
-            var batch: Deque<Command> = []
-            _ = state.takeCommands(into: &batch, bufferLimit: Self.limit)
-            guard case .wroteDirectly(_, .publish(let written, _)) = batch.first else {
-                Issue.record("the direct publish left no record")
-                return
-            }
-            #expect((written.confirm != nil) == confirm)
-        }
+        var state = Self.idleOpenMailbox()
+        let action = try state.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
+        #expect(action == .writeDirectly(Self.claim))
+        // While it writes, the I/O thread waits for it rather than touch the socket.
+        let decision2 = state.ioThreadWoke()
+        #expect(decision2 == .waitForDirectWrite)
+        let decision3 = state.directWriteEnded(nil, leftRemainder: true)
+        #expect(decision3 == .wakeIOThread)
+        let decision4 = state.ioThreadWoke()
+        #expect(decision4 == .awake(flushRemainder: true))
+        let decision5 = state.ioThreadWoke()
+        #expect(decision5 == .awake(flushRemainder: false))
+        #expect(state.commands.isEmpty)
     }
 
-    @Test("direct writes follow one another without waking the I/O thread, until records pile up")
+    @Test("a publish on a channel that asked for confirms goes through the I/O thread, which numbers them")
+    func confirmModeQueues() throws {
+        var confirmed = Self.idleOpenMailbox()
+        let tracked = try confirmed.routePublish(Self.channel, Self.request(confirm: true), at: Self.later, bufferLimit: Self.limit)
+        #expect(tracked == .queued(.wakeIOThread, waitForRoom: false))
+        // No tracker yet, but confirm.select is on its way: the I/O thread must count it.
+        var selecting = Self.idleOpenMailbox()
+        var asked = false
+        let untracked = try selecting.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit) {
+            asked = true
+            return false
+        }
+        #expect(asked)
+        #expect(untracked == .queued(.wakeIOThread, waitForRoom: false))
+    }
+
+    @Test("direct acks follow one another without waking the I/O thread, until records pile up")
     func recordsDoNotWake() throws {
         var state = Self.idleOpenMailbox()
-        var now = Self.later
         for written in 1...MailboxState.recordsBeforeWake {
-            now += .milliseconds(1)
-            let action = try state.routePublish(Self.channel, Self.request(), at: now, bufferLimit: Self.limit)
+            let action = try state.routeSettlement(Self.channel, generation: 0, Self.ack) { true }
             #expect(action == .writeDirectly(Self.claim))
-            let wake = state.directWriteEnded(Self.record(Self.request()), leftRemainder: false)
-            // The last one wakes the thread, so that kept messages cannot pile up without bound.
+            let wake = state.directWriteEnded(Self.record, leftRemainder: false)
+            // The last one wakes the thread, so that records cannot pile up without bound.
             #expect(wake == (written == MailboxState.recordsBeforeWake ? .wakeIOThread : .none))
         }
         #expect(state.commands.count == MailboxState.recordsBeforeWake)
         // A write that failed to encode leaves no record.
         var failed = Self.idleOpenMailbox()
-        _ = try failed.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
+        _ = try failed.routeSettlement(Self.channel, generation: 0, Self.ack) { true }
         let outcome1 = failed.directWriteEnded(nil, leftRemainder: false)
         #expect(outcome1 == .none)
         #expect(failed.commands.isEmpty)
@@ -84,8 +86,8 @@ struct MailboxStateTests {
     @Test("no direct write may pass a command the I/O thread has yet to write")
     func directWritesKeepOrder() throws {
         var state = Self.idleOpenMailbox()
-        _ = try state.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
-        _ = state.directWriteEnded(Self.record(Self.request()), leftRemainder: false)
+        _ = try state.routeSettlement(Self.channel, generation: 0, Self.ack) { true }
+        _ = state.directWriteEnded(Self.record, leftRemainder: false)
         // A call is queued (and wakes the thread); the publish and ack after it must queue too.
         let wake = try state.submit(.closeConnection)
         #expect(wake == .wakeIOThread)
@@ -124,7 +126,7 @@ struct MailboxStateTests {
         // Only one task writes at a time: another ack meanwhile goes through the I/O thread.
         let meanwhile = try state.routeSettlement(Self.channel, generation: 3, Self.ack) { true }
         #expect(meanwhile == .queued(.wakeIOThread))
-        _ = state.directWriteEnded(.wroteDirectly(Self.channel, .settlement(Self.ack, generation: 3)), leftRemainder: false)
+        _ = state.directWriteEnded(Self.record, leftRemainder: false)
         #expect(state.commands.count == 2)
 
         // A delivery from before a recovery, or a channel that closed: the I/O thread decides.
@@ -159,13 +161,13 @@ struct MailboxStateTests {
         var state = Self.idleOpenMailbox()
         let first = try state.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
         #expect(first == .writeDirectly(Self.claim))
-        _ = state.directWriteEnded(Self.record(Self.request()), leftRemainder: false)
-        let close = try state.routePublish(Self.channel, Self.request(confirm: true), at: Self.later, bufferLimit: Self.limit)
+        _ = state.directWriteEnded(nil, leftRemainder: false)
+        let close = try state.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
         #expect(close == .queued(.wakeIOThread, waitForRoom: false))
         // The thread was woken once; the next publish need not wake it again.
         let closer = try state.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
         #expect(closer == .queued(.none, waitForRoom: false))
-        #expect(state.commands.count == 3)
+        #expect(state.commands.count == 2)
 
         var large = Self.idleOpenMailbox()
         let big = try large.routePublish(Self.channel, Self.request(size: 64 * 1024), at: Self.later, bufferLimit: Self.limit)
