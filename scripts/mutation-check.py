@@ -133,17 +133,8 @@ MUTATIONS = [
     # MailboxState: publishers waiting for room
     ("mailbox: publishers waiting for room are never resumed", "Connection/MailboxState.swift",
      "defer { publishWaiters.removeAll() }\n        return publishWaiters", "defer { publishWaiters.removeAll() }\n        return []"),
-    # MailboxState: direct writes and their records
-    ("mailbox: a direct write passes a command the I/O thread has yet to write", "Connection/MailboxState.swift",
-     "ioSleeping && commands.count == queuedRecords", "ioSleeping"),
-    ("mailbox: a direct write leaves no record for the I/O thread", "Connection/MailboxState.swift",
-     "commands.append(record)\n            queuedRecords += 1", "queuedRecords += 1"),
-    ("mailbox: an ack goes direct without asking whether its channel accepts it", "Connection/MailboxState.swift",
-     "socketIsFree && channelAccepts()", "socketIsFree"),
-    ("mailbox: records never wake the I/O thread", "Connection/MailboxState.swift",
-     "leftRemainder || queuedRecords >= Self.recordsBeforeWake", "leftRemainder"),
     ("mailbox: a publish goes direct on a channel that asked for confirms", "Connection/MailboxState.swift",
-     "&& blockedReason == nil && socketIsFree && withoutConfirms()", "&& blockedReason == nil && socketIsFree"),
+     "&& blockedReason == nil && withoutConfirms(), let transport", "&& blockedReason == nil, let transport"),
     # Waiting and cancelling
     ("limiter: a cancelled waiter keeps the place passed to it", "Channel/UnconfirmedPublishLimiter.swift",
      "guard let next, !next.resume() else { return }", "guard let next else { return }\n            next.resume()\n            return"),

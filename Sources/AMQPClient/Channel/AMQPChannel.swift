@@ -447,7 +447,7 @@ public final class AMQPChannel: Sendable {
 
     func settle(_ method: ClientMethod, generation: UInt32) throws(AMQPError) {
         if let error = closedError { throw error }
-        try core.submitSettlement(method, generation: generation, on: self)
+        try core.submit(.settle(ref, generation: generation, method))
     }
 
     var generation: UInt32 { currentGeneration.load(ordering: .acquiring) }

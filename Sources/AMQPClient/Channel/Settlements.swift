@@ -42,20 +42,6 @@ struct Settlements {
         return .send(method)
     }
 
-    /// Records a settlement that is on the socket already (a task wrote it, see ``DirectWriter``).
-    /// Nothing is held then: the I/O thread holds acks only within a batch, and a task writes
-    /// only while the I/O thread sleeps.
-    mutating func sent(_ method: ClientMethod) {
-        switch method {
-        case .basicAck(let tag, let multiple), .basicNack(let tag, let multiple, _):
-            unsettled.settle(tag, multiple: multiple)
-        case .basicReject(let tag, _):
-            unsettled.settle(tag, multiple: false)
-        default:
-            break
-        }
-    }
-
     /// The held ack, to send now, or `nil`.
     mutating func takeHeldAck() -> ClientMethod? {
         guard let tag = heldAck else { return nil }

@@ -38,7 +38,7 @@ final class ConnectionCore: Sendable {
     private let consumerTagCounter = Atomic<UInt64>(0)
     /// Whether `jobs` may hold something: the I/O thread checks it every turn without the lock.
     private let jobsPending = Atomic<Bool>(false)
-    let directWriter = DirectWriter()
+    let directPublisher = DirectPublisher()
 
     init(
         configuration: AMQPConnection.Configuration, logger: Logger, tracer: (any Tracer)? = nil,
@@ -114,19 +114,21 @@ final class ConnectionCore: Sendable {
     }
 
     /// Publishes a message: straight to the socket when it is sporadic and the I/O thread is
-    /// idle (see ``DirectWriter``), else through the I/O thread. Suspends while more than
+    /// idle (see ``DirectPublisher``), else through the I/O thread. Suspends while more than
     /// `publishBufferLimit` bytes are waiting for the I/O thread, so a fast publisher cannot grow
     /// memory without bound.
     func submitPublish(_ request: PublishRequest, on channel: AMQPChannel) async throws(AMQPError) {
         let limit = configuration.publishBufferLimit
         let now = ContinuousClock.now
         let action = try state.withLock { state throws(AMQPError) in
+            // Confirm mode is set before confirm.select is queued (the channel's lock inside this one).
             try state.routePublish(channel.ref, request, at: now, bufferLimit: limit) { !channel.isConfirmMode }
         }
         switch action {
-        case .writeDirectly(let claim):
-            let outcome = directWriter.write(request, channel: channel.id, claim: claim)
-            endDirectWrite(outcome, record: nil)
+        case .writeDirectly(let transport, let frameMax):
+            let outcome = directPublisher.write(request, channel: channel.ref.id, transport: transport, frameMax: frameMax)
+            let leftRemainder = if case .remainder = outcome { true } else { false }
+            perform(state.withLock { $0.directPublishEnded(leftRemainder: leftRemainder) })
             if case .failed(let status) = outcome { throw .unencodable(status) }
         case .queued(let wake, let waitForRoom):
             perform(wake)
@@ -138,38 +140,6 @@ final class ConnectionCore: Sendable {
                 }
             }
         }
-    }
-
-    /// Acks, nacks or rejects a delivery from the channel's `generation`: straight to the socket
-    /// while the I/O thread sleeps (see ``DirectWriter``), else through the I/O thread.
-    func submitSettlement(_ method: ClientMethod, generation: UInt32, on channel: AMQPChannel) throws(AMQPError) {
-        let action = try state.withLock { state throws(AMQPError) in
-            try state.routeSettlement(channel.ref, generation: generation, method) {
-                // Stable while the I/O thread sleeps: only it closes a channel for the broker or
-                // moves it to a new connection (the application's close sets the error first).
-                channel.generation == generation && channel.closedError == nil
-            }
-        }
-        switch action {
-        case .writeDirectly(let claim):
-            let outcome = directWriter.write(method, channel: channel.id, claim: claim)
-            endDirectWrite(outcome, record: .settledDirectly(channel.ref, generation: generation, method))
-            if case .failed(let status) = outcome { throw .unencodable(status) }
-        case .queued(let wake):
-            perform(wake)
-        }
-    }
-
-    /// Releases the socket after a direct write and leaves its record, if any, for the I/O thread.
-    private func endDirectWrite(_ outcome: DirectWriter.Outcome, record: Command?) {
-        let action = state.withLock { state in
-            switch outcome {
-            case .written: state.directWriteEnded(record, leftRemainder: false)
-            case .remainder: state.directWriteEnded(record, leftRemainder: true)
-            case .failed: state.directWriteEnded(nil, leftRemainder: false)
-            }
-        }
-        perform(action)
     }
 
     private func waitForPublishCapacity() async throws(AMQPError) {
@@ -307,13 +277,13 @@ final class ConnectionCore: Sendable {
         state.withLock { $0.prepareToSleep(settlementsMayWait: settlementsMayWait) }
     }
 
-    /// The I/O thread woke: waits for a direct write in progress to finish, and returns
+    /// The I/O thread woke: waits for a direct publish in progress to finish, and returns
     /// whether one left bytes that the I/O thread must write before anything else.
     @discardableResult
     func didWake(drainWakePipe: Bool) -> Bool {
         var action = state.withLock { $0.ioThreadWoke() }
-        while action == .waitForDirectWrite {
-            // A direct write takes microseconds (encode, one non-blocking send): wait it out.
+        while action == .waitForDirectPublish {
+            // A direct publish takes microseconds (encode, one non-blocking send): wait it out.
             sched_yield()
             action = state.withLock { $0.ioThreadWoke() }
         }
@@ -324,7 +294,7 @@ final class ConnectionCore: Sendable {
         return action == .awake(flushRemainder: true)
     }
 
-    /// A connection is open on `transport`; direct writes may use it while the thread sleeps.
+    /// A connection is open on `transport`; direct publishes may use it while the thread sleeps.
     func connectionOpened(
         transport: Transport, frameMax: Int, endpoint: AMQPConnection.Configuration.Endpoint,
         serverProperties: AMQPFieldTable
@@ -339,10 +309,10 @@ final class ConnectionCore: Sendable {
     /// What that broker said about itself in `connection.start`.
     var serverProperties: AMQPFieldTable { currentEndpoint.withLock { $0?.serverProperties ?? [:] } }
 
-    /// The socket is about to close (the I/O thread is awake, so no direct write is in progress).
+    /// The socket is about to close (the I/O thread is awake, so no direct publish is in progress).
     func connectionClosing() {
         state.withLock { $0.connectionClosing() }
-        directWriter.discard()
+        directPublisher.discard()
     }
 
     func setBlocked(_ reason: String?) {
@@ -358,7 +328,7 @@ final class ConnectionCore: Sendable {
     }
 
     /// Waits on the wake-up pipe for at most `timeout`; returns early when something was written
-    /// to it. (No direct write happens meanwhile: the connection is recovering.)
+    /// to it. (No direct publish happens meanwhile: the connection is recovering.)
     func waitForWakeUp(timeout: Duration) {
         var fd = pollfd(fd: wakeReadFD, events: Int16(POLLIN), revents: 0)
         _ = poll(&fd, 1, Int32(clamping: max(0, timeout.milliseconds)))

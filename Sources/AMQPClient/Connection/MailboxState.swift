@@ -5,15 +5,6 @@ import DequeModule
 /// lifecycle. ``ConnectionCore`` keeps it behind a lock; each mutating method makes one
 /// decision and returns what the caller must do outside the lock (wake the I/O thread, resume
 /// these waiters, write directly, wait), so every route can be tested without a broker.
-///
-/// ## Direct writes
-/// While the I/O thread sleeps in `poll` with nothing queued, a task may claim the socket and
-/// write a sporadic publish on a channel without confirms, or an ack, nack or reject, itself
-/// (see ``DirectWriter``): waking the thread would cost a hand-off per message. A settlement
-/// leaves a record in the mailbox (``Command/settledDirectly(_:generation:_:)``) without waking
-/// the thread, which books it before it reads another frame. A publish in confirm mode goes
-/// through the I/O thread: its sequence number is the I/O thread's, and measured, writing it
-/// directly cost more CPU than the wake-up it saved.
 struct MailboxState {
     typealias PublishWaiter = CancellableContinuation<Void>
     typealias CloseWaiter = CancellableContinuation<AMQPError?>
@@ -49,18 +40,15 @@ struct MailboxState {
     private var eventSubscribers: [UInt64: AsyncStream<AMQPConnection.Event>.Continuation] = [:]
     private var nextSubscriber: UInt64 = 0
 
-    // Direct writes (see ``DirectWriter``)
+    // Direct publishes (see ``DirectPublisher``)
     /// The open connection's transport and frame_max; `nil` while there is none.
     private var transport: Transport?
     private var frameMax = 0
-    /// A task is writing directly; the I/O thread waits for it before it goes on.
+    /// A task is writing a direct publish; the I/O thread waits for it before it goes on.
     private var directClaimed = false
-    /// A direct write left bytes the I/O thread must write before anything else.
+    /// A direct publish left bytes the I/O thread must write before anything else.
     private var directRemainder = false
     private var lastPublishAt = ContinuousClock.now
-    /// How many of `commands` are records of direct writes: a direct write may follow those
-    /// (they are written already), but not a command the I/O thread has yet to write.
-    private var queuedRecords = 0
 
     // The connection as a task executor (see ``AMQPConnection/taskExecutor``)
     /// Jobs of tasks that prefer the I/O thread, for it to run between reads.
@@ -74,9 +62,6 @@ struct MailboxState {
     /// Larger bodies always go through the I/O thread: they are about throughput, and one that
     /// does not fit the socket buffer at once would leave most of itself for the I/O thread anyway.
     static let directPublishMaxBody = 16 * 1024
-    /// Records of direct writes wake the I/O thread once this many wait, so that they cannot
-    /// pile up on a connection with nothing to read.
-    static let recordsBeforeWake = 64
 
     /// What a publish counts against ``AMQPConnection/Configuration/publishBufferLimit``.
     static func publishCost(_ request: PublishRequest) -> Int {
@@ -101,34 +86,22 @@ struct MailboxState {
         return takeWakeUp()
     }
 
-    /// Whether a task may write to the socket now: the I/O thread sleeps on an open connection,
-    /// everything queued is written already, and no other task writes.
-    private var socketIsFree: Bool {
-        ioSleeping && commands.count == queuedRecords && !directClaimed && !directRemainder && !recovering
-            && transport != nil
-    }
-
-    /// Claims the socket for a direct write.
-    private mutating func claimSocket() -> DirectWriteClaim? {
-        guard socketIsFree, let transport else { return nil }
-        directClaimed = true
-        return DirectWriteClaim(transport: transport, frameMax: frameMax)
-    }
-
     enum PublishAction: Equatable {
-        /// Encode and write it from the publishing task: the I/O thread sleeps with nothing
-        /// queued, so nothing can come before it. Call ``directWriteEnded(_:leftRemainder:)``
-        /// after, without a record.
-        case writeDirectly(DirectWriteClaim)
+        /// Encode and write it from the publishing task: the I/O thread sleeps with nothing queued,
+        /// so nothing can come before it. Call ``directPublishEnded(leftRemainder:)`` after.
+        case writeDirectly(Transport, frameMax: Int)
         /// Queued for the I/O thread; `waitForRoom`: the buffer is over its limit.
         case queued(WakeAction, waitForRoom: Bool)
     }
 
-    /// Routes a publish: straight to the socket when it is sporadic and small, the I/O thread is
-    /// idle, and `withoutConfirms` (the channel never asked for confirm mode: asked under this
-    /// lock, since a `confirm.select` queued after it must also go out after this publish); else
-    /// through the I/O thread, which numbers confirms, batches close publishes, holds them while
-    /// the broker blocks the connection and keeps them until a recovery is done.
+    /// Routes a publish: straight to the socket when it is sporadic, small, needs no confirm and
+    /// the I/O thread is idle; else through the I/O thread, which numbers confirms, holds
+    /// publishes while the broker blocks the connection and keeps them until a recovery is done.
+    ///
+    /// `withoutConfirms` says whether the channel has never asked for confirm mode. It is asked
+    /// last, under this lock: a publish without a tracker may still follow a `confirm.select` on
+    /// the wire (another task enabled confirms meanwhile), and then only the I/O thread can give
+    /// it its place in the confirm sequence.
     mutating func routePublish(
         _ channel: ChannelRef, _ request: PublishRequest, at now: ContinuousClock.Instant, bufferLimit: Int,
         withoutConfirms: () -> Bool = { true }
@@ -137,47 +110,22 @@ struct MailboxState {
         let sporadic = now - lastPublishAt > Self.sporadicPublishGap
         lastPublishAt = now
         if sporadic && request.confirm == nil && request.body.count <= Self.directPublishMaxBody
-            && blockedReason == nil && socketIsFree && withoutConfirms(), let claim = claimSocket()
+            && ioSleeping && commands.isEmpty && !directClaimed && !directRemainder && !recovering
+            && blockedReason == nil && withoutConfirms(), let transport
         {
-            return .writeDirectly(claim)
+            directClaimed = true
+            return .writeDirectly(transport, frameMax: frameMax)
         }
         commands.append(.publish(channel, request))
         queuedPublishBytes += Self.publishCost(request)
         return .queued(takeWakeUp(), waitForRoom: queuedPublishBytes + heldPublishBytes > bufferLimit)
     }
 
-    enum SettlementAction: Equatable {
-        /// Encode and write it from the settling task. Call ``directWriteEnded(_:leftRemainder:)`` after.
-        case writeDirectly(DirectWriteClaim)
-        /// Queued for the I/O thread.
-        case queued(WakeAction)
-    }
-
-    /// Routes an ack, nack or reject: straight to the socket while the I/O thread sleeps and
-    /// `channelAccepts` (the delivery came on the channel's current connection and the channel
-    /// is open: asked under this lock, while the thread that changes both sleeps); else through
-    /// the I/O thread. When the thread sleeps briefly because a consumer acks a large prefetch,
-    /// settlements wait for it instead: merged, a run of acks costs one write.
-    mutating func routeSettlement(
-        _ channel: ChannelRef, generation: UInt32, _ method: ClientMethod, channelAccepts: () -> Bool
-    ) throws(AMQPError) -> SettlementAction {
-        if let refusal { throw refusal }
-        if !settlementsMayWait && socketIsFree && channelAccepts(), let claim = claimSocket() {
-            return .writeDirectly(claim)
-        }
-        return .queued(try submit(.settle(channel, generation: generation, method)))
-    }
-
-    /// A direct write ended. `record`: what the I/O thread must know of it, `nil` when nothing
-    /// was written. Bytes the socket did not take are the I/O thread's to write.
-    mutating func directWriteEnded(_ record: Command?, leftRemainder: Bool) -> WakeAction {
+    /// A direct publish is written; bytes the socket did not take are the I/O thread's to write.
+    mutating func directPublishEnded(leftRemainder: Bool) -> WakeAction {
         directClaimed = false
-        if let record {
-            commands.append(record)
-            queuedRecords += 1
-        }
-        if leftRemainder { directRemainder = true }
-        guard leftRemainder || queuedRecords >= Self.recordsBeforeWake else { return .none }
+        guard leftRemainder else { return .none }
+        directRemainder = true
         return takeWakeUp()
     }
 
@@ -233,7 +181,6 @@ struct MailboxState {
 
     /// Moves the queued commands to the end of `batch`. Returns the publishers to resume.
     mutating func takeCommands(into batch: inout Deque<Command>, bufferLimit: Int) -> [PublishWaiter] {
-        queuedRecords = 0
         if batch.isEmpty {
             swap(&batch, &commands)
         } else {
@@ -293,27 +240,27 @@ struct MailboxState {
     }
 
     enum WokeAction: Equatable {
-        /// A direct write is under way: wait a moment (microseconds) and ask again.
-        case waitForDirectWrite
-        /// Awake; `flushRemainder`: a direct write left bytes to write before anything else.
+        /// A direct publish is being written: wait a moment (microseconds) and ask again.
+        case waitForDirectPublish
+        /// Awake; `flushRemainder`: a direct publish left bytes to write before anything else.
         case awake(flushRemainder: Bool)
     }
 
     /// The I/O thread woke up.
     mutating func ioThreadWoke() -> WokeAction {
-        if directClaimed { return .waitForDirectWrite }
+        if directClaimed { return .waitForDirectPublish }
         ioSleeping = false
         defer { directRemainder = false }
         return .awake(flushRemainder: directRemainder)
     }
 
-    /// A connection is open on `transport`; direct writes may use it while the thread sleeps.
+    /// A connection is open on `transport`; direct publishes may use it while the thread sleeps.
     mutating func connectionOpened(transport: Transport, frameMax: Int) {
         self.transport = transport
         self.frameMax = frameMax
     }
 
-    /// The socket is about to close (the I/O thread is awake, so no direct write is in progress).
+    /// The socket is about to close (the I/O thread is awake, so no direct publish is in progress).
     mutating func connectionClosing() {
         transport = nil
         directRemainder = false
@@ -364,7 +311,6 @@ struct MailboxState {
         final = (error, byApplication)
         defer {
             commands.removeAll()
-            queuedRecords = 0
             publishWaiters.removeAll()
             closeWaiters.removeAll()
             eventSubscribers.removeAll()
@@ -374,10 +320,4 @@ struct MailboxState {
             commands: commands, publishWaiters: publishWaiters, closeWaiters: closeWaiters,
             subscribers: Array(eventSubscribers.values))
     }
-}
-
-/// The socket, claimed by a task for one direct write (see ``MailboxState``).
-struct DirectWriteClaim: Equatable {
-    let transport: Transport
-    let frameMax: Int
 }

@@ -14,9 +14,6 @@ enum Command: Sendable {
     case stopConsumer(ChannelRef, ConsumerStream, requeue: [AMQPDelivery], ReplyContinuation?)
     case closeChannel(ChannelRef, ReplyContinuation)
     case closeConnection
-    /// Not work but a record: a task wrote this ack, nack or reject of a delivery from the
-    /// channel's `generation` to the socket itself (see ``DirectWriter``); the I/O thread books it.
-    case settledDirectly(ChannelRef, generation: UInt32, ClientMethod)
 
     /// Fails whatever waits on this command.
     func fail(_ error: AMQPError) {
@@ -31,7 +28,7 @@ enum Command: Sendable {
             continuation?.resume(throwing: error)
         case .publish(_, let request):
             request.confirm?.fail(error)  // never written: certainly not published
-        case .settle, .closeConnection, .settledDirectly: break
+        case .settle, .closeConnection: break
         }
     }
 

@@ -22,7 +22,7 @@ struct HeldCommands {
         case .publish: true
         case .call(let ref, _, _), .consume(let ref, _, _, _), .stopConsumer(let ref, _, _, _), .closeChannel(let ref, _):
             channels.contains(ref.id)
-        case .settle, .openChannel, .closeConnection, .settledDirectly: false
+        case .settle, .openChannel, .closeConnection: false
         }
     }
 

@@ -143,14 +143,6 @@ extension IOLoop {
             close(channel, because: nil)
         case .closeConnection:
             carryOut(machine.closeRequested(at: .now, brokerUnresponsive: brokerUnresponsive))
-        case .settledDirectly(let ref, let generation, let method):
-            // A task wrote it itself (see ``DirectWriter``): only the bookkeeping is left. One
-            // from before a recovery went to the lost connection, and is forgotten with it.
-            guard let channel = channel(ref.id, epoch: ref.epoch), channel.acceptsSettlement(fromGeneration: generation)
-            else { return }
-            lastSettlementAt = .now
-            healthCounts.settled(method)
-            channel.settlements.sent(method)
         }
     }
 

@@ -246,9 +246,9 @@ final class IOLoop {
         SocketWait.wait(&fds, microseconds: timeout)
         socketReadable = fds.0.revents != 0  // data, or an error or hang-up for librabbitmq to report
         if core.didWake(drainWakePipe: fds.1.revents != 0) {
-            // What a direct write left on the socket's doorstep goes before anything else.
+            // What a direct publish left on the socket's doorstep goes before anything else.
             do {
-                try connection.flushRemainder(of: core.directWriter, limits: writeLimits)
+                try connection.flushRemainder(of: core.directPublisher, limits: writeLimits)
             } catch {
                 lost(error)
             }

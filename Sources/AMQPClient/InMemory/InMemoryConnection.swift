@@ -195,8 +195,6 @@ final class InMemoryConnection {
             for command in core.finish(error: .connectionClosedByApplication, byApplication: true) {
                 command.fail(.connectionClosedByApplication)
             }
-        case .settledDirectly:
-            break  // an in-memory connection has no socket to write to directly
         }
     }
 

@@ -233,9 +233,9 @@ final class LibRabbitMQConnection {
         }
     }
 
-    /// Writes what a direct write left (see ``DirectWriter``), before anything else goes out.
-    func flushRemainder(of directWriter: DirectWriter, limits: FrameWriter.WriteLimits) throws(AMQPError) {
-        let status = directWriter.flushRemainder(to: transport, limits: limits)
+    /// Writes what a direct publish left (see ``DirectPublisher``), before anything else goes out.
+    func flushRemainder(of directPublisher: DirectPublisher, limits: FrameWriter.WriteLimits) throws(AMQPError) {
+        let status = directPublisher.flushRemainder(to: transport, limits: limits)
         guard status.isOK else { throw Self.writeFailure(status, limits: limits) }
     }
 

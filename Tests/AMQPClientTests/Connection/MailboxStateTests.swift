@@ -25,153 +25,47 @@ struct MailboxStateTests {
 
     static var later: ContinuousClock.Instant { .now + .seconds(1) }
 
-    static let claim = DirectWriteClaim(transport: .plain(socket: 42), frameMax: 131_072)
-    static let ack = ClientMethod.basicAck(deliveryTag: 1, multiple: false)
-
-    /// What a task leaves for the I/O thread after it acked directly.
-    static let record = Command.settledDirectly(channel, generation: 0, ack)
-
     @Test("a sporadic small publish goes straight to the socket while the I/O thread sleeps")
     func directPublish() throws {
         var state = Self.idleOpenMailbox()
         let action = try state.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
-        #expect(action == .writeDirectly(Self.claim))
+        #expect(action == .writeDirectly(.plain(socket: 42), frameMax: 131_072))
         // While it writes, the I/O thread waits for it rather than touch the socket.
         let decision2 = state.ioThreadWoke()
-        #expect(decision2 == .waitForDirectWrite)
-        let decision3 = state.directWriteEnded(nil, leftRemainder: true)
+        #expect(decision2 == .waitForDirectPublish)
+        let decision3 = state.directPublishEnded(leftRemainder: true)
         #expect(decision3 == .wakeIOThread)
         let decision4 = state.ioThreadWoke()
         #expect(decision4 == .awake(flushRemainder: true))
         let decision5 = state.ioThreadWoke()
         #expect(decision5 == .awake(flushRemainder: false))
-        #expect(state.commands.isEmpty)
     }
 
-    @Test("a publish on a channel that asked for confirms goes through the I/O thread, which numbers them")
-    func confirmModeQueues() throws {
-        var confirmed = Self.idleOpenMailbox()
-        let tracked = try confirmed.routePublish(Self.channel, Self.request(confirm: true), at: Self.later, bufferLimit: Self.limit)
-        #expect(tracked == .queued(.wakeIOThread, waitForRoom: false))
-        // No tracker yet, but confirm.select is on its way: the I/O thread must count it.
-        var selecting = Self.idleOpenMailbox()
-        var asked = false
-        let untracked = try selecting.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit) {
-            asked = true
-            return false
-        }
-        #expect(asked)
-        #expect(untracked == .queued(.wakeIOThread, waitForRoom: false))
-    }
-
-    @Test("direct acks follow one another without waking the I/O thread, until records pile up")
-    func recordsDoNotWake() throws {
-        var state = Self.idleOpenMailbox()
-        for written in 1...MailboxState.recordsBeforeWake {
-            let action = try state.routeSettlement(Self.channel, generation: 0, Self.ack) { true }
-            #expect(action == .writeDirectly(Self.claim))
-            let wake = state.directWriteEnded(Self.record, leftRemainder: false)
-            // The last one wakes the thread, so that records cannot pile up without bound.
-            #expect(wake == (written == MailboxState.recordsBeforeWake ? .wakeIOThread : .none))
-        }
-        #expect(state.commands.count == MailboxState.recordsBeforeWake)
-        // A write that failed to encode leaves no record.
-        var failed = Self.idleOpenMailbox()
-        _ = try failed.routeSettlement(Self.channel, generation: 0, Self.ack) { true }
-        let outcome1 = failed.directWriteEnded(nil, leftRemainder: false)
-        #expect(outcome1 == .none)
-        #expect(failed.commands.isEmpty)
-    }
-
-    @Test("no direct write may pass a command the I/O thread has yet to write")
-    func directWritesKeepOrder() throws {
-        var state = Self.idleOpenMailbox()
-        _ = try state.routeSettlement(Self.channel, generation: 0, Self.ack) { true }
-        _ = state.directWriteEnded(Self.record, leftRemainder: false)
-        // A call is queued (and wakes the thread); the publish and ack after it must queue too.
-        let wake = try state.submit(.closeConnection)
-        #expect(wake == .wakeIOThread)
-        let outcome2 = state.prepareToSleep(settlementsMayWait: false)
-        #expect(outcome2 == false)
-        let publish = try state.routePublish(Self.channel, Self.request(), at: Self.later + .seconds(1), bufferLimit: Self.limit)
-        #expect(publish == .queued(.none, waitForRoom: false))
-        let settle = try state.routeSettlement(Self.channel, generation: 0, Self.ack) { true }
-        #expect(settle == .queued(.none))
-        // Once the I/O thread took them and sleeps again, the socket is free.
-        var batch: Deque<Command> = []
-        _ = state.takeCommands(into: &batch, bufferLimit: Self.limit)
-        #expect(batch.count == 4)
-        let outcome3 = state.prepareToSleep(settlementsMayWait: false)
-        #expect(outcome3)
-        let direct = try state.routeSettlement(Self.channel, generation: 0, Self.ack) { true }
-        #expect(direct == .writeDirectly(Self.claim))
-
-        // An ack left for a thread that wakes by itself within a millisecond is not written
-        // yet either: a publish must not overtake it.
-        var merging = MailboxState()
-        merging.connectionOpened(transport: .plain(socket: 42), frameMax: 131_072)
-        let sleeps = merging.prepareToSleep(settlementsMayWait: true)
-        #expect(sleeps)
-        let held = try merging.routeSettlement(Self.channel, generation: 0, Self.ack) { true }
-        #expect(held == .queued(.none))
-        let after = try merging.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
-        #expect(after == .queued(.wakeIOThread, waitForRoom: false))
-    }
-
-    @Test("an ack goes straight to the socket while the I/O thread sleeps and the channel accepts it")
-    func directSettlement() throws {
-        var state = Self.idleOpenMailbox()
-        let direct = try state.routeSettlement(Self.channel, generation: 3, Self.ack) { true }
-        #expect(direct == .writeDirectly(Self.claim))
-        // Only one task writes at a time: another ack meanwhile goes through the I/O thread.
-        let meanwhile = try state.routeSettlement(Self.channel, generation: 3, Self.ack) { true }
-        #expect(meanwhile == .queued(.wakeIOThread))
-        _ = state.directWriteEnded(Self.record, leftRemainder: false)
-        #expect(state.commands.count == 2)
-
-        // A delivery from before a recovery, or a channel that closed: the I/O thread decides.
-        var stale = Self.idleOpenMailbox()
-        var asked = false
-        let refused = try stale.routeSettlement(Self.channel, generation: 3, Self.ack) {
-            asked = true
-            return false
-        }
-        #expect(asked)
-        #expect(refused == .queued(.wakeIOThread))
-    }
-
-    @Test("acks of a large prefetch wait for the I/O thread's short sleep instead, to be merged")
-    func settlementsMerge() throws {
-        var state = MailboxState()
-        state.connectionOpened(transport: .plain(socket: 42), frameMax: 131_072)
-        let outcome4 = state.prepareToSleep(settlementsMayWait: true)
-        #expect(outcome4)
-        let first = try state.routeSettlement(Self.channel, generation: 0, Self.ack) { true }
-        #expect(first == .queued(.none))
-        // Without a connection there is no socket to write to either.
-        var closed = MailboxState()
-        let outcome5 = closed.prepareToSleep(settlementsMayWait: false)
-        #expect(outcome5)
-        let noSocket = try closed.routeSettlement(Self.channel, generation: 0, Self.ack) { true }
-        #expect(noSocket == .queued(.wakeIOThread))
-    }
-
-    @Test("a publish goes through the I/O thread when it is large or follows another closely")
+    @Test("a publish goes through the I/O thread when it needs a confirm, is large, or follows another closely")
     func queuedPublishes() throws {
         var state = Self.idleOpenMailbox()
-        let first = try state.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
-        #expect(first == .writeDirectly(Self.claim))
-        _ = state.directWriteEnded(nil, leftRemainder: false)
-        let close = try state.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
-        #expect(close == .queued(.wakeIOThread, waitForRoom: false))
+        let confirmed = try state.routePublish(Self.channel, Self.request(confirm: true), at: Self.later, bufferLimit: Self.limit)
+        #expect(confirmed == .queued(.wakeIOThread, waitForRoom: false))
         // The thread was woken once; the next publish need not wake it again.
-        let closer = try state.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
-        #expect(closer == .queued(.none, waitForRoom: false))
+        let close = try state.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit)
+        #expect(close == .queued(.none, waitForRoom: false))
         #expect(state.commands.count == 2)
 
         var large = Self.idleOpenMailbox()
         let big = try large.routePublish(Self.channel, Self.request(size: 64 * 1024), at: Self.later, bufferLimit: Self.limit)
         #expect(big == .queued(.wakeIOThread, waitForRoom: false))
+    }
+
+    @Test("a publish without a tracker on a channel that asked for confirms goes through the I/O thread")
+    func confirmSelectInFlight() throws {
+        var state = Self.idleOpenMailbox()
+        var asked = false
+        let action = try state.routePublish(Self.channel, Self.request(), at: Self.later, bufferLimit: Self.limit) {
+            asked = true
+            return false
+        }
+        #expect(asked)
+        #expect(action == .queued(.wakeIOThread, waitForRoom: false))
     }
 
     @Test("while recovering or blocked, publishes wait in the mailbox instead of going to the socket")
