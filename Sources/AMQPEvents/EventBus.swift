@@ -46,8 +46,8 @@ public final class EventBus: Sendable {
         public var source: String?
         /// A subscription (or responder) at concurrency 1 runs its handler on the connection's
         /// I/O thread while every call takes at most this long (1 ms unless set): the thread
-        /// that read an event then handles it, without waking another, which saves a third to a
-        /// half of the CPU per event. A longer call moves the handler to the global executor,
+        /// that read an event then handles it, without waking another, which saves about a
+        /// quarter of the CPU per event. A longer call moves the handler to the global executor,
         /// since it would hold up every channel of the connection; a long run of quick calls
         /// brings it back. `nil`: always on the global executor. Blocking calls (a synchronous
         /// driver, `sleep`) belong off it either way: set `nil` for a handler that makes them.
