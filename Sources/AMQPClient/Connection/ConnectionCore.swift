@@ -126,7 +126,7 @@ final class ConnectionCore: Sendable {
         }
         switch action {
         case .writeDirectly(let transport, let frameMax):
-            let outcome = directPublisher.write(request, channel: channel.ref.id, transport: transport, frameMax: frameMax)
+            let outcome = directPublisher.write(request, channel: channel.id, transport: transport, frameMax: frameMax)
             let leftRemainder = if case .remainder = outcome { true } else { false }
             perform(state.withLock { $0.directPublishEnded(leftRemainder: leftRemainder) })
             if case .failed(let status) = outcome { throw .unencodable(status) }

@@ -10,16 +10,16 @@
 ///
 /// A value: ``record(_:)`` takes one call's duration and says whether to move.
 struct HandlerPlacement: Equatable {
-    /// Calls at most this long count as quick.
-    let quickLimit: Duration
+    /// Calls at most this long count as quick; `nil`: the handler never runs on the I/O thread.
+    let quickLimit: Duration?
     /// Whether the handler runs on the connection's I/O thread now.
     private(set) var onConnectionThread: Bool
-    /// Quick calls needed in a row, off the thread, before it moves back.
-    private(set) var quickCallsToReturn: Int
+    /// How many times a slow call moved the handler off the thread.
+    private var movesOff = 0
     /// Quick calls in a row since it moved off.
     private var quickCallsOff = 0
 
-    /// The first run of quick calls that brings a handler back; it doubles each time it moves off.
+    /// The run of quick calls that brings a handler back the first time; it doubles each time.
     static let firstReturnAfter = 1_000
     /// Past this, a handler that moved off stays off.
     static let maximumReturnAfter = 64_000
@@ -34,19 +34,26 @@ struct HandlerPlacement: Equatable {
 
     /// A placement that starts on the I/O thread, or never uses it when `quickLimit` is `nil`.
     init(quickLimit: Duration?) {
-        self.quickLimit = quickLimit ?? .zero
+        self.quickLimit = quickLimit
         self.onConnectionThread = quickLimit != nil
-        self.quickCallsToReturn = quickLimit == nil ? .max : Self.firstReturnAfter / 2
+    }
+
+    /// Quick calls needed in a row, off the thread, before it moves back (`.max`: never).
+    var quickCallsToReturn: Int {
+        guard quickLimit != nil, movesOff > 0 else { return quickLimit == nil ? .max : Self.firstReturnAfter }
+        let run = Self.firstReturnAfter << (movesOff - 1)
+        return run > Self.maximumReturnAfter ? .max : run
     }
 
     /// Records how long one handler call took.
     mutating func record(_ elapsed: Duration) -> Decision {
+        guard let quickLimit else { return .stay }
         let quick = elapsed <= quickLimit
         if onConnectionThread {
             guard !quick else { return .stay }
             onConnectionThread = false
+            movesOff += 1
             quickCallsOff = 0
-            quickCallsToReturn = quickCallsToReturn >= Self.maximumReturnAfter ? .max : quickCallsToReturn * 2
             return .moveOff
         }
         guard quick else {
