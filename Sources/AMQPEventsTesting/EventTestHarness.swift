@@ -94,7 +94,7 @@ public final class EventTestHarness: Sendable {
 
     /// Runs what `setUp` lists (the same closure an ``AMQPEvents/EventService`` takes: its
     /// subscriptions, responders and relays) while `body` runs, then stops them. Every
-    /// subscription is consuming before `body` starts.
+    /// subscription and responder is consuming before `body` starts.
     public func run(
         _ setUp: @Sendable (EventBus, inout EventService.Parts) async throws -> Void, _ body: () async throws -> Void
     ) async throws {
@@ -115,7 +115,7 @@ public final class EventTestHarness: Sendable {
                 }
             }
             do {
-                // Every subscription consumes before the body runs; if one could not start, its error.
+                // Every subscription and responder consumes before the body runs; if one could not start, its error.
                 var started = false
                 for await consumes in consuming.stream { started = consumes }
                 if !started { try await group.next() }
@@ -161,26 +161,63 @@ public final class EventTestHarness: Sendable {
     }
 
     /// Waits until `condition` holds (bounded by `limit` of real time), checking it as the
-    /// handlers run; `what` names it in the timeout's error.
+    /// handlers run; `what` names it in the timeout's error, which also says where things stand
+    /// (the last handler calls, what was published, the queues holding messages). `condition`
+    /// may await: a store's count, say.
     public func waitUntil(
-        _ what: String, within limit: Duration = .seconds(5), _ condition: () throws -> Bool
+        _ what: String, within limit: Duration = .seconds(5), _ condition: () async throws -> Bool
     ) async throws {
         try await poll(what, within: limit, condition)
     }
 
-    /// The harness's one bounded wait: checks `condition` between yields until it holds, or fails
-    /// with `what` (evaluated then, so it can say how far it got) once `limit` has passed.
+    /// The harness's one bounded wait: checks `condition` each time a handler call ends or a
+    /// publish is recorded, and at least every few milliseconds (for conditions on the broker or a
+    /// store), until it holds; or fails with `what` (evaluated then, so it can say how far it got)
+    /// and where things stand, once `limit` has passed.
     private func poll(
         _ what: @autoclosure () -> String, within limit: Duration, _ condition: () async throws -> Bool
     ) async throws {
         let deadline = ContinuousClock.now + limit
-        while try await !condition() {
-            guard ContinuousClock.now < deadline else {
-                throw EventError(code: .timedOut, message: "not within \(limit): \(what())")
+        var recheck = Duration.milliseconds(1)
+        while true {
+            let seen = recorder.signal.changes
+            if try await condition() { return }
+            let left = ContinuousClock.now.duration(to: deadline)
+            guard left > .zero else {
+                throw EventError(code: .timedOut, message: "not within \(limit): \(what())\n\(progressReport())")
             }
-            await Task.yield()
+            await recorder.signal.wait(forChangeAfter: seen, atMost: min(recheck, left))
             try Task.checkCancellation()
+            recheck = min(recheck * 2, .milliseconds(20))
         }
+    }
+
+    /// Where things stand, for a wait that timed out: the last handler calls (a failed one says
+    /// why), what was published, and the queues that hold messages.
+    private func progressReport() -> String {
+        let calls = handled
+        let shown = calls.suffix(10).map { call in
+            let outcome =
+                switch call.outcome {
+                case .succeeded: "succeeded"
+                case .failed(let error): "failed: \(error)"
+                }
+            return "    \(call.type) from \(call.queue)\(call.retryAttempt > 0 ? " (retry \(call.retryAttempt))" : ""): \(outcome)"
+        }
+        var counts: [(type: String, count: Int)] = []
+        for type in published.map(\.type) {
+            if let index = counts.firstIndex(where: { $0.type == type }) { counts[index].count += 1 } else { counts.append((type, 1)) }
+        }
+        let queues = broker.queueNames.compactMap { name -> String? in
+            let (ready, unacknowledged) = (broker.messageCount(of: name) ?? 0, broker.unacknowledgedCount(of: name) ?? 0)
+            guard ready + unacknowledged > 0 else { return nil }
+            return "\(name) (\(ready) ready, \(unacknowledged) unacknowledged)"
+        }
+        var lines = ["  handler calls (\(calls.count))\(calls.count > shown.count ? ", the last \(shown.count)" : ""):\(calls.isEmpty ? " none" : "")"]
+        lines += shown
+        lines.append("  published: " + (counts.isEmpty ? "nothing" : counts.map { $0.count > 1 ? "\($0.type) ×\($0.count)" : $0.type }.joined(separator: ", ")))
+        lines.append("  queues holding messages: " + (queues.isEmpty ? "none" : queues.joined(separator: ", ")))
+        return lines.joined(separator: "\n")
     }
 
     /// Waits until nothing is in flight (see ``AMQPClient/InMemoryBroker/isIdle``): a failed
@@ -219,6 +256,8 @@ public final class EventTestHarness: Sendable {
 private final class Recorder: EventMiddleware, PublishMiddleware {
     let calls = Mutex<[EventTestHarness.Handled]>([])
     let published = Mutex<[EventTestHarness.Published]>([])
+    /// Wakes the harness's waits after each record.
+    let signal = RecordingSignal()
 
     func handle(_ event: IncomingEvent, next: @escaping @Sendable (IncomingEvent) async throws -> Void) async throws {
         let context = event.context
@@ -229,6 +268,7 @@ private final class Recorder: EventMiddleware, PublishMiddleware {
                         type: context.metadata.type, messageID: context.metadata.messageID, queue: context.queue,
                         retryAttempt: context.retryAttempt, outcome: outcome))
             }
+            signal.signal()
         }
         do {
             try await next(event)
@@ -245,5 +285,6 @@ private final class Recorder: EventMiddleware, PublishMiddleware {
         published.withLock {
             $0 += events.map { .init(metadata: $0.metadata, body: $0.body, exchange: $0.exchange, routingKey: $0.routingKey) }
         }
+        signal.signal()
     }
 }

@@ -75,6 +75,17 @@ public final class InMemoryBroker: Sendable {
     public func messageCount(of queue: String) -> Int? {
         state.withLock { $0.queues[queue]?.messages.count }
     }
+
+    /// How many messages from `queue` are delivered and not yet settled, or `nil` when it does
+    /// not exist.
+    public func unacknowledgedCount(of queue: String) -> Int? {
+        state.withLock { state in
+            guard state.queues[queue] != nil else { return nil }
+            return state.connections.values.reduce(0) { count, connection in
+                count + connection.channels.values.reduce(0) { $0 + $1.unacked.values.count { $0.queue == queue } }
+            }
+        }
+    }
 }
 
 /// The broker's whole state, behind its one lock.

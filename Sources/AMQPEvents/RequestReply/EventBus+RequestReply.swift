@@ -69,6 +69,15 @@ extension EventBus {
         to queue: String, with type: Request.Type, concurrency: Int = 1, timeout: Duration? = nil,
         _ handler: @escaping @Sendable (Request, EventContext) async throws -> Request.Response
     ) async throws(EventError) {
+        try await startResponder(to: queue, with: type, concurrency: concurrency, timeout: timeout, handler).run()
+    }
+
+    /// Declares a responder's queue and consumes it; the result answers the requests when run.
+    /// (An ``EventService`` starts its responders with its subscriptions, before it runs any.)
+    func startResponder<Request: AMQPRequest>(
+        to queue: String, with type: Request.Type, concurrency: Int, timeout: Duration?,
+        _ handler: @escaping @Sendable (Request, EventContext) async throws -> Request.Response
+    ) async throws(EventError) -> StartedResponder {
         let check = EventSubscription(.workQueue(queue: queue), concurrency: concurrency)
         try check.validate()
         let (channel, consumer) = try await openConsumer(prefetch: check.effectivePrefetch, "requests") { channel throws(EventError) in
@@ -78,15 +87,17 @@ extension EventBus {
                 throw EventError.broker("declaring \(queue)", AMQPError.wrap(error))
             }
         }
-        do throws(EventError) {
-            try await consumeConcurrently(consumer, concurrency: concurrency) { delivery in
-                await self.answer(delivery, on: channel, queue: queue, timeout: timeout, handler)
+        return StartedResponder { () async throws(EventError) in
+            do throws(EventError) {
+                try await self.consumeConcurrently(consumer, concurrency: concurrency) { delivery in
+                    await self.answer(delivery, on: channel, queue: queue, timeout: timeout, handler)
+                }
+            } catch {
+                await channel.close()
+                throw error
             }
-        } catch {
             await channel.close()
-            throw error
         }
-        await channel.close()
     }
 
     /// Declares a responder's queue, so that requests sent before it runs wait for it.
@@ -141,4 +152,10 @@ extension EventBus {
         }
         try? await delivery.ack()
     }
+}
+
+/// A responder whose queue is declared and consumed: ``run`` answers its requests until the task
+/// is cancelled, a graceful shutdown begins or the consumer ends, then closes its channel.
+struct StartedResponder: Sendable {
+    let run: @Sendable () async throws(EventError) -> Void
 }

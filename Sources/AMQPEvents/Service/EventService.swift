@@ -18,8 +18,9 @@ public import ServiceLifecycle
 /// try await group.run()
 /// ```
 ///
-/// ``run()`` connects, builds the parts, declares and starts every subscription (so each is
-/// consuming before any event is handled), then runs them with the responders and services. On a
+/// ``run()`` connects, builds the parts, declares and starts every subscription and responder (so
+/// each is consuming before any event is handled or request sent), then runs them with the
+/// services. On a
 /// graceful shutdown (SIGTERM) every subscription and responder stops taking new messages, the
 /// handlers in flight finish and settle, the services finish what they are doing (the relay its
 /// batch), and only then do the bus and the connection close. Cancelling the task stops them at
@@ -136,11 +137,21 @@ extension EventService.Parts {
     /// Runs the parts on `bus` until they have all ended (by a graceful shutdown, or cancelled);
     /// `consuming` is called once every subscription consumes.
     package func run(on bus: EventBus, logger: Logger, consuming: @Sendable () -> Void = {}) async throws {
-        // Every subscription consumes before any event is handled, and before the services (a
-        // relay publishing to a subscription's queue) start.
+        // Every subscription and responder consumes before any event is handled, and before the
+        // services (a relay publishing to a subscription's queue) start: a request sent as soon
+        // as the service is ready finds its responder's queue.
         var started: [RunningSubscription] = []
         for subscription in subscriptions {
             started.append(try await bus.start(subscription))
+        }
+        var responders: [StartedResponder] = []
+        var otherServices: [any Service] = []
+        for service in services {
+            if let responder = service as? any ResponderRunning {
+                responders.append(try await responder.start(on: bus))
+            } else {
+                otherServices.append(service)
+            }
         }
         logger.debug(
             "event service running",
@@ -150,12 +161,11 @@ extension EventService.Parts {
             for subscription in started {
                 group.addTask { try await subscription.run() }
             }
-            for service in services {
-                if let responder = service as? any ResponderRunning {
-                    group.addTask { try await responder.run(on: bus) }
-                } else {
-                    group.addTask { try await service.run() }
-                }
+            for responder in responders {
+                group.addTask { try await endingWithItsConnection(bus) { () async throws in try await responder.run() } }
+            }
+            for service in otherServices {
+                group.addTask { try await service.run() }
             }
         }
     }
@@ -163,7 +173,8 @@ extension EventService.Parts {
 
 /// A responder that learns its bus when the ``EventService`` runs it.
 protocol ResponderRunning: Service {
-    func run(on bus: EventBus) async throws
+    /// Declares its queue and consumes it on `bus`; running the result answers the requests.
+    func start(on bus: EventBus) async throws(EventError) -> StartedResponder
     /// Adds what it answers to an AsyncAPI document.
     func describe(in document: inout AsyncAPIDocument, as service: String) throws(EventError)
 }
@@ -192,6 +203,10 @@ struct ResponderService<Request: AMQPRequest>: ResponderRunning {
         try await endingWithItsConnection(bus) {
             try await bus.respond(to: queue, with: Request.self, concurrency: concurrency, timeout: timeout, handler)
         }
+    }
+
+    func start(on bus: EventBus) async throws(EventError) -> StartedResponder {
+        try await bus.startResponder(to: queue, with: Request.self, concurrency: concurrency, timeout: timeout, handler)
     }
 }
 
