@@ -38,7 +38,7 @@ struct MetricsTests {
                     let counter = try? metrics.expectCounter(
                         "messaging.client.consumed.messages", Self.dimensions("process", queue))
                     if let counter, counter.totalValue == Int64(total) { return counter.totalValue }
-                    await Task.yield()
+                    try await pollPause()
                 }
             }
             #expect(consumed == Int64(total))

@@ -127,6 +127,13 @@ struct TimedOut: Error, CustomStringConvertible {
     var description: String { "timed out after \(seconds)s waiting for \(what)" }
 }
 
+/// The pause between two checks of a bounded wait. It leaves the cooperative threads to the
+/// work being waited for (a `Task.yield()` loop keeps one busy), and it ends the loop when the
+/// wait's timeout cancels it (a yield does not, so a timed-out loop would spin on).
+func pollPause() async throws {
+    try await Task.sleep(for: .milliseconds(1))
+}
+
 /// Runs `body`, failing with ``TimedOut`` if it has not finished after `seconds`: a bound on
 /// a wait, so a broken client fails the test instead of hanging it. The body is cancelled on
 /// timeout but not waited for, so even a body stuck in a blocking call cannot hang the test.
@@ -220,7 +227,7 @@ extension AMQPChannel {
             while true {
                 let info = try await self.declareQueue(name, passive: true)
                 if condition(info) { return info }
-                await Task.yield()
+                try await pollPause()
             }
         }
     }
@@ -230,7 +237,7 @@ extension AMQPChannel {
         try await withTimeout(seconds, "a message in \(queue)") {
             while true {
                 if let delivery = try await self.get(from: queue, noAck: noAck) { return delivery }
-                await Task.yield()
+                try await pollPause()
             }
         }
     }

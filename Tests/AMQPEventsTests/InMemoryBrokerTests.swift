@@ -19,12 +19,13 @@ struct Pong: AMQPEvent {
     var text: String
 }
 
-/// Waits (bounded, without sleeping as synchronisation) until `condition` holds.
+/// Waits (bounded) until `condition` holds, checking it every millisecond: a `Task.yield()` loop
+/// would keep a cooperative thread from the handlers it waits for.
 func eventually(_ what: String, within limit: Duration = .seconds(5), _ condition: () -> Bool) async throws {
     let deadline = ContinuousClock.now + limit
     while !condition() {
         try #require(ContinuousClock.now < deadline, "timed out waiting for \(what)")
-        await Task.yield()
+        try await Task.sleep(for: .milliseconds(1))
     }
 }
 

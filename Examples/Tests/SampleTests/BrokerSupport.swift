@@ -38,7 +38,7 @@ extension AMQPChannel {
         let deadline = ContinuousClock.now + .seconds(5)
         while ContinuousClock.now < deadline {
             if let delivery = try await get(from: queue, noAck: true) { return delivery }
-            await Task.yield()
+            try await Task.sleep(for: .milliseconds(1))
         }
         throw NoMessage(queue: queue)
     }

@@ -20,11 +20,10 @@ public import ServiceLifecycle
 ///
 /// ``run()`` connects, builds the parts, declares and starts every subscription and responder (so
 /// each is consuming before any event is handled or request sent), then runs them with the
-/// services. On a
-/// graceful shutdown (SIGTERM) every subscription and responder stops taking new messages, the
-/// handlers in flight finish and settle, the services finish what they are doing (the relay its
-/// batch), and only then do the bus and the connection close. Cancelling the task stops them at
-/// once instead; unsettled messages go back to their queues with the connection.
+/// services. On a graceful shutdown (SIGTERM) every subscription and responder stops taking new
+/// messages, the handlers in flight finish and settle, the services finish what they are doing
+/// (the relay its batch), and only then do the bus and the connection close. Cancelling the task
+/// stops them at once instead; unsettled messages go back to their queues with the connection.
 public struct EventService: Service {
     /// What the service connects to, and how its bus publishes and handles events.
     public struct Configuration: Sendable {
@@ -135,7 +134,7 @@ public struct EventService: Service {
 
 extension EventService.Parts {
     /// Runs the parts on `bus` until they have all ended (by a graceful shutdown, or cancelled);
-    /// `consuming` is called once every subscription consumes.
+    /// `consuming` is called once every subscription and responder consumes.
     package func run(on bus: EventBus, logger: Logger, consuming: @Sendable () -> Void = {}) async throws {
         // Every subscription and responder consumes before any event is handled, and before the
         // services (a relay publishing to a subscription's queue) start: a request sent as soon

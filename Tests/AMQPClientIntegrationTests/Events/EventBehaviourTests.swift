@@ -51,7 +51,7 @@ final class Calls: Sendable {
     var all: [String] { entries.withLock { $0 } }
 
     func wait(for count: Int, _ what: String) async throws {
-        try await withTimeout(10, what) { while self.all.count < count { await Task.yield() } }
+        try await withTimeout(10, what) { while self.all.count < count { try await pollPause() } }
     }
 }
 

@@ -66,7 +66,7 @@ func waitForParked(_ bus: EventBus, of queue: String, within seconds: Double = 1
         while true {
             let parked = try await bus.parkedMessages(of: queue)
             if !parked.isEmpty { return parked }
-            await Task.yield()
+            try await pollPause()
         }
     }
 }

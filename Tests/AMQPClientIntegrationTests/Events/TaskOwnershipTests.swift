@@ -100,7 +100,7 @@ struct TaskOwnershipTests {
                     } catch where error.code == .messageReturned {
                         return
                     }
-                    await Task.yield()
+                    try await pollPause()
                 }
             }
         }
