@@ -19,6 +19,11 @@ let package = Package(
             path: "Sources/FuzzFrames"
         ),
         .executableTarget(
+            name: "FuzzEvents",
+            dependencies: ["CFuzzerDriver", .product(name: "AMQPEvents", package: "swift-amqp-client")],
+            path: "Sources/FuzzEvents"
+        ),
+        .executableTarget(
             name: "FuzzProperties",
             dependencies: ["CFuzzerDriver", .product(name: "AMQPClient", package: "swift-amqp-client")],
             path: "Sources/FuzzProperties"

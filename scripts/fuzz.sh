@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets in Fuzz/ (the URI parser; the frame scanner with librabbitmq's
 # decoders of methods, properties and field tables; content-header properties alone, with their
-# conversion to Swift values) with AddressSanitizer, and runs each for
+# conversion to Swift values; a received event's envelope, payload and schema check) with
+# AddressSanitizer, and runs each for
 # SECONDS (default 30), starting from the seeds in Fuzz/Corpus. Fails on any crash.
 #
 #   scripts/fuzz.sh [SECONDS]
@@ -12,7 +13,7 @@ seconds="${1:-30}"
 flags=(--package-path Fuzz -c debug -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library)
 swift build "${flags[@]}"
 bin="$(swift build "${flags[@]}" --show-bin-path)"
-for target in FuzzURI FuzzFrames FuzzProperties; do
+for target in FuzzURI FuzzFrames FuzzProperties FuzzEvents; do
   found="$(mktemp -d)"  # inputs libFuzzer finds go here; the committed seeds stay as they are
   log="$(mktemp)"
   echo "fuzz: $target for ${seconds}s"
