@@ -107,6 +107,14 @@ enum SchemaRecorder {
 
     /// What one value turned out to be.
     final class Node {
+        /// Only a value is needed, not a schema: that of a type which gives its own schema.
+        /// Arrays are then empty and optionals `nil`, so a recursive type decodes to a finite value.
+        let valueOnly: Bool
+
+        init(valueOnly: Bool = false) {
+            self.valueOnly = valueOnly
+        }
+
         enum Shape {
             case unknown
             case schema(JSONValue)
@@ -164,10 +172,12 @@ enum SchemaRecorder {
     }
 
     /// Decodes `T` in a node of its own and returns the value with the node's schema.
-    static func record<T: Decodable>(_ type: T.Type, depth: Int) throws -> (T, JSONValue) {
+    /// `valueOnly`: the caller needs only a value (see ``Node/valueOnly``).
+    static func record<T: Decodable>(_ type: T.Type, depth: Int, valueOnly: Bool = false) throws -> (T, JSONValue) {
         if let schema = knownSchema(of: type), let value = placeholder(of: type) { return (value, schema) }
         if let primitive = primitive(type) { return primitive }
         if let dictionary = type as? any StringKeyedDictionary.Type {
+            if valueOnly { return (dictionary.empty as! T, [:]) }
             let values = try dictionary.valueSchema(depth: depth + 1)
             return (dictionary.empty as! T, ["type": "object", "additionalProperties": values])
         }
@@ -176,10 +186,11 @@ enum SchemaRecorder {
                 code: .invalidArgument,
                 message: "\(T.self) nests more than \(maximumDepth) levels (is it recursive?); conform it to EventSchemaProviding")
         }
-        let node = Node()
-        let value = try T(from: RecordingDecoder(node: node, depth: depth + 1))
         // A type that gives its schema still needs a value for the type that holds it.
-        return (value, (type as? any EventSchemaProviding.Type)?.jsonSchema ?? node.schema)
+        let provided = (type as? any EventSchemaProviding.Type)?.jsonSchema
+        let node = Node(valueOnly: valueOnly || provided != nil)
+        let value = try T(from: RecordingDecoder(node: node, depth: depth + 1))
+        return (value, provided ?? node.schema)
     }
 
     /// The JSON primitives, with a placeholder each.
@@ -215,41 +226,45 @@ enum SchemaRecorder {
 
         func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T { try property(type, key, required: true) }
         func decodeIfPresent<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T? {
-            try property(type, key, required: false)
+            try optionalProperty(type, key)
         }
         // Every primitive has a requirement of its own; the standard library's `decodeIfPresent`
         // overloads would call `decode` (and so mark the property required).
         func decode(_ type: String.Type, forKey key: Key) throws -> String { try property(type, key, required: true) }
-        func decodeIfPresent(_ type: String.Type, forKey key: Key) throws -> String? { try property(type, key, required: false) }
+        func decodeIfPresent(_ type: String.Type, forKey key: Key) throws -> String? { try optionalProperty(type, key) }
         func decode(_ type: Bool.Type, forKey key: Key) throws -> Bool { try property(type, key, required: true) }
-        func decodeIfPresent(_ type: Bool.Type, forKey key: Key) throws -> Bool? { try property(type, key, required: false) }
+        func decodeIfPresent(_ type: Bool.Type, forKey key: Key) throws -> Bool? { try optionalProperty(type, key) }
         func decode(_ type: Double.Type, forKey key: Key) throws -> Double { try property(type, key, required: true) }
-        func decodeIfPresent(_ type: Double.Type, forKey key: Key) throws -> Double? { try property(type, key, required: false) }
+        func decodeIfPresent(_ type: Double.Type, forKey key: Key) throws -> Double? { try optionalProperty(type, key) }
         func decode(_ type: Float.Type, forKey key: Key) throws -> Float { try property(type, key, required: true) }
-        func decodeIfPresent(_ type: Float.Type, forKey key: Key) throws -> Float? { try property(type, key, required: false) }
+        func decodeIfPresent(_ type: Float.Type, forKey key: Key) throws -> Float? { try optionalProperty(type, key) }
         func decode(_ type: Int.Type, forKey key: Key) throws -> Int { try property(type, key, required: true) }
-        func decodeIfPresent(_ type: Int.Type, forKey key: Key) throws -> Int? { try property(type, key, required: false) }
+        func decodeIfPresent(_ type: Int.Type, forKey key: Key) throws -> Int? { try optionalProperty(type, key) }
         func decode(_ type: Int8.Type, forKey key: Key) throws -> Int8 { try property(type, key, required: true) }
-        func decodeIfPresent(_ type: Int8.Type, forKey key: Key) throws -> Int8? { try property(type, key, required: false) }
+        func decodeIfPresent(_ type: Int8.Type, forKey key: Key) throws -> Int8? { try optionalProperty(type, key) }
         func decode(_ type: Int16.Type, forKey key: Key) throws -> Int16 { try property(type, key, required: true) }
-        func decodeIfPresent(_ type: Int16.Type, forKey key: Key) throws -> Int16? { try property(type, key, required: false) }
+        func decodeIfPresent(_ type: Int16.Type, forKey key: Key) throws -> Int16? { try optionalProperty(type, key) }
         func decode(_ type: Int32.Type, forKey key: Key) throws -> Int32 { try property(type, key, required: true) }
-        func decodeIfPresent(_ type: Int32.Type, forKey key: Key) throws -> Int32? { try property(type, key, required: false) }
+        func decodeIfPresent(_ type: Int32.Type, forKey key: Key) throws -> Int32? { try optionalProperty(type, key) }
         func decode(_ type: Int64.Type, forKey key: Key) throws -> Int64 { try property(type, key, required: true) }
-        func decodeIfPresent(_ type: Int64.Type, forKey key: Key) throws -> Int64? { try property(type, key, required: false) }
+        func decodeIfPresent(_ type: Int64.Type, forKey key: Key) throws -> Int64? { try optionalProperty(type, key) }
         func decode(_ type: UInt.Type, forKey key: Key) throws -> UInt { try property(type, key, required: true) }
-        func decodeIfPresent(_ type: UInt.Type, forKey key: Key) throws -> UInt? { try property(type, key, required: false) }
+        func decodeIfPresent(_ type: UInt.Type, forKey key: Key) throws -> UInt? { try optionalProperty(type, key) }
         func decode(_ type: UInt8.Type, forKey key: Key) throws -> UInt8 { try property(type, key, required: true) }
-        func decodeIfPresent(_ type: UInt8.Type, forKey key: Key) throws -> UInt8? { try property(type, key, required: false) }
+        func decodeIfPresent(_ type: UInt8.Type, forKey key: Key) throws -> UInt8? { try optionalProperty(type, key) }
         func decode(_ type: UInt16.Type, forKey key: Key) throws -> UInt16 { try property(type, key, required: true) }
-        func decodeIfPresent(_ type: UInt16.Type, forKey key: Key) throws -> UInt16? { try property(type, key, required: false) }
+        func decodeIfPresent(_ type: UInt16.Type, forKey key: Key) throws -> UInt16? { try optionalProperty(type, key) }
         func decode(_ type: UInt32.Type, forKey key: Key) throws -> UInt32 { try property(type, key, required: true) }
-        func decodeIfPresent(_ type: UInt32.Type, forKey key: Key) throws -> UInt32? { try property(type, key, required: false) }
+        func decodeIfPresent(_ type: UInt32.Type, forKey key: Key) throws -> UInt32? { try optionalProperty(type, key) }
         func decode(_ type: UInt64.Type, forKey key: Key) throws -> UInt64 { try property(type, key, required: true) }
-        func decodeIfPresent(_ type: UInt64.Type, forKey key: Key) throws -> UInt64? { try property(type, key, required: false) }
+        func decodeIfPresent(_ type: UInt64.Type, forKey key: Key) throws -> UInt64? { try optionalProperty(type, key) }
+
+        private func optionalProperty<T: Decodable>(_ type: T.Type, _ key: Key) throws -> T? {
+            node.valueOnly ? nil : try property(type, key, required: false)
+        }
 
         private func property<T: Decodable>(_ type: T.Type, _ key: Key, required: Bool) throws -> T {
-            let (value, schema) = try record(type, depth: depth)
+            let (value, schema) = try record(type, depth: depth, valueOnly: node.valueOnly)
             node.addProperty(key.stringValue, schema, required: required)
             return value
         }
@@ -257,7 +272,7 @@ enum SchemaRecorder {
         func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws
             -> KeyedDecodingContainer<NestedKey>
         {
-            let child = Node()
+            let child = Node(valueOnly: node.valueOnly)
             child.shape = .object(properties: [], required: [])
             defer { node.addProperty(key.stringValue, child.schema, required: true) }
             return KeyedDecodingContainer(KeyedRecorder<NestedKey>(node: child, depth: depth + 1))
@@ -277,7 +292,7 @@ enum SchemaRecorder {
         let depth: Int
         var codingPath: [any CodingKey] = []
         var count: Int? { nil }
-        var isAtEnd: Bool { currentIndex > 0 }
+        var isAtEnd: Bool { node.valueOnly || currentIndex > 0 }
         var currentIndex = 0
 
         init(node: Node, depth: Int) {
@@ -305,14 +320,14 @@ enum SchemaRecorder {
         mutating func decode(_ type: UInt64.Type) throws -> UInt64 { try element(type) }
 
         private mutating func element<T: Decodable>(_ type: T.Type) throws -> T {
-            let (value, schema) = try record(type, depth: depth)
+            let (value, schema) = try record(type, depth: depth, valueOnly: node.valueOnly)
             node.shape = .array(items: schema)
             currentIndex += 1
             return value
         }
 
         mutating func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws -> KeyedDecodingContainer<NestedKey> {
-            let child = Node()
+            let child = Node(valueOnly: node.valueOnly)
             child.shape = .object(properties: [], required: [])
             node.shape = .array(items: [:])
             currentIndex += 1
@@ -351,7 +366,7 @@ enum SchemaRecorder {
         func decode(_ type: UInt64.Type) throws -> UInt64 { try value(type) }
 
         private func value<T: Decodable>(_ type: T.Type) throws -> T {
-            let (value, schema) = try record(type, depth: depth)
+            let (value, schema) = try record(type, depth: depth, valueOnly: node.valueOnly)
             node.shape = .schema(schema)
             return value
         }

@@ -31,6 +31,22 @@ struct Category: Codable, EventSchemaProviding {
     static var jsonSchema: JSONValue { ["type": "object", "properties": ["name": ["type": "string"]], "required": ["name"]] }
 }
 
+/// Recursive types that give their schemas, held by an event: through an array, a dictionary
+/// and an optional.
+struct Catalogue: Codable {
+    var root: Category
+    var byName: [String: Category]
+    var featured: Category?
+    var parent: Parent
+}
+
+final class Parent: Codable, EventSchemaProviding {
+    let name: String
+    let parent: Parent?
+    let tags: [String: [Parent]]
+    static var jsonSchema: JSONValue { ["type": "object", "properties": ["name": ["type": "string"]]] }
+}
+
 struct Unprovided: Codable {
     var name: String
     var children: [Unprovided]
@@ -71,6 +87,17 @@ struct EventSchemaTests {
         let error = #expect(throws: EventError.self) { try EventSchema.of(Unprovided.self) }
         #expect(error?.code == .invalidArgument)
         #expect(error?.message.contains("EventSchemaProviding") == true)
+    }
+
+    @Test("a recursive type that gives its schema can be held by another: in a property, an array, a dictionary, an optional")
+    func providedRecursiveNested() throws {
+        let schema = try EventSchema.of(Catalogue.self)
+        let properties = try #require(schema["properties"]?.objectValue)
+        #expect(properties["root"] == Category.jsonSchema)
+        #expect(properties["byName"] == ["type": "object", "additionalProperties": Category.jsonSchema])
+        #expect(properties["featured"] == Category.jsonSchema)
+        #expect(properties["parent"] == Parent.jsonSchema)
+        #expect(schema["required"] == ["root", "byName", "parent"])
     }
 
     @Test("what the JSON coder writes conforms to the schema; a corrupted event does not, and each problem is named")
