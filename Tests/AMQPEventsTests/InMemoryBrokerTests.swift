@@ -60,6 +60,61 @@ struct InMemoryBrokerTests {
         await connection.close()
     }
 
+    @Test("a quorum queue counts returns (x-delivery-count) and dead-letters a message returned more often than its x-delivery-limit")
+    func quorumDeliveryLimit() async throws {
+        let broker = InMemoryBroker()
+        let connection = try await AMQPConnection.connect(to: broker)
+        let channel = try await connection.openChannel()
+        try await channel.enablePublisherConfirms()
+        try await channel.declareQueue("poison.dead", durable: true)
+        try await channel.declareQueue(
+            "poison", type: .quorum(.init(deliveryLimit: 2)),
+            arguments: ["x-dead-letter-exchange": "", "x-dead-letter-routing-key": "poison.dead"])
+        try await channel.publish(Array("p".utf8), exchange: "", routingKey: "poison").confirmed()
+        // basic.get, so that each step ends (a consumer loop would wait on if the message went).
+        var counts: [Int?] = []
+        for _ in 0..<3 {
+            let taken = try #require(try await channel.get(from: "poison", noAck: false))
+            counts.append(taken.properties.headers?["x-delivery-count"]?.integerValue)
+            try await taken.reject(requeue: true)  // a consumer that gives it back each time
+        }
+        #expect(counts == [0, 1, 2], "basic.get gets the count from the first delivery on; each return adds one")
+        let dead = try #require(try await channel.get(from: "poison.dead"))
+        let death = dead.properties.headers?["x-death"]
+        #expect(dead.properties.headers?["x-first-death-reason"] == "delivery_limit", "\(String(describing: death))")
+        #expect(broker.messageCount(of: "poison") == 0, "the third return went to the dead-letter queue, not back")
+        await connection.close()
+    }
+
+    @Test("a quorum queue's delivery limit: a nack's return does not count (RabbitMQ 4.3), a closed channel's does")
+    func quorumDeliveryLimitNackAndClose() async throws {
+        let broker = InMemoryBroker()
+        let connection = try await AMQPConnection.connect(to: broker)
+        let setUp = try await connection.openChannel()
+        try await setUp.enablePublisherConfirms()
+        try await setUp.declareQueue("limited", type: .quorum(.init(deliveryLimit: 1)))
+        try await setUp.publish(Array("m".utf8), exchange: "", routingKey: "limited").confirmed()
+        // basic.get, so that no consumer holds the message between the steps.
+        var counts: [Int?] = []
+        for _ in 0..<3 {
+            let taken = try #require(try await setUp.get(from: "limited", noAck: false))
+            counts.append(taken.properties.headers?["x-delivery-count"]?.integerValue)
+            try await taken.nack(requeue: true)
+        }
+        #expect(counts == [0, 0, 0], "nacks do not count")
+        // Taken and left unsettled by a channel that closes: each such return counts.
+        var closedCounts: [Int?] = []
+        for _ in 0..<2 {
+            let closing = try await connection.openChannel()
+            let taken = try #require(try await closing.get(from: "limited", noAck: false))
+            closedCounts.append(taken.properties.headers?["x-delivery-count"]?.integerValue)
+            await closing.close()
+        }
+        #expect(closedCounts == [0, 1])
+        #expect(broker.messageCount(of: "limited") == 0, "the second counted return is past the limit of 1: dropped")
+        await connection.close()
+    }
+
     @Test("an unroutable mandatory publish is returned; a missing queue closes the channel with 404")
     func returnsAndRefusals() async throws {
         let broker = InMemoryBroker()

@@ -106,7 +106,7 @@ extension BrokerState {
             if !noAck { tag = track(message, from: name, consumer: nil, connection: connection, channel: channel) }
             return .gotDelivery(
                 AMQPDelivery(
-                    body: message.body, properties: deliveryProperties(message, in: queues[name]!), deliveryTag: tag,
+                    body: message.body, properties: deliveryProperties(message, in: queues[name]!, byGet: true), deliveryTag: tag,
                     redelivered: message.redelivered, exchange: message.exchange, routingKey: message.routingKey,
                     consumerTag: nil, queue: name, messageCount: UInt32(queues[name]!.messages.count), isAutoAcknowledged: noAck,
                     channel: handle, generation: handle.generation))
@@ -290,9 +290,10 @@ extension BrokerState {
         return tag
     }
 
-    /// The properties a delivery carries: a quorum queue counts earlier deliveries.
-    private func deliveryProperties(_ message: InMemoryMessage, in queue: InMemoryQueue) -> AMQPProperties {
-        guard queue.isQuorum, message.returns > 0 else { return message.properties }
+    /// The properties a delivery carries: a quorum queue counts earlier returns. (RabbitMQ sends
+    /// the count from the first return on to a consumer, and always, 0 included, to `basic.get`.)
+    private func deliveryProperties(_ message: InMemoryMessage, in queue: InMemoryQueue, byGet: Bool = false) -> AMQPProperties {
+        guard queue.isQuorum, message.returns > 0 || byGet else { return message.properties }
         var properties = message.properties
         var headers = properties.headers ?? [:]
         headers["x-delivery-count"] = .int64(Int64(message.returns))
@@ -302,9 +303,13 @@ extension BrokerState {
 
     // MARK: Settling
 
-    /// An ack, nack or reject. An unknown tag is a refusal, as on RabbitMQ.
+    /// An ack, nack or reject. An unknown tag is a refusal, as on RabbitMQ. A message a reject
+    /// (or a closed channel: `returnedByClose`) gives back counts toward a quorum queue's delivery
+    /// limit; one a nack gives back does not, as on RabbitMQ 4.3 (3.x counts both).
     @discardableResult
-    mutating func settle(_ method: ClientMethod, connection: Int, channel: UInt16) -> ChannelRefusal? {
+    mutating func settle(
+        _ method: ClientMethod, connection: Int, channel: UInt16, returnedByClose: Bool = false
+    ) -> ChannelRefusal? {
         let (tag, multiple, requeue, acked): (UInt64, Bool, Bool, Bool) =
             switch method {
             case .basicAck(let tag, let multiple): (tag, multiple, false, true)
@@ -312,6 +317,8 @@ extension BrokerState {
             case .basicReject(let tag, let requeue): (tag, false, requeue, false)
             default: (0, false, false, true)
             }
+        let countsAsReturn: Bool =
+            if case .basicReject = method { true } else { returnedByClose }
         guard let unacked = connections[connection]?.channels[channel]?.unacked else { return nil }
         let tags = multiple ? unacked.keys.filter { $0 <= tag }.sorted() : [tag]
         guard multiple || unacked[tag] != nil else {
@@ -327,7 +334,12 @@ extension BrokerState {
             if requeue {
                 var message = entry.message
                 message.redelivered = true
-                message.returns += 1
+                if countsAsReturn { message.returns += 1 }
+                if let limit = queues[entry.queue]?.deliveryLimit, message.returns > limit {
+                    // Returned more often than the quorum queue allows: dead-lettered (or dropped).
+                    deadLetter(message, from: entry.queue, reason: "delivery_limit")
+                    continue
+                }
                 queues[entry.queue]?.messages.prepend(message)
             } else {
                 deadLetter(entry.message, from: entry.queue, reason: "rejected")
@@ -340,7 +352,9 @@ extension BrokerState {
     /// Every unacknowledged delivery of the channel goes back to its queue (the channel closed).
     mutating func requeueAll(connection: Int, channel: UInt16) {
         guard let unacked = connections[connection]?.channels[channel]?.unacked, !unacked.isEmpty else { return }
-        settle(.basicNack(deliveryTag: unacked.keys.max()!, multiple: true, requeue: true), connection: connection, channel: channel)
+        settle(
+            .basicNack(deliveryTag: unacked.keys.max()!, multiple: true, requeue: true), connection: connection, channel: channel,
+            returnedByClose: true)
     }
 
     // MARK: Dead-lettering and expiry

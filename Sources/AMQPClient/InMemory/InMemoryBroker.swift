@@ -23,6 +23,10 @@ import Synchronization
 /// broker.advance(by: .seconds(60))   // the delayed retry comes back now
 /// ```
 ///
+/// A quorum queue counts each message's returns by a reject or a closed channel
+/// (`x-delivery-count`; a nack does not count, as on RabbitMQ 4.3) and dead-letters one returned
+/// more often than its `x-delivery-limit`.
+///
 /// What it does not model: persistence, clustering, streams, memory alarms, priorities,
 /// `x-max-length`, and the broker's exact error texts beyond the codes.
 public final class InMemoryBroker: Sendable {
@@ -194,6 +198,12 @@ struct InMemoryQueue {
     var nextConsumer = 0
 
     var isQuorum: Bool { arguments["x-queue-type"] == .string("quorum") }
+
+    /// A quorum queue's `x-delivery-limit`: a message returned more often is dead-lettered.
+    var deliveryLimit: Int? {
+        guard isQuorum else { return nil }
+        return arguments["x-delivery-limit"]?.integerValue
+    }
 
     var messageTTL: Duration? {
         arguments["x-message-ttl"]?.integerValue.map { .milliseconds($0) }
