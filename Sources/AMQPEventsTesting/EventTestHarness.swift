@@ -115,7 +115,8 @@ public final class EventTestHarness: Sendable {
                 }
             }
             do {
-                // Every subscription and responder consumes before the body runs; if one could not start, its error.
+                // Every subscription and responder consumes before the body runs; if one could not
+                // start, its error.
                 var started = false
                 for await consumes in consuming.stream { started = consumes }
                 if !started { try await group.next() }
@@ -196,27 +197,30 @@ public final class EventTestHarness: Sendable {
     /// why), what was published, and the queues that hold messages.
     private func progressReport() -> String {
         let calls = handled
-        let shown = calls.suffix(10).map { call in
+        let shown = calls.suffix(10)
+        var lines = ["  handler calls (\(calls.count))\(calls.count > shown.count ? ", the last \(shown.count)" : ""):"]
+        if calls.isEmpty { lines[0] += " none" }
+        for call in shown {
+            let retry = call.retryAttempt > 0 ? " (retry \(call.retryAttempt))" : ""
             let outcome =
                 switch call.outcome {
                 case .succeeded: "succeeded"
                 case .failed(let error): "failed: \(error)"
                 }
-            return "    \(call.type) from \(call.queue)\(call.retryAttempt > 0 ? " (retry \(call.retryAttempt))" : ""): \(outcome)"
+            lines.append("    \(call.type) from \(call.queue)\(retry): \(outcome)")
         }
-        var counts: [(type: String, count: Int)] = []
+        // Each type once, in the order first published, with how often.
+        var types: [(name: String, count: Int)] = []
         for type in published.map(\.type) {
-            if let index = counts.firstIndex(where: { $0.type == type }) { counts[index].count += 1 } else { counts.append((type, 1)) }
+            if let index = types.firstIndex(where: { $0.name == type }) { types[index].count += 1 } else { types.append((type, 1)) }
         }
-        let queues = broker.queueNames.compactMap { name -> String? in
+        let publishedText = types.map { $0.count > 1 ? "\($0.name) ×\($0.count)" : $0.name }.joined(separator: ", ")
+        lines.append("  published: " + (types.isEmpty ? "nothing" : publishedText))
+        let holding = broker.queueNames.compactMap { name -> String? in
             let (ready, unacknowledged) = (broker.messageCount(of: name) ?? 0, broker.unacknowledgedCount(of: name) ?? 0)
-            guard ready + unacknowledged > 0 else { return nil }
-            return "\(name) (\(ready) ready, \(unacknowledged) unacknowledged)"
+            return ready + unacknowledged > 0 ? "\(name) (\(ready) ready, \(unacknowledged) unacknowledged)" : nil
         }
-        var lines = ["  handler calls (\(calls.count))\(calls.count > shown.count ? ", the last \(shown.count)" : ""):\(calls.isEmpty ? " none" : "")"]
-        lines += shown
-        lines.append("  published: " + (counts.isEmpty ? "nothing" : counts.map { $0.count > 1 ? "\($0.type) ×\($0.count)" : $0.type }.joined(separator: ", ")))
-        lines.append("  queues holding messages: " + (queues.isEmpty ? "none" : queues.joined(separator: ", ")))
+        lines.append("  queues holding messages: " + (holding.isEmpty ? "none" : holding.joined(separator: ", ")))
         return lines.joined(separator: "\n")
     }
 
