@@ -1,20 +1,16 @@
+import AMQPClient
 import Synchronization
 
 /// Wakes the harness's waits when a handler call ends or a publish is recorded, so that a wait
 /// checks its condition as soon as it may have changed, without spinning on the executor (which
 /// would take a thread from the handlers it waits for).
 final class RecordingSignal: Sendable {
-    private enum Waiter {
-        /// Registered, not yet suspended.
-        case starting
-        case waiting(CheckedContinuation<Void, Never>)
-    }
-
     private struct State {
         /// How many changes were recorded so far.
         var changes: UInt64 = 0
-        var waiters: [UInt64: Waiter] = [:]
-        var nextWaiter: UInt64 = 0
+        /// The waits since the last change. One whose limit passed stays until the next change
+        /// (resuming it then does nothing): at most one per pause of a wait.
+        var waiters: [CancellableContinuation<Void>] = []
     }
 
     private let state = Mutex(State())
@@ -23,55 +19,30 @@ final class RecordingSignal: Sendable {
     /// for a change after it.
     var changes: UInt64 { state.withLock { $0.changes } }
 
+    /// How many waits are registered (for tests: a wait has begun).
+    var waiterCount: Int { state.withLock { $0.waiters.count } }
+
     /// Something was recorded: wakes every wait.
     func signal() {
-        let woken = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+        let woken = state.withLock { state in
             state.changes &+= 1
-            var woken: [CheckedContinuation<Void, Never>] = []
-            for (id, waiter) in state.waiters {
-                guard case .waiting(let continuation) = waiter else { continue }
-                woken.append(continuation)
-                state.waiters[id] = nil
-            }
-            return woken
+            defer { state.waiters.removeAll() }
+            return state.waiters
         }
-        for continuation in woken { continuation.resume() }
+        for waiter in woken { waiter.resume() }
     }
 
     /// Returns once a change after `seen` is recorded, `limit` has passed, or the task is
     /// cancelled: whichever comes first.
     func wait(forChangeAfter seen: UInt64, atMost limit: Duration) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.change(after: seen) }
-            group.addTask { try? await Task.sleep(for: limit) }
-            await group.next()
-            group.cancelAll()
-        }
-    }
-
-    private func change(after seen: UInt64) async {
-        let id = state.withLock { state in
-            state.nextWaiter &+= 1
-            state.waiters[state.nextWaiter] = .starting
-            return state.nextWaiter
-        }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let now = state.withLock { state -> Bool in
-                    // Gone: cancelled before it could suspend.
-                    guard state.waiters[id] != nil else { return true }
-                    if state.changes != seen {
-                        state.waiters[id] = nil
-                        return true
-                    }
-                    state.waiters[id] = .waiting(continuation)
-                    return false
+        _ = await awaitAtMost(limit) {
+            try? await withCancellableContinuation { (waiter: CancellableContinuation<Void>) in
+                let changed = self.state.withLock { state in
+                    if state.changes == seen { state.waiters.append(waiter) }
+                    return state.changes != seen
                 }
-                if now { continuation.resume() }
+                if changed { waiter.resume() }
             }
-        } onCancel: {
-            let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
-            if case .waiting(let continuation) = waiter { continuation.resume() }
         }
     }
 }

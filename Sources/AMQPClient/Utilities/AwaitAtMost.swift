@@ -5,7 +5,7 @@
 /// Structured: the operation and its timer are child tasks of the caller, which owns them; the
 /// caller's cancellation ends both. The operation must end when cancelled (every wait of the
 /// library does, see ``CancellableContinuation``).
-func awaitAtMost<Result: Sendable>(
+package func awaitAtMost<Result: Sendable>(
     _ limit: Duration, _ operation: @escaping @Sendable () async -> Result
 ) async -> Result? {
     await withTaskGroup(of: Result?.self) { group in

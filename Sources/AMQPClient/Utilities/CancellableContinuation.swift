@@ -7,7 +7,7 @@ import Synchronization
 ///
 /// Every wait of the library that may last (a reply, a confirm, room to publish, the end of
 /// the connection) is one of these, so no task hangs past its cancellation.
-final class CancellableContinuation<Value: Sendable>: Sendable {
+package final class CancellableContinuation<Value: Sendable>: Sendable {
     private enum State {
         case waiting(CheckedContinuation<Value, any Error>?)
         case cancelled
@@ -41,7 +41,7 @@ final class CancellableContinuation<Value: Sendable>: Sendable {
     /// Resumes the waiting task, unless its cancellation did already. Returns whether this
     /// resumed it (a place or a result handed over to a cancelled waiter must go elsewhere).
     @discardableResult
-    func resume(with result: Result<Value, any Error>) -> Bool {
+    package func resume(with result: Result<Value, any Error>) -> Bool {
         let waiting = state.withLock { state -> CheckedContinuation<Value, any Error>? in
             guard case .waiting(let continuation) = state, let continuation else { return nil }
             state = .resumed
@@ -52,20 +52,20 @@ final class CancellableContinuation<Value: Sendable>: Sendable {
     }
 
     @discardableResult
-    func resume(returning value: Value) -> Bool { resume(with: .success(value)) }
+    package func resume(returning value: Value) -> Bool { resume(with: .success(value)) }
 
     @discardableResult
-    func resume(throwing error: any Error) -> Bool { resume(with: .failure(error)) }
+    package func resume(throwing error: any Error) -> Bool { resume(with: .failure(error)) }
 }
 
 extension CancellableContinuation where Value == Void {
     @discardableResult
-    func resume() -> Bool { resume(with: .success(())) }
+    package func resume() -> Bool { resume(with: .success(())) }
 }
 
 /// Runs `body` with a continuation that the task's cancellation resumes with
 /// ``AMQPError/Code/cancelled``; returns what it is resumed with.
-func withCancellableContinuation<Value: Sendable>(
+package func withCancellableContinuation<Value: Sendable>(
     _ body: (CancellableContinuation<Value>) -> Void
 ) async throws(AMQPError) -> Value {
     let continuation = CancellableContinuation<Value>()

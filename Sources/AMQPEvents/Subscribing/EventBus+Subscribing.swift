@@ -139,7 +139,7 @@ extension EventBus {
             case .moveOff:
                 logger.debug(
                     "a handler call took \(elapsed), longer than quickHandlerLimit: handling off the connection's thread",
-                    metadata: ["amqp.queue": "\(queue)"])
+                    metadata: [LoggingKeys.queue: .untrusted(queue)])
                 return false
             case .moveOn:
                 return false

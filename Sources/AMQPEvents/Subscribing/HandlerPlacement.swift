@@ -40,7 +40,8 @@ struct HandlerPlacement: Equatable {
 
     /// Quick calls needed in a row, off the thread, before it moves back (`.max`: never).
     var quickCallsToReturn: Int {
-        guard quickLimit != nil, movesOff > 0 else { return quickLimit == nil ? .max : Self.firstReturnAfter }
+        guard quickLimit != nil else { return .max }
+        guard movesOff > 0 else { return Self.firstReturnAfter }
         let run = Self.firstReturnAfter << (movesOff - 1)
         return run > Self.maximumReturnAfter ? .max : run
     }
